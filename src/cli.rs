@@ -1,0 +1,171 @@
+//! The raw command line, as clap parses it. Checks that involve several flags live in `plan.rs`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Forward a port from your laptop to Jupyter, redis or any service in a Kubernetes pod,
+/// directly or through the cluster's login host.
+#[derive(Debug, Parser)]
+#[command(name = "podtun", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// What to forward.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Forward Jupyter and print (and open) its tokenized URL.
+    Jupyter(PresetArgs),
+    /// Forward redis (then: `redis-cli -p 6379`).
+    Redis(PresetArgs),
+    /// Forward any ports of a pod.
+    Forward(ForwardArgs),
+    /// Print shell completions.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// The login-host side of `--via` (started by podtun itself over SSH).
+    #[command(hide = true)]
+    Agent(AgentArgs),
+}
+
+/// Arguments of `jupyter` and `redis`.
+#[derive(Debug, Args)]
+pub struct PresetArgs {
+    /// The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME.
+    #[arg(value_name = "TARGET", required_unless_present = "selector")]
+    pub target: Option<String>,
+    /// Remote port (number or container port name) instead of the discovered one.
+    #[arg(long = "port", value_name = "[LOCAL:]REMOTE")]
+    pub port: Option<String>,
+    /// Flags shared by every forward.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Arguments of `forward`.
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME.
+    #[arg(value_name = "TARGET", required_unless_present = "selector")]
+    pub target: Option<String>,
+    /// Ports to forward, as REMOTE or LOCAL:REMOTE (REMOTE: number or container port name).
+    /// Without any, the pod's declared ports.
+    #[arg(value_name = "[LOCAL:]REMOTE")]
+    pub ports: Vec<String>,
+    /// Flags shared by every forward.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Flags shared by `jupyter`, `redis` and `forward`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Reach the cluster through these SSH hosts: jump hosts first, the login host last.
+    #[arg(long, value_name = "HOST[,HOST...]", value_delimiter = ',', env = "PODTUN_VIA")]
+    pub via: Vec<String>,
+    /// Namespace of the target (default: the kubeconfig context's).
+    #[arg(short, long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Kubeconfig context to use.
+    #[arg(long, value_name = "CONTEXT")]
+    pub context: Option<String>,
+    /// Kubeconfig file (with --via: a path on the login host).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Container of the pod (default: the one the preset fits, else the first).
+    #[arg(short, long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// Pick the pod by label selector instead of by name.
+    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "target")]
+    pub selector: Option<String>,
+    /// Local port (default: the remote port if free, else any free port).
+    #[arg(short = 'p', long, value_name = "PORT")]
+    pub local_port: Option<u16>,
+    /// Local address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub address: IpAddr,
+    /// How long to wait for the pod, the port and the token (e.g. 90s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Do not open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Print one JSON event per line on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// More detail on stderr (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// SSH config file instead of ~/.ssh/config.
+    #[arg(short = 'F', value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// Path of podtun on the login host (skips the lookup and the upload).
+    #[arg(long, value_name = "PATH")]
+    pub remote_bin: Option<String>,
+    /// Never upload podtun to the login host.
+    #[arg(long)]
+    pub no_install: bool,
+}
+
+/// Arguments of the hidden `agent` subcommand.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// `pipe SOCKET`: splice stdin/stdout to a running agent's socket.
+    #[arg(trailing_var_arg = true, hide = true)]
+    pub rest: Vec<String>,
+    /// More detail on stderr.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Parses `90`, `90s`, `5m`, `1h`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try 30s, 5m or 1h)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{text}` has an unknown unit (try 30s, 5m or 1h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("`{text}` is not a duration (try 30s, 5m or 1h)"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(std::time::Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(std::time::Duration::from_millis(250)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

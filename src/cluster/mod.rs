@@ -1,0 +1,8 @@
+//! Everything that talks to (or reasons about) the Kubernetes cluster.
+
+/// Pure discovery: target, ports, pod state, Jupyter token.
+pub mod discover;
+pub mod client;
+// pub mod resolve;
+// pub mod forward;
+// pub mod tunnel;

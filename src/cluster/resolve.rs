@@ -1,0 +1,317 @@
+//! Target → pod, waiting for it to be Ready, and the Jupyter URL from its logs: the cluster I/O
+//! around the pure functions of `discover`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use kube::api::LogParams;
+use kube::runtime::watcher;
+use kube::Api;
+use tokio::time::Instant;
+
+use super::client::Cluster;
+use super::discover::{self, PodState, Target, TokenFind};
+use crate::error::{hinted, HintExt};
+
+/// Reports progress while waiting (a spinner on the laptop, an event from the agent).
+pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
+/// A pod that was found, with the selector that found it (to find its successor).
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The pod as last seen.
+    pub pod: Pod,
+    /// The label selector of svc/deploy/sts/-l targets; `None` for a pod by name.
+    pub selector: Option<String>,
+}
+
+/// `ns/name` of a pod, for messages.
+pub fn pod_label(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("?"),
+        pod.metadata.name.as_deref().unwrap_or("?")
+    )
+}
+
+/// Turns a kube API error into one that names the object and says what to do.
+pub fn api_error(err: kube::Error, what: &str, ns: &str) -> anyhow::Error {
+    match &err {
+        kube::Error::Api(status) => {
+            let hint = match status.code {
+                401 => "the API server rejected your credentials: log in again or check the kubeconfig user".to_string(),
+                403 => format!("your account may not do this in namespace `{ns}`; ask the cluster admin, or check `-n`"),
+                404 => format!("see `kubectl -n {ns} get pods`"),
+                _ => "retry; if it persists, check the API server".to_string(),
+            };
+            let message = if status.code == 401 {
+                format!("could not {what}: unauthorized (401)")
+            } else {
+                format!("could not {what}: {}", status.message)
+            };
+            hinted(anyhow!(message), hint)
+        }
+        _ => hinted(
+            anyhow::Error::new(err).context(format!("could not {what}")),
+            "check that the API server in your kubeconfig is reachable from here",
+        ),
+    }
+}
+
+fn watch_error(err: watcher::Error, ns: &str) -> anyhow::Error {
+    match err {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => api_error(e, "watch pods", ns),
+        other => anyhow::Error::new(other).context("could not watch pods"),
+    }
+}
+
+/// The label selector of a svc/deploy/sts target (reads the object).
+async fn selector_of(cluster: &Cluster, target: &Target) -> anyhow::Result<Option<String>> {
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.as_str());
+    let selector = match target {
+        Target::Pod(_) => return Ok(None),
+        Target::Selector(sel) => sel.clone(),
+        Target::Service(name) => {
+            let svc = get(Api::<Service>::namespaced(client, ns), name, "service", ns).await?;
+            discover::selector_of_service(&svc)?
+        }
+        Target::Deployment(name) => {
+            let d = get(Api::<Deployment>::namespaced(client, ns), name, "deployment", ns).await?;
+            let spec = d.spec.as_ref().map(|s| &s.selector);
+            discover::label_selector_string(spec)
+                .with_context(|| format!("deployment `{ns}/{name}` has no selector"))?
+        }
+        Target::StatefulSet(name) => {
+            let s = get(Api::<StatefulSet>::namespaced(client, ns), name, "statefulset", ns).await?;
+            let spec = s.spec.as_ref().map(|s| &s.selector);
+            discover::label_selector_string(spec)
+                .with_context(|| format!("statefulset `{ns}/{name}` has no selector"))?
+        }
+    };
+    Ok(Some(selector))
+}
+
+async fn get<K>(api: Api<K>, name: &str, kind: &str, ns: &str) -> anyhow::Result<K>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await {
+        Ok(Some(obj)) => Ok(obj),
+        Ok(None) => Err(hinted(
+            anyhow!("{kind} `{ns}/{name}` not found"),
+            format!("see `kubectl -n {ns} get {kind}s`"),
+        )),
+        Err(e) => Err(api_error(e, &format!("get {kind} `{ns}/{name}`"), ns)),
+    }
+}
+
+/// Reads a service (for port mapping of svc targets).
+pub async fn service(cluster: &Cluster, name: &str) -> anyhow::Result<Service> {
+    let api = Api::<Service>::namespaced(cluster.client.clone(), &cluster.namespace);
+    get(api, name, "service", &cluster.namespace).await
+}
+
+/// Explains a missing pod: is it the namespace, or the pod?
+async fn not_found(cluster: &Cluster, target: &Target, selector: Option<&str>) -> anyhow::Error {
+    let ns = &cluster.namespace;
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    if let Ok(None) = namespaces.get_opt(ns).await {
+        return hinted(
+            anyhow!("namespace `{ns}` not found"),
+            "check `-n` (see `kubectl get namespaces`)",
+        );
+    }
+    match (target, selector) {
+        (Target::Pod(name), _) => hinted(
+            anyhow!("pod `{ns}/{name}` not found"),
+            format!("see `kubectl -n {ns} get pods`"),
+        ),
+        (_, sel) => hinted(
+            anyhow!("no pod matches `{}` in namespace `{ns}`", sel.unwrap_or("?")),
+            format!("see `kubectl -n {ns} get pods -l {}`", sel.unwrap_or("?")),
+        ),
+    }
+}
+
+/// Waits until the target has a Ready pod and returns it.
+///
+/// A pod that can't become Ready (Failed, CrashLoopBackOff, ImagePull…) is an error quoting its
+/// reason. With `must_exist`, a target with no pod at all fails at once; otherwise (a pod being
+/// replaced) podtun waits for one to appear.
+pub async fn wait_for_pod(
+    cluster: &Cluster,
+    target: &Target,
+    container: Option<&str>,
+    timeout: Duration,
+    must_exist: bool,
+    progress: Progress<'_>,
+) -> anyhow::Result<Found> {
+    let ns = cluster.namespace.clone();
+    let selector = selector_of(cluster, target).await?;
+    let mut config = watcher::Config::default();
+    match (target, &selector) {
+        (Target::Pod(name), _) => config = config.fields(&format!("metadata.name={name}")),
+        (_, Some(sel)) => config = config.labels(sel),
+        (_, None) => {}
+    }
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    let mut events = watcher(api, config).boxed();
+    let deadline = Instant::now() + timeout;
+    let (mut pods, mut listing) = (BTreeMap::<String, Pod>::new(), BTreeMap::new());
+    let mut ready_once = false;
+    let mut last_state = String::from("no pod yet");
+    loop {
+        let event = match tokio::time::timeout_at(deadline, events.try_next()).await {
+            Err(_) => {
+                return Err(hinted(
+                    anyhow!(
+                        "{} did not become Ready within {}s ({last_state})",
+                        describe(target, &ns),
+                        timeout.as_secs()
+                    ),
+                    format!("see `kubectl -n {ns} describe pod`, or pass a longer --timeout"),
+                ))
+            }
+            Ok(Err(e)) => return Err(watch_error(e, &ns)),
+            Ok(Ok(None)) => bail!("the pod watch ended unexpectedly"),
+            Ok(Ok(Some(event))) => event,
+        };
+        match event {
+            watcher::Event::Init => listing.clear(),
+            watcher::Event::InitApply(pod) => {
+                listing.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
+            }
+            watcher::Event::InitDone => {
+                pods = std::mem::take(&mut listing);
+                ready_once = true;
+            }
+            watcher::Event::Apply(pod) => {
+                pods.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
+            }
+            watcher::Event::Delete(pod) => {
+                pods.remove(pod.metadata.name.as_deref().unwrap_or_default());
+            }
+        }
+        if !ready_once {
+            continue;
+        }
+        let all: Vec<Pod> = pods.values().cloned().collect();
+        let Some(pod) = discover::choose_pod(&all) else {
+            if must_exist {
+                return Err(not_found(cluster, target, selector.as_deref()).await);
+            }
+            last_state = "no pod yet".into();
+            progress(&format!("waiting for {}: no pod yet", describe(target, &ns)));
+            continue;
+        };
+        match discover::pod_state(pod, container) {
+            PodState::Ready => {
+                return Ok(Found {
+                    pod: pod.clone(),
+                    selector,
+                })
+            }
+            PodState::Starting { why } => {
+                progress(&format!("waiting for pod `{}`: {why}", pod_label(pod)));
+                last_state = why;
+            }
+            PodState::Failed { reason, message } => {
+                let detail = message.map(|m| format!(": {m}")).unwrap_or_default();
+                return Err(hinted(
+                    anyhow!("pod `{}` is failing: {reason}{detail}", pod_label(pod)),
+                    format!(
+                        "see `kubectl -n {ns} logs {}` and `kubectl -n {ns} describe pod {}`",
+                        pod.metadata.name.as_deref().unwrap_or_default(),
+                        pod.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+            PodState::Succeeded => {
+                return Err(hinted(
+                    anyhow!("pod `{}` has completed and serves nothing", pod_label(pod)),
+                    "start the service again, or pick another pod",
+                ))
+            }
+        }
+    }
+}
+
+fn describe(target: &Target, ns: &str) -> String {
+    match target {
+        Target::Pod(name) => format!("pod `{ns}/{name}`"),
+        other => format!("`{other}` in namespace `{ns}`"),
+    }
+}
+
+/// Reads (and if needed follows) the container's log until Jupyter's URL shows up.
+pub async fn jupyter_url(
+    cluster: &Cluster,
+    pod: &Pod,
+    container: &str,
+    timeout: Duration,
+    progress: Progress<'_>,
+) -> anyhow::Result<TokenFind> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let what = format!("read the logs of pod `{}`", pod_label(pod));
+    let mut params = LogParams {
+        container: Some(container.to_string()),
+        ..LogParams::default()
+    };
+    // First what is there (the newest URL wins), then follow until one appears.
+    let found = scan_log(&api, &name, &params, &what, &cluster.namespace).await?;
+    if !matches!(found, TokenFind::NotYet) {
+        return Ok(found);
+    }
+    progress(&format!("waiting for Jupyter's URL in the logs of `{}`", pod_label(pod)));
+    params.follow = true;
+    let follow = scan_log(&api, &name, &params, &what, &cluster.namespace);
+    match tokio::time::timeout(timeout, follow).await {
+        Ok(Ok(TokenFind::NotYet)) | Err(_) => Err(hinted(
+            anyhow!(
+                "no Jupyter URL appeared in the logs of pod `{}` within {}s",
+                pod_label(pod),
+                timeout.as_secs()
+            ),
+            format!(
+                "is Jupyter running in container `{container}`? see `kubectl -n {} logs {name}`",
+                cluster.namespace
+            ),
+        )),
+        Ok(other) => other,
+    }
+}
+
+/// Scans a log line by line (never the whole log in memory): the last URL seen, or, when
+/// following, the first.
+async fn scan_log(
+    api: &Api<Pod>,
+    name: &str,
+    params: &LogParams,
+    what: &str,
+    ns: &str,
+) -> anyhow::Result<TokenFind> {
+    let stream = api
+        .log_stream(name, params)
+        .await
+        .map_err(|e| api_error(e, what, ns))?;
+    let mut lines = stream.lines();
+    let mut found = TokenFind::NotYet;
+    while let Some(line) = lines.next().await {
+        let line = line.with_context(|| what.to_string()).hint("retry")?;
+        let here = discover::find_token(&line);
+        if !matches!(here, TokenFind::NotYet) {
+            found = here;
+            if params.follow {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}

@@ -1,0 +1,279 @@
+//! The cluster half of a forward, shared by local mode and the agent: find the pod, resolve its
+//! ports and Jupyter URL, forward connections to whichever pod currently serves the target, and
+//! follow the target when its pod is replaced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+use kube::Api;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::client::{self, Cluster};
+use super::discover::{self, PortRequest, Preset, ResolvedPort, Target, TokenFind};
+use super::forward;
+use super::resolve::{self, pod_label, Progress};
+use crate::error::UsageError;
+use crate::splice::Moved;
+use crate::wire::{AgentEvent, JupyterAccess, Request, Secret, WirePort};
+
+/// What to forward, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The pod, or what leads to it.
+    pub target: Target,
+    /// `-c`.
+    pub container: Option<String>,
+    /// Which discovery rules apply.
+    pub preset: Preset,
+    /// Explicit ports (empty: discover).
+    pub ports: Vec<PortRequest>,
+    /// Bound on every wait.
+    pub timeout: Duration,
+}
+
+impl Spec {
+    /// Parses a wire request (the laptop checked it already; the agent checks it again).
+    pub fn from_request(req: &Request) -> anyhow::Result<Spec> {
+        let target = match (&req.selector, req.target.as_str()) {
+            (Some(sel), "") => Target::Selector(sel.clone()),
+            (Some(_), _) => return Err(UsageError("pass either a TARGET or -l SELECTOR, not both".into()).into()),
+            (None, t) => t.parse::<Target>().map_err(|e| UsageError(e.to_string()))?,
+        };
+        let preset = match req.preset.as_str() {
+            "jupyter" => Preset::Jupyter,
+            "redis" => Preset::Redis,
+            "generic" => Preset::Generic,
+            other => anyhow::bail!("unknown preset `{other}`"),
+        };
+        let ports = req
+            .ports
+            .iter()
+            .map(|p| p.parse::<PortRequest>().map_err(|e| UsageError(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Spec {
+            target,
+            container: req.container.clone(),
+            preset,
+            ports,
+            timeout: Duration::from_secs(req.timeout_secs),
+        })
+    }
+}
+
+/// A running forward's cluster side.
+#[derive(Clone)]
+pub struct Tunnel {
+    cluster: Cluster,
+    spec: Arc<Spec>,
+    /// The pod connections go to now.
+    current: watch::Receiver<Pod>,
+    current_tx: Arc<watch::Sender<Pod>>,
+    /// The container that serves.
+    pub container: String,
+    /// The forwarded ports, in order.
+    pub ports: Vec<ResolvedPort>,
+}
+
+impl Tunnel {
+    /// Connects to the cluster, waits for a Ready pod and resolves its ports.
+    pub async fn start(cluster: &client::ClusterRef, spec: Spec, progress: Progress<'_>) -> anyhow::Result<Tunnel> {
+        progress("connecting to the cluster");
+        let cluster = client::connect(cluster).await?;
+        let found = resolve::wait_for_pod(&cluster, &spec.target, spec.container.as_deref(), spec.timeout, true, progress).await?;
+        let pod = found.pod;
+        let container = discover::pick_container(&pod, spec.container.as_deref(), spec.preset)?.name.clone();
+        let requests = match &spec.target {
+            Target::Service(name) if !spec.ports.is_empty() => {
+                let svc = resolve::service(&cluster, name).await?;
+                discover::service_ports(&svc, &pod, &spec.ports)?
+            }
+            _ => spec.ports.clone(),
+        };
+        let ports = discover::resolve_ports(&pod, Some(&container), spec.preset, &requests)?;
+        let (tx, rx) = watch::channel(pod);
+        Ok(Tunnel {
+            cluster,
+            spec: Arc::new(spec),
+            current: rx,
+            current_tx: Arc::new(tx),
+            container,
+            ports,
+        })
+    }
+
+    /// The pod connections go to now.
+    pub fn pod(&self) -> Pod {
+        self.current.borrow().clone()
+    }
+
+    /// The namespace of the pod.
+    pub fn namespace(&self) -> &str {
+        &self.cluster.namespace
+    }
+
+    /// The `resolved` event for this tunnel.
+    pub fn resolved_event(&self) -> AgentEvent {
+        AgentEvent::Resolved {
+            namespace: self.cluster.namespace.clone(),
+            pod: self.pod().metadata.name.unwrap_or_default(),
+            container: self.container.clone(),
+            ports: self
+                .ports
+                .iter()
+                .map(|p| WirePort {
+                    remote: p.remote,
+                    local: p.local,
+                    name: p.name.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Forwards one connection to `remote` on the current pod.
+    pub async fn forward<C>(&self, remote: u16, conn: C) -> anyhow::Result<Moved>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let pod = self.current.borrow().metadata.name.clone().unwrap_or_default();
+        forward::forward(&self.cluster, &pod, remote, conn).await
+    }
+
+    /// Reads Jupyter's URL from the current pod's logs.
+    pub async fn jupyter(&self, progress: Progress<'_>) -> anyhow::Result<JupyterAccess> {
+        let pod = self.pod();
+        let found = resolve::jupyter_url(&self.cluster, &pod, &self.container, self.spec.timeout, progress).await?;
+        Ok(access_of(found, &pod, &self.container))
+    }
+
+    /// Follows the target for as long as the forward runs: when its pod goes away or restarts,
+    /// waits for the replacement to be Ready, switches new connections to it and reports it.
+    pub async fn supervise(&self, emit: &(dyn Fn(AgentEvent) + Send + Sync)) -> anyhow::Result<()> {
+        loop {
+            let old = self.pod();
+            wait_until_gone(&self.cluster, &old).await?;
+            info!(pod = %pod_label(&old), "pod went away or restarted; waiting for its replacement");
+            emit(AgentEvent::Progress {
+                message: format!("pod `{}` went away or restarted; waiting for its replacement", pod_label(&old)),
+            });
+            let progress = |m: &str| emit(AgentEvent::Progress { message: m.to_string() });
+            let found = resolve::wait_for_pod(
+                &self.cluster,
+                &self.spec.target,
+                Some(&self.container),
+                self.spec.timeout,
+                false,
+                &progress,
+            )
+            .await
+            .with_context(|| format!("pod `{}` was not replaced", pod_label(&old)))?;
+            self.current_tx.send_replace(found.pod.clone());
+            let jupyter = match self.spec.preset {
+                Preset::Jupyter => Some(self.jupyter(&progress).await?),
+                _ => None,
+            };
+            emit(AgentEvent::PodReplaced {
+                pod: found.pod.metadata.name.clone().unwrap_or_default(),
+                jupyter,
+            });
+        }
+    }
+}
+
+/// A pod's identity for "has it been replaced": its uid and how often its containers restarted.
+fn incarnation(pod: &Pod) -> (Option<String>, i32) {
+    let restarts = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+        .unwrap_or(0);
+    (pod.metadata.uid.clone(), restarts)
+}
+
+/// Returns when `pod` is deleted, terminating, or restarted.
+async fn wait_until_gone(cluster: &Cluster, pod: &Pod) -> anyhow::Result<()> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api, config).boxed();
+    let was = incarnation(pod);
+    let mut listed = Vec::new();
+    loop {
+        let event = match events.try_next().await {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // A broken watch is retried by the watcher; pace it so errors don't spin.
+                debug!(%e, "pod watch failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let now = match event {
+            watcher::Event::Apply(p) => Some(p),
+            watcher::Event::Delete(_) => return Ok(()),
+            watcher::Event::Init => {
+                listed.clear();
+                None
+            }
+            watcher::Event::InitApply(p) => {
+                listed.push(p);
+                None
+            }
+            watcher::Event::InitDone => match listed.pop() {
+                Some(p) => Some(p),
+                None => return Ok(()),
+            },
+        };
+        if let Some(p) = now {
+            if p.metadata.deletion_timestamp.is_some() || incarnation(&p) != was {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn access_of(found: TokenFind, pod: &Pod, container: &str) -> JupyterAccess {
+    match found {
+        TokenFind::Found(url) => JupyterAccess {
+            token: url.token.map(|t| Secret(t.expose().to_string())),
+            base_path: url.base_path,
+            path: url.path,
+            note: None,
+        },
+        TokenFind::Masked { base_path, path } => {
+            let token = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.iter().find(|c| c.name == container))
+                .and_then(discover::token_from_env);
+            let note = token.is_none().then(|| {
+                "Jupyter's token was set by its configuration and is not in the logs: type it in the browser".to_string()
+            });
+            JupyterAccess {
+                token: token.map(|t| Secret(t.expose().to_string())),
+                base_path,
+                path,
+                note,
+            }
+        }
+        TokenFind::NoAuth { base_path, path } => JupyterAccess {
+            token: None,
+            base_path,
+            path,
+            note: Some("this Jupyter server has no token (password or none)".into()),
+        },
+        TokenFind::NotYet => JupyterAccess {
+            token: None,
+            base_path: "/".into(),
+            path: "/lab".into(),
+            note: Some("no Jupyter URL in the logs".into()),
+        },
+    }
+}

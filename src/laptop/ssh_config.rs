@@ -1,0 +1,456 @@
+//! What `~/.ssh/config` says about one host, resolved the way OpenSSH resolves it.
+//!
+//! When the OpenSSH client is installed, `ssh -G` does the resolving (Host and Match blocks,
+//! Include, tokens, defaults: exactly what `ssh` itself would use) and this module only reads its
+//! `key value` output. Without it, [`ssh_config_file`](super::ssh_config_file) reads the files
+//! with a small lenient parser that produces the same pairs. Either way [`HostConfig`] is built
+//! from those pairs by one function, so both paths share defaults and `~`/`%` expansion.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tracing::debug;
+
+use super::ssh::SshOptions;
+use super::ssh_config_file;
+
+/// `ssh -G` only reads files (and may run `Match exec` commands); it gets this long.
+const SSH_G_TIMEOUT: Duration = Duration::from_secs(10);
+/// ServerAliveInterval when the config leaves it unset (OpenSSH's own default is off).
+const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// ConnectTimeout when the config leaves it unset (OpenSSH's own default is the kernel's).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A host as written on the command line: `[user@]host[:port]`, `[v6addr]:port` or `ssh://…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostSpec {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl HostSpec {
+    pub(crate) fn parse(text: &str) -> anyhow::Result<HostSpec> {
+        let rest = text.strip_prefix("ssh://").unwrap_or(text);
+        let (user, rest) = match rest.rsplit_once('@') {
+            Some((user, rest)) => (Some(user.to_string()), rest),
+            None => (None, rest),
+        };
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let (host, after) = inner
+                .split_once(']')
+                .with_context(|| format!("missing `]` in host `{text}`"))?;
+            (host, after.strip_prefix(':'))
+        } else if rest.matches(':').count() == 1 {
+            let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
+            (host, Some(port))
+        } else {
+            (rest, None)
+        };
+        let port = port
+            .map(|p| p.parse::<u16>().ok().filter(|p| *p != 0))
+            .map(|p| p.with_context(|| format!("bad port in host `{text}`")))
+            .transpose()?;
+        let bad = |s: &str| s.is_empty() || s.starts_with('-') || s.contains(char::is_whitespace);
+        if bad(host) || user.as_deref().is_some_and(bad) {
+            bail!("bad host `{text}`: expected [user@]host[:port]");
+        }
+        Ok(HostSpec {
+            user,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// StrictHostKeyChecking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strict {
+    /// `yes`: unknown hosts are refused.
+    Yes,
+    /// `ask` (the default): ask on a terminal, refuse otherwise.
+    Ask,
+    /// `accept-new`: unknown hosts are recorded.
+    AcceptNew,
+    /// `no`: unknown hosts are recorded (a changed key is still refused: podtun never connects
+    /// to a host whose key changed).
+    No,
+}
+
+/// Everything podtun uses from the config for one hop.
+#[derive(Debug, Clone)]
+pub(crate) struct HostConfig {
+    /// The host as the user wrote it (an alias, or the address).
+    pub alias: String,
+    pub hostname: String,
+    pub user: String,
+    pub port: u16,
+    pub identity_files: Vec<PathBuf>,
+    pub identities_only: bool,
+    /// `None`: `$SSH_AUTH_SOCK`; `Some(None)`: no agent; `Some(Some(p))`: that socket.
+    pub identity_agent: Option<Option<PathBuf>>,
+    pub proxy_jump: Option<String>,
+    /// ProxyCommand with `%h %p %r %n %%` already substituted.
+    pub proxy_command: Option<String>,
+    /// UserKnownHostsFile: checked, and the first one learns new hosts.
+    pub known_hosts_files: Vec<PathBuf>,
+    /// GlobalKnownHostsFile: checked only.
+    pub global_known_hosts_files: Vec<PathBuf>,
+    pub host_key_alias: Option<String>,
+    pub strict: Strict,
+    pub hash_known_hosts: bool,
+    pub batch_mode: bool,
+    pub password_prompts: u32,
+    pub alive_interval: Duration,
+    pub alive_count_max: usize,
+    pub connect_timeout: Duration,
+}
+
+impl HostConfig {
+    /// `host:port` for messages.
+    pub(crate) fn addr(&self) -> String {
+        format!("{}:{}", self.hostname, self.port)
+    }
+}
+
+/// Resolves `spec` through the user's SSH config.
+pub(crate) async fn resolve(spec: &HostSpec, opts: &SshOptions) -> anyhow::Result<HostConfig> {
+    let home = opts.home_dir();
+    let pairs = match ssh_g(spec, opts, &home).await {
+        Ok(Some(pairs)) => pairs,
+        Ok(None) => {
+            debug!("ssh is not installed; reading the SSH config without it");
+            let user_config = opts
+                .config_file
+                .clone()
+                .unwrap_or_else(|| home.join(".ssh/config"));
+            let system = opts
+                .config_file
+                .is_none()
+                .then(|| Path::new("/etc/ssh/ssh_config"));
+            ssh_config_file::lookup(&user_config, system, &spec.host, &home)
+        }
+        Err(err) => return Err(err),
+    };
+    // `ssh -G` expands `~` in some paths with the passwd entry's home; a test that moves
+    // HOME wants those under its own home.
+    let ssh_home = if opts.home.is_some() {
+        passwd_home().await
+    } else {
+        None
+    };
+    Ok(from_pairs(&pairs, spec, &home, ssh_home.as_deref()))
+}
+
+/// Runs `ssh -G`; `Ok(None)` when `ssh` is not installed.
+async fn ssh_g(
+    spec: &HostSpec,
+    opts: &SshOptions,
+    home: &Path,
+) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    let mut cmd = tokio::process::Command::new("ssh");
+    cmd.arg("-G");
+    match (&opts.config_file, &opts.home) {
+        (Some(file), _) => {
+            cmd.arg("-F").arg(file);
+        }
+        // ssh reads ~/.ssh/config from the passwd entry's home, not $HOME: point it at ours.
+        (None, Some(home)) => {
+            let file = home.join(".ssh/config");
+            cmd.arg("-F").arg(if file.exists() {
+                file
+            } else {
+                PathBuf::from("/dev/null")
+            });
+        }
+        (None, None) => {}
+    }
+    if let Some(port) = spec.port {
+        cmd.arg("-p").arg(port.to_string());
+    }
+    if let Some(user) = &spec.user {
+        cmd.arg("-l").arg(user);
+    }
+    cmd.arg("--").arg(&spec.host);
+    cmd.env("HOME", home)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = match tokio::time::timeout(SSH_G_TIMEOUT, cmd.output()).await {
+        Err(_) => bail!("`ssh -G {}` did not finish in {SSH_G_TIMEOUT:?}", spec.host),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Ok(result) => result.context("could not run `ssh -G`")?,
+    };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "could not read the SSH config for `{}`: {}",
+            spec.host,
+            stderr.trim()
+        );
+    }
+    Ok(Some(parse_pairs(&String::from_utf8_lossy(&output.stdout))))
+}
+
+/// Splits `ssh -G` output into (lowercase key, value) pairs.
+pub(crate) fn parse_pairs(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let (key, value) = line.trim().split_once(' ')?;
+            Some((key.to_ascii_lowercase(), value.trim().to_string()))
+        })
+        .collect()
+}
+
+/// The home directory `ssh` uses for `~` (the passwd entry's), found once by asking it.
+async fn passwd_home() -> Option<PathBuf> {
+    static HOME: OnceLock<Option<PathBuf>> = OnceLock::new();
+    if let Some(home) = HOME.get() {
+        return home.clone();
+    }
+    let output = tokio::process::Command::new("ssh")
+        .args(["-G", "-F", "/dev/null", "-o", "UserKnownHostsFile=~/", "probe"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let pairs = parse_pairs(&String::from_utf8_lossy(&output.stdout));
+    let home = pairs
+        .iter()
+        .find(|(k, _)| k == "userknownhostsfile")
+        .map(|(_, v)| PathBuf::from(v.trim_end_matches('/')))
+        .filter(|home| home.as_os_str().len() > 1);
+    HOME.get_or_init(|| home).clone()
+}
+
+/// Builds a [`HostConfig`] from `ssh -G`-style pairs, filling OpenSSH's defaults for keys the
+/// fallback parser did not see.
+pub(crate) fn from_pairs(
+    pairs: &[(String, String)],
+    spec: &HostSpec,
+    home: &Path,
+    ssh_home: Option<&Path>,
+) -> HostConfig {
+    let first = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let all = |key: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let yes = |key: &str| matches!(first(key), Some("yes" | "true"));
+    let secs = |key: &str| first(key).and_then(|v| v.parse::<u64>().ok()).filter(|s| *s > 0);
+    let none = |v: &&str| !v.eq_ignore_ascii_case("none");
+
+    // `ssh -G` has expanded `HostName %h.example.org` already; the fallback has not.
+    let hostname = first("hostname")
+        .map(|h| h.replace("%h", &spec.host).replace("%%", "%"))
+        .unwrap_or_else(|| spec.host.clone());
+    let user = spec
+        .user
+        .clone()
+        .or_else(|| first("user").map(str::to_string))
+        .unwrap_or_else(local_user);
+    let port = spec
+        .port
+        .or_else(|| first("port").and_then(|p| p.parse().ok()))
+        .unwrap_or(22);
+    let tokens = Tokens {
+        alias: &spec.host,
+        hostname: &hostname,
+        user: &user,
+        port,
+        home,
+    };
+    let path = |raw: &str| tokens.path(raw, ssh_home);
+
+    let mut identity_files: Vec<PathBuf> = all("identityfile").into_iter().map(path).collect();
+    if identity_files.is_empty() {
+        identity_files = ["id_rsa", "id_ecdsa", "id_ed25519"]
+            .iter()
+            .map(|name| home.join(".ssh").join(name))
+            .collect();
+    }
+    let known_hosts = |key: &str, default: &[&str]| -> Vec<PathBuf> {
+        match first(key) {
+            Some(v) => v.split_whitespace().filter(none).map(path).collect(),
+            None => default.iter().map(|p| path(p)).collect(),
+        }
+    };
+    let known_hosts_files = known_hosts(
+        "userknownhostsfile",
+        &["~/.ssh/known_hosts", "~/.ssh/known_hosts2"],
+    );
+    let global_known_hosts_files = known_hosts(
+        "globalknownhostsfile",
+        &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"],
+    );
+    let identity_agent = first("identityagent").map(|v| match v {
+        "none" => None,
+        "SSH_AUTH_SOCK" => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+        v if v.starts_with('$') => std::env::var_os(&v[1..]).map(PathBuf::from),
+        v => Some(path(v)),
+    });
+    let strict = match first("stricthostkeychecking") {
+        Some("yes" | "true") => Strict::Yes,
+        Some("accept-new") => Strict::AcceptNew,
+        Some("no" | "false" | "off") => Strict::No,
+        _ => Strict::Ask,
+    };
+    HostConfig {
+        alias: spec.host.clone(),
+        identity_files,
+        identities_only: yes("identitiesonly"),
+        identity_agent,
+        proxy_jump: first("proxyjump").filter(none).map(str::to_string),
+        proxy_command: first("proxycommand")
+            .filter(none)
+            .map(|c| tokens.expand(c)),
+        known_hosts_files,
+        global_known_hosts_files,
+        host_key_alias: first("hostkeyalias").filter(none).map(str::to_string),
+        strict,
+        hash_known_hosts: yes("hashknownhosts"),
+        batch_mode: yes("batchmode"),
+        password_prompts: first("numberofpasswordprompts")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3),
+        alive_interval: secs("serveraliveinterval")
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_ALIVE_INTERVAL),
+        alive_count_max: first("serveralivecountmax")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3),
+        connect_timeout: secs("connecttimeout")
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        hostname,
+        user,
+        port,
+    }
+}
+
+fn local_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".to_string())
+}
+
+/// The `%` tokens OpenSSH expands in ProxyCommand and paths.
+struct Tokens<'a> {
+    alias: &'a str,
+    hostname: &'a str,
+    user: &'a str,
+    port: u16,
+    home: &'a Path,
+}
+
+impl Tokens<'_> {
+    fn expand(&self, text: &str) -> String {
+        let mut out = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('%') => out.push('%'),
+                Some('h') => out.push_str(self.hostname),
+                Some('n') => out.push_str(self.alias),
+                Some('p') => out.push_str(&self.port.to_string()),
+                Some('r') => out.push_str(self.user),
+                Some('u') => out.push_str(&local_user()),
+                Some('d') => out.push_str(&self.home.to_string_lossy()),
+                Some(other) => {
+                    debug!(token = %other, "unsupported % token left as is");
+                    out.push('%');
+                    out.push(other);
+                }
+                None => out.push('%'),
+            }
+        }
+        out
+    }
+
+    /// Expands tokens and `~`; maps paths `ssh` rooted at `ssh_home` into our home.
+    fn path(&self, raw: &str, ssh_home: Option<&Path>) -> PathBuf {
+        let text = self.expand(raw);
+        if let Some(rest) = text.strip_prefix("~/") {
+            return self.home.join(rest);
+        }
+        let path = PathBuf::from(text);
+        match ssh_home.and_then(|h| path.strip_prefix(h).ok()) {
+            Some(rest) if ssh_home != Some(self.home) => self.home.join(rest),
+            _ => path,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> HostSpec {
+        HostSpec::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn parses_host_specs() {
+        let s = spec("alice@login.example.org:2222");
+        assert_eq!(s.user.as_deref(), Some("alice"));
+        assert_eq!((s.host.as_str(), s.port), ("login.example.org", Some(2222)));
+        assert_eq!(spec("bastion").port, None);
+        assert_eq!(spec("[::1]:22").host, "::1");
+        assert_eq!(spec("fe80::1").host, "fe80::1");
+        assert_eq!(spec("ssh://bob@h:23").port, Some(23));
+        for bad in ["", "-oProxyCommand=x", "h:0", "h:x", "a b", "[::1"] {
+            assert!(HostSpec::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn builds_config_from_ssh_g_pairs() {
+        let pairs = parse_pairs(
+            "hostname 10.0.0.2\nuser bob\nport 2222\nidentityfile ~/.ssh/k\n\
+             identityfile %d/.ssh/k2_%h\nproxycommand nc %h %p # %r %%\n\
+             userknownhostsfile /root/kh1 /root/kh2\nglobalknownhostsfile /etc/ssh/ssh_known_hosts\n\
+             stricthostkeychecking accept-new\nserveraliveinterval 0\nconnecttimeout none\n\
+             identitiesonly yes\n",
+        );
+        let home = Path::new("/t/home");
+        let c = from_pairs(&pairs, &spec("login"), home, Some(Path::new("/root")));
+        assert_eq!((c.hostname.as_str(), c.user.as_str(), c.port), ("10.0.0.2", "bob", 2222));
+        assert_eq!(
+            c.identity_files,
+            [home.join(".ssh/k"), home.join(".ssh/k2_10.0.0.2")]
+        );
+        assert_eq!(c.proxy_command.as_deref(), Some("nc 10.0.0.2 2222 # bob %"));
+        assert_eq!(c.known_hosts_files, [home.join("kh1"), home.join("kh2")]);
+        assert_eq!(
+            c.global_known_hosts_files,
+            [PathBuf::from("/etc/ssh/ssh_known_hosts")]
+        );
+        assert_eq!(c.strict, Strict::AcceptNew);
+        assert!(c.identities_only);
+        assert_eq!(c.alive_interval, DEFAULT_ALIVE_INTERVAL);
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    }
+
+    #[test]
+    fn command_line_user_and_port_win() {
+        let pairs = parse_pairs("user bob\nport 2222\n");
+        let c = from_pairs(&pairs, &spec("eve@h:23"), Path::new("/h"), None);
+        assert_eq!((c.user.as_str(), c.port), ("eve", 23));
+        assert_eq!(c.identity_files.len(), 3, "defaults when none configured");
+        assert_eq!(c.known_hosts_files[0], Path::new("/h/.ssh/known_hosts"));
+        assert_eq!(c.strict, Strict::Ask);
+    }
+}

@@ -1,0 +1,82 @@
+//! podtun: one command from your laptop to a service in a Kubernetes pod.
+//!
+//! ```text
+//! laptop                                login host (shared)                 cluster (walled off)
+//! browser ─► 127.0.0.1:L ─► podtun ══SSH══► sshd ─► podtun agent ─WebSocket─► API server ─► pod:P
+//! ```
+//!
+//! Without `--via`, podtun itself plays the agent's part: the local listener forwards straight
+//! into the cluster.
+//!
+//! # Layout (in data-flow order)
+//! - [`cli`]: the raw flags; [`plan`]: flags → a checked [`plan::Plan`].
+//! - [`laptop`]: the local listeners, readiness probes through the whole chain, and the run loop.
+//! - [`wire`]: the laptop ↔ agent JSON-line protocol (events also drive local mode).
+//! - [`cluster`]: the kube client (with TCP_NODELAY), pure discovery (target, ports, token),
+//!   waiting for a Ready pod, one port-forward per connection, and following pod replacement.
+//! - [`splice`]: byte pumps, including the held-EOF pump towards pods.
+//! - [`output`]: results on stdout (human or `--json`), progress on stderr.
+//! - [`error`]: `error:` / `Caused by:` / `hint:` rendering and exit codes.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod cluster;
+pub mod error;
+pub mod laptop;
+pub mod output;
+pub mod splice;
+pub mod wire;
+
+use std::future::Future;
+
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
+
+/// Sets up logging on stderr: `-v`/`-vv`/`-q` or `RUST_LOG`.
+pub fn init_tracing(cli: &Cli) {
+    let (verbose, quiet) = match &cli.command {
+        Command::Jupyter(a) | Command::Redis(a) => (a.common.verbose, a.common.quiet),
+        Command::Forward(a) => (a.common.verbose, a.common.quiet),
+        Command::Agent(a) => (a.verbose, false),
+        Command::Completions { .. } => (0, false),
+    };
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "podtun=debug,info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs a parsed command line until it is done or `shutdown` resolves.
+pub async fn run(_cli: Cli, _shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    anyhow::bail!("not yet")
+}

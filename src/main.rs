@@ -1,0 +1,27 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use podtun::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    podtun::init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(podtun::run(cli, podtun::shutdown_signal()));
+    // A task stuck on a dead network must not delay the exit.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::trace!("{err:?}");
+            eprint!("{}", podtun::error::render(&err));
+            ExitCode::from(podtun::error::exit_code(&err))
+        }
+    }
+}

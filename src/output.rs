@@ -1,0 +1,171 @@
+//! What the user sees: results on stdout (human lines or `--json` events), progress on stderr
+//! (a spinner on a terminal, plain lines otherwise).
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// Events on stdout with `--json`, one object per line.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A forward is ready: its URL (Jupyter) or address works now.
+    Ready {
+        /// The target as given.
+        target: String,
+        /// The pod that serves it.
+        pod: String,
+        /// `127.0.0.1:8888`.
+        local: String,
+        /// Port in the pod.
+        remote_port: u16,
+        /// Jupyter's URL (with its token), if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+    },
+    /// The connection to the login host was lost; podtun is reconnecting.
+    Reconnecting {
+        /// Why.
+        reason: String,
+    },
+    /// The pod was replaced; new connections go to the new one.
+    PodReplaced {
+        /// The new pod.
+        pod: String,
+        /// The new URL when Jupyter's token changed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+    },
+    /// A failure.
+    Error {
+        /// What failed.
+        message: String,
+        /// What to do.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
+    },
+    /// podtun stopped, everything cleaned up.
+    Closed,
+}
+
+/// The terminal side of podtun.
+pub struct Output {
+    json: bool,
+    quiet: bool,
+    bar: Option<ProgressBar>,
+    last: Mutex<String>,
+}
+
+impl Output {
+    /// `json`: events on stdout; `quiet`: no progress.
+    pub fn new(json: bool, quiet: bool) -> Output {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Output {
+            json,
+            quiet,
+            bar,
+            last: Mutex::new(String::new()),
+        }
+    }
+
+    /// Shows what podtun is waiting for (each distinct message once on a non-terminal).
+    pub fn progress(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        if let Ok(mut last) = self.last.lock() {
+            if *last == message {
+                return;
+            }
+            *last = message.to_string();
+        }
+        match &self.bar {
+            Some(bar) => bar.set_message(message.to_string()),
+            None => eprintln!("podtun: {message}"),
+        }
+    }
+
+    /// Ends the spinner.
+    pub fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// A line of information on stderr (not a result).
+    pub fn note(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("podtun: {message}")),
+            None => eprintln!("podtun: {message}"),
+        }
+    }
+
+    /// Reports an event: a JSON line, or for humans the result on stdout and the rest on stderr.
+    pub fn event(&self, event: &Event) {
+        if self.json {
+            if let Ok(line) = serde_json::to_string(event) {
+                println_flush(&line);
+            }
+            return;
+        }
+        match event {
+            Event::Ready { url, local, .. } => {
+                self.done();
+                println_flush(url.as_deref().unwrap_or(local));
+            }
+            Event::PodReplaced { pod, url } => {
+                self.note(&format!("now forwarding to pod `{pod}`"));
+                if let Some(url) = url {
+                    println_flush(url);
+                }
+            }
+            Event::Reconnecting { reason } => self.note(&format!("reconnecting: {reason}")),
+            Event::Error { .. } | Event::Closed => {}
+        }
+    }
+
+    /// Whether results go out as JSON.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
+/// One line on stdout, flushed; a closed stdout (`| head`) is not an error worth a panic.
+fn println_flush(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_event_json() {
+        let ev = Event::Ready {
+            target: "pod/jupyter".into(),
+            pod: "jupyter".into(),
+            local: "127.0.0.1:8888".into(),
+            remote_port: 8888,
+            url: Some("http://127.0.0.1:8888/lab?token=t".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"{"event":"ready","target":"pod/jupyter","pod":"jupyter","local":"127.0.0.1:8888","remote_port":8888,"url":"http://127.0.0.1:8888/lab?token=t"}"#
+        );
+        assert_eq!(serde_json::to_string(&Event::Closed).unwrap(), r#"{"event":"closed"}"#);
+    }
+}

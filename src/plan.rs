@@ -1,0 +1,96 @@
+//! Raw flags → a checked `Plan`: the target, the request for the cluster side, where to listen
+//! and how to report. Checks that involve several flags live here.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::cli::{CommonArgs, ForwardArgs, PresetArgs};
+use crate::cluster::client::ClusterRef;
+use crate::cluster::tunnel::Spec;
+use crate::error::UsageError;
+use crate::wire::Request;
+
+/// Everything a forward needs, checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// What the cluster side must do (sent as is to the agent in via mode).
+    pub request: Request,
+    /// The same, parsed.
+    pub spec: Spec,
+    /// The target as the user typed it, for output.
+    pub target_label: String,
+    /// Local address to listen on.
+    pub address: IpAddr,
+    /// `-p`: the local port of the (single) forward.
+    pub local_port: Option<u16>,
+    /// Route to the login host; empty: local mode.
+    pub via: Vec<String>,
+    /// `-F`.
+    pub ssh_config: Option<PathBuf>,
+    /// `--remote-bin`.
+    pub remote_bin: Option<String>,
+    /// `--no-install`.
+    pub no_install: bool,
+    /// `--json`.
+    pub json: bool,
+    /// Open the browser on Jupyter's URL.
+    pub browser: bool,
+    /// `-q`.
+    pub quiet: bool,
+}
+
+impl Plan {
+    /// `podtun jupyter` / `podtun redis`.
+    pub fn from_preset(args: &PresetArgs, preset: &str) -> anyhow::Result<Plan> {
+        let ports = args.port.iter().cloned().collect();
+        Plan::build(args.target.as_deref(), ports, &args.common, preset)
+    }
+
+    /// `podtun forward`.
+    pub fn from_forward(args: &ForwardArgs) -> anyhow::Result<Plan> {
+        Plan::build(args.target.as_deref(), args.ports.clone(), &args.common, "generic")
+    }
+
+    fn build(target: Option<&str>, ports: Vec<String>, common: &CommonArgs, preset: &str) -> anyhow::Result<Plan> {
+        let request = Request {
+            target: target.unwrap_or_default().to_string(),
+            selector: common.selector.clone(),
+            cluster: ClusterRef {
+                kubeconfig: common.kubeconfig.clone(),
+                context: common.context.clone(),
+                namespace: common.namespace.clone(),
+            },
+            container: common.container.clone(),
+            preset: preset.to_string(),
+            ports,
+            timeout_secs: common.timeout.as_secs().max(1),
+        };
+        let spec = Spec::from_request(&request)?;
+        if common.local_port.is_some() {
+            if spec.ports.len() > 1 {
+                return Err(UsageError("-p sets the local port of a single forward; with several ports, use LOCAL:REMOTE".into()).into());
+            }
+            if spec.ports.iter().any(|p| p.local.is_some()) {
+                return Err(UsageError("give the local port either with -p or as LOCAL:REMOTE, not both".into()).into());
+            }
+        }
+        let target_label = match &common.selector {
+            Some(sel) => format!("-l {sel}"),
+            None => spec.target.to_string(),
+        };
+        Ok(Plan {
+            request,
+            spec,
+            target_label,
+            address: common.address,
+            local_port: common.local_port,
+            via: common.via.iter().filter(|h| !h.trim().is_empty()).cloned().collect(),
+            ssh_config: common.ssh_config.clone(),
+            remote_bin: common.remote_bin.clone(),
+            no_install: common.no_install,
+            json: common.json,
+            browser: !common.no_browser && !common.json,
+            quiet: common.quiet,
+        })
+    }
+}

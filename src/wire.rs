@@ -1,0 +1,198 @@
+//! The laptop ↔ agent protocol: JSON lines over the agent's exec channel (the only module both
+//! sides import). The same events drive local mode, where no agent is involved.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::client::ClusterRef;
+
+/// Protocol version; a mismatch is an error with a hint, never undefined behaviour.
+pub const PROTOCOL: u32 = 1;
+
+/// podtun's version, which the agent must share with the laptop.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A secret (the Jupyter token): serialised as is, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// What to forward: the laptop's first line to the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// `NAME`, `pod/NAME`, `svc/NAME`, … (empty with a selector).
+    pub target: String,
+    /// `-l SELECTOR`.
+    #[serde(default)]
+    pub selector: Option<String>,
+    /// Kubeconfig, context and namespace, as kubectl on the agent's host would read them.
+    #[serde(flatten)]
+    pub cluster: ClusterRef,
+    /// `-c CONTAINER`.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// `jupyter`, `redis` or `generic`.
+    pub preset: String,
+    /// `[LOCAL:]REMOTE` as typed.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// `--timeout` in seconds.
+    pub timeout_secs: u64,
+}
+
+/// The laptop's first line: the protocol version and the request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must be [`PROTOCOL`].
+    pub v: u32,
+    /// What to forward.
+    pub request: Request,
+}
+
+/// One forwarded port as the cluster side resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePort {
+    /// Port in the pod.
+    pub remote: u16,
+    /// Local port asked for (`LOCAL:` or the service port), if any.
+    #[serde(default)]
+    pub local: Option<u16>,
+    /// Container port name, if declared.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Jupyter's URL parts, as found in the pod logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JupyterAccess {
+    /// The token, if the server has one and it is known.
+    pub token: Option<Secret>,
+    /// Base path for the API (`/` or `/user/alice/`).
+    pub base_path: String,
+    /// Path to open (`/lab`).
+    pub path: String,
+    /// What the user should know (no token; token set by config).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Cluster-side events: agent → laptop, and the tunnel → output in local mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum AgentEvent {
+    /// First line of the agent.
+    Hello {
+        /// podtun version of the agent.
+        version: String,
+        /// Protocol version of the agent.
+        protocol: u32,
+    },
+    /// Something to show while waiting.
+    Progress {
+        /// Human text.
+        message: String,
+    },
+    /// The pod and ports were found and the pod is Ready.
+    Resolved {
+        /// Namespace of the pod.
+        namespace: String,
+        /// Pod name.
+        pod: String,
+        /// Container name.
+        container: String,
+        /// Ports in order.
+        ports: Vec<WirePort>,
+    },
+    /// The agent's sockets, one per port, in order.
+    Listening {
+        /// Unix socket paths on the login host.
+        sockets: Vec<String>,
+    },
+    /// Jupyter's token and paths.
+    Token(JupyterAccess),
+    /// The pod was replaced (deleted, restarted, rescheduled) and the new one is Ready.
+    PodReplaced {
+        /// The new pod's name.
+        pod: String,
+        /// Jupyter's access, re-read from the new pod's logs.
+        #[serde(default)]
+        jupyter: Option<JupyterAccess>,
+    },
+    /// A failure on the cluster side.
+    Error {
+        /// What failed.
+        message: String,
+        /// What to do.
+        #[serde(default)]
+        hint: Option<String>,
+    },
+}
+
+impl AgentEvent {
+    /// The error event for an error, with its causes and hint.
+    pub fn from_error(err: &anyhow::Error) -> Self {
+        AgentEvent::Error {
+            message: format!("{err:#}"),
+            hint: crate::error::hint_of(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_json_lines_with_an_event_tag() {
+        let ev = AgentEvent::Progress {
+            message: "waiting".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"{"event":"progress","message":"waiting"}"#
+        );
+        let ev = AgentEvent::Token(JupyterAccess {
+            token: Some(Secret("abc".into())),
+            base_path: "/".into(),
+            path: "/lab".into(),
+            note: None,
+        });
+        let line = serde_json::to_string(&ev).unwrap();
+        assert_eq!(
+            line,
+            r#"{"event":"token","token":"abc","base_path":"/","path":"/lab","note":null}"#
+        );
+        assert_eq!(serde_json::from_str::<AgentEvent>(&line).unwrap(), ev);
+        assert!(!format!("{ev:?}").contains("abc"), "Debug must not show the token");
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let hello = Hello {
+            v: PROTOCOL,
+            request: Request {
+                target: "pod/jupyter".into(),
+                selector: None,
+                cluster: ClusterRef {
+                    namespace: Some("demo".into()),
+                    ..ClusterRef::default()
+                },
+                container: None,
+                preset: "jupyter".into(),
+                ports: vec![],
+                timeout_secs: 120,
+            },
+        };
+        let line = serde_json::to_string(&hello).unwrap();
+        assert!(line.starts_with(r#"{"v":1,"request":{"target":"pod/jupyter""#), "{line}");
+        let back: Hello = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.request, hello.request);
+    }
+}

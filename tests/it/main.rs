@@ -1,0 +1,3 @@
+//! podtun's integration tests: one binary, one module per area.
+
+mod common;
