@@ -67,7 +67,12 @@ pub struct ForwardArgs {
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// Reach the cluster through these SSH hosts: jump hosts first, the login host last.
-    #[arg(long, value_name = "HOST[,HOST...]", value_delimiter = ',', env = "PODTUN_VIA")]
+    #[arg(
+        long,
+        value_name = "HOST[,HOST...]",
+        value_delimiter = ',',
+        env = "PODTUN_VIA"
+    )]
     pub via: Vec<String>,
     /// Namespace of the target (default: the kubeconfig context's).
     #[arg(short, long, value_name = "NAMESPACE")]
@@ -163,8 +168,14 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
-        assert_eq!(parse_duration("5m"), Ok(std::time::Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Ok(std::time::Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("5m"),
+            Ok(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
     }

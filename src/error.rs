@@ -77,7 +77,10 @@ pub fn hint_of(err: &anyhow::Error) -> Option<String> {
 
 /// The exit code that goes with an error.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<UsageError>().is_some())
+    {
         EXIT_USAGE
     } else {
         EXIT_FAILURE

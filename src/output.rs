@@ -65,7 +65,8 @@ impl Output {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
@@ -166,6 +167,9 @@ mod tests {
             serde_json::to_string(&ev).unwrap(),
             r#"{"event":"ready","target":"pod/jupyter","pod":"jupyter","local":"127.0.0.1:8888","remote_port":8888,"url":"http://127.0.0.1:8888/lab?token=t"}"#
         );
-        assert_eq!(serde_json::to_string(&Event::Closed).unwrap(), r#"{"event":"closed"}"#);
+        assert_eq!(
+            serde_json::to_string(&Event::Closed).unwrap(),
+            r#"{"event":"closed"}"#
+        );
     }
 }

@@ -170,7 +170,10 @@ mod tests {
             r#"{"event":"token","token":"abc","base_path":"/","path":"/lab","note":null}"#
         );
         assert_eq!(serde_json::from_str::<AgentEvent>(&line).unwrap(), ev);
-        assert!(!format!("{ev:?}").contains("abc"), "Debug must not show the token");
+        assert!(
+            !format!("{ev:?}").contains("abc"),
+            "Debug must not show the token"
+        );
     }
 
     #[test]
@@ -191,7 +194,10 @@ mod tests {
             },
         };
         let line = serde_json::to_string(&hello).unwrap();
-        assert!(line.starts_with(r#"{"v":1,"request":{"target":"pod/jupyter""#), "{line}");
+        assert!(
+            line.starts_with(r#"{"v":1,"request":{"target":"pod/jupyter""#),
+            "{line}"
+        );
         let back: Hello = serde_json::from_str(&line).unwrap();
         assert_eq!(back.request, hello.request);
     }

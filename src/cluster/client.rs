@@ -96,8 +96,16 @@ fn build_client(config: Config) -> anyhow::Result<Client> {
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
-        .option_layer(config.auth_layer().context("could not set up API authentication")?)
-        .layer(config.extra_headers_layer().context("bad kubeconfig headers")?)
+        .option_layer(
+            config
+                .auth_layer()
+                .context("could not set up API authentication")?,
+        )
+        .layer(
+            config
+                .extra_headers_layer()
+                .context("bad kubeconfig headers")?,
+        )
         .map_err(BoxError::from)
         .service(hyper_client);
     Ok(Client::new(service, config.default_namespace))

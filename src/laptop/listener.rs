@@ -26,7 +26,10 @@ pub fn bind(address: IpAddr, wanted: Option<u16>, remote: u16) -> anyhow::Result
                     format!("pick another with -p, or stop what listens there (`lsof -i :{port}`)"),
                 )
             } else {
-                anyhow!(e).context(format!("could not listen on {}", SocketAddr::new(address, port)))
+                anyhow!(e).context(format!(
+                    "could not listen on {}",
+                    SocketAddr::new(address, port)
+                ))
             }
         });
     }
@@ -49,8 +52,12 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections until `cancel` fires; each runs `handle` in its own task on `tracker`.
-pub fn serve<F, Fut>(listener: TcpListener, cancel: CancellationToken, tracker: &TaskTracker, handle: F)
-where
+pub fn serve<F, Fut>(
+    listener: TcpListener,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+    handle: F,
+) where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {

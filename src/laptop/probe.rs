@@ -29,14 +29,13 @@ pub async fn wait_usable(
     deadline: Instant,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<()> {
-    let mut last = String::new();
     loop {
         let attempt = tokio::time::timeout(PROBE_TIMEOUT, probe(local, preset, jupyter));
-        match attempt.await {
+        let last = match attempt.await {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => last = format!("{e:#}"),
-            Err(_) => last = "no answer".into(),
-        }
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => "no answer".to_string(),
+        };
         progress(&format!("waiting for the service to answer on {local}: {last}"));
         if Instant::now() + PROBE_RETRY >= deadline {
             return Err(hinted(
