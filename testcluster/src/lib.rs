@@ -1,0 +1,56 @@
+//! A small Kubernetes API server for podtun's tests, demo and benchmarks.
+//!
+//! It speaks the real wire protocol (HTTPS, bearer tokens, JSON objects, watches, `pods/log`,
+//! WebSocket `pods/portforward`), so kube-rs and kubectl talk to it as to any API server, and it
+//! runs each pod's container `command`+`args` as a host process (in the pod's own network
+//! namespace when running as root), so the pods are real programs: redis, Jupyter, `sh -c`.
+//!
+//! ```text
+//! kube-rs / kubectl ──HTTPS──► server ─► api ─┬─► store (objects, resourceVersions, events) ◄─┐
+//!                             (tls, auth,     ├─► watch (event log → JSON lines)               │
+//!                              knobs)         ├─► podlog (logs ◄─ process stdout/stderr)        │
+//!                                             └─► forward ─► portforward ─► netns ─► pod port  │
+//!                                   workloads (Deployments, StatefulSets) ─► runtime (processes)┘
+//! ```
+//!
+//! - `server`: TLS accept loop, one task per connection, token check, fault knobs.
+//! - `api`: path → resource and RBAC verb, authorization (`auth`), get/list/create/delete;
+//!   `discovery` for `/api` and `/apis`; `admin` for the `/testcluster/...` knobs.
+//! - `store`: every object as JSON, one resourceVersion counter and the event log watches
+//!   replay; `watch` streams it.
+//! - `runtime`: the kubelet: processes, restarts with CrashLoopBackOff, readiness probes, pod
+//!   status; `logs` keeps each run's output for `podlog`.
+//! - `workloads`: the Deployment/ReplicaSet and StatefulSet controllers.
+//! - `forward`: checks a port-forward request and hands the upgrade to `portforward`, which
+//!   dials into the pod through `netns`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod admin;
+mod api;
+mod auth;
+mod cluster;
+mod discovery;
+mod forward;
+mod kinds;
+mod knobs;
+mod kubeconfig;
+mod logs;
+mod names;
+pub mod netns;
+mod podlog;
+pub mod portforward;
+mod respond;
+mod runtime;
+mod selector;
+mod server;
+mod store;
+mod tls;
+mod watch;
+mod workloads;
+
+mod handle;
+
+pub use auth::USER_NAME;
+pub use handle::{Config, TestCluster};

@@ -1,0 +1,420 @@
+//! One container's life: start its process, collect its output, wait for it, and restart it by
+//! the pod's restart policy with CrashLoopBackOff between runs.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSecurityContext, SecurityContext};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::Child;
+use tracing::{debug, info};
+
+use super::{probe, PodRuntime};
+use crate::cluster::Cluster;
+use crate::logs::{self, LogBuffer};
+
+/// First CrashLoopBackOff delay, doubled per crash up to `MAX_BACKOFF`. The kubelet uses
+/// 10 s → 5 min; these are shorter so tests see several restarts, but still real waits.
+const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A run this long resets the backoff, as a container that ran fine for a while is not looping.
+const BACKOFF_RESET: Duration = Duration::from_secs(20);
+
+/// How a run ended.
+enum Outcome {
+    Exited { code: i32, reason: &'static str },
+    StartFailed(String),
+    Stopped,
+}
+
+pub(super) async fn run(cluster: Arc<Cluster>, rt: Arc<PodRuntime>, idx: usize) {
+    let Some(spec) = rt
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.get(idx))
+        .cloned()
+    else {
+        return;
+    };
+    let policy = rt
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.clone())
+        .unwrap_or_else(|| "Always".into());
+    let mut backoff = Duration::ZERO;
+    let mut run_number = 0u32;
+    loop {
+        let started = Instant::now();
+        let outcome = run_once(&cluster, &rt, idx, &spec, run_number).await;
+        run_number += 1;
+        let restart = match &outcome {
+            Outcome::Stopped => false,
+            Outcome::Exited { code, .. } => match policy.as_str() {
+                "Never" => false,
+                "OnFailure" => *code != 0,
+                _ => true,
+            },
+            Outcome::StartFailed(_) => policy != "Never",
+        };
+        {
+            let mut state = rt.lock();
+            let c = &mut state.containers[idx];
+            match &outcome {
+                Outcome::Exited { code, reason } => c.set_terminated(*code, reason, None),
+                Outcome::StartFailed(msg) if restart => {
+                    c.set_waiting("RunContainerError", Some(msg.clone()))
+                }
+                Outcome::StartFailed(msg) => c.set_terminated(128, "StartError", Some(msg.clone())),
+                Outcome::Stopped => {}
+            }
+            c.finished = !restart && !matches!(outcome, Outcome::Stopped);
+        }
+        rt.publish(&cluster);
+        if !restart {
+            return;
+        }
+        if started.elapsed() > BACKOFF_RESET {
+            backoff = Duration::ZERO;
+        }
+        if !backoff.is_zero() {
+            if matches!(outcome, Outcome::Exited { .. }) {
+                let message = format!(
+                    "back-off {}s restarting failed container={} pod={}",
+                    backoff.as_secs(),
+                    spec.name,
+                    rt.full_name()
+                );
+                rt.lock().containers[idx].set_waiting("CrashLoopBackOff", Some(message));
+                rt.publish(&cluster);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = rt.cancel.cancelled() => return,
+            }
+        }
+        if rt.cancel.is_cancelled() {
+            return;
+        }
+        if matches!(outcome, Outcome::Exited { .. }) {
+            rt.lock().containers[idx].status.restart_count += 1;
+        }
+        backoff = (backoff * 2).clamp(INITIAL_BACKOFF, MAX_BACKOFF);
+    }
+}
+
+/// Starts the container's process once and waits for it to end.
+async fn run_once(
+    cluster: &Arc<Cluster>,
+    rt: &Arc<PodRuntime>,
+    idx: usize,
+    spec: &Container,
+    run_number: u32,
+) -> Outcome {
+    if rt.cancel.is_cancelled() {
+        return Outcome::Stopped;
+    }
+    let mut child = match spawn(cluster, rt, spec, run_number) {
+        Ok(child) => child,
+        Err(message) => {
+            info!(pod = %rt.key.name, container = %spec.name, "{message}");
+            return Outcome::StartFailed(message);
+        }
+    };
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let log = LogBuffer::new();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(logs::collect(out, log.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(logs::collect(err, log.clone())));
+    }
+    {
+        let mut state = rt.lock();
+        let logs = &mut state.logs[idx];
+        logs.previous = logs.current.replace(log.clone());
+        state.pids[idx] = pid;
+        let container_id = format!("containerd://{}", crate::names::token());
+        let c = &mut state.containers[idx];
+        if let Some(last) = c.status.state.take().filter(|s| s.terminated.is_some()) {
+            c.status.last_state = Some(last);
+        }
+        c.set_running(container_id);
+        c.status.ready = spec.readiness_probe.is_none();
+    }
+    if let Some(pid) = pid {
+        cluster.pods.pgids().insert(pid);
+    }
+    rt.publish(cluster);
+    debug!(pod = %rt.key.name, container = %spec.name, ?pid, "container started");
+
+    let probe_stop = rt.cancel.child_token();
+    if let (Some(probe), Some(network)) = (spec.readiness_probe.clone(), rt.network.get()) {
+        let prober = probe::Prober {
+            probe,
+            ports: spec.ports.clone().unwrap_or_default(),
+            network: network.clone(),
+        };
+        let set_ready = {
+            let cluster = cluster.clone();
+            let rt = rt.clone();
+            move |ready: bool| {
+                let changed = {
+                    let mut state = rt.lock();
+                    let c = &mut state.containers[idx];
+                    let running = c.status.state.as_ref().is_some_and(|s| s.running.is_some());
+                    let changed = c.status.ready != (ready && running);
+                    c.status.ready = ready && running;
+                    changed
+                };
+                if changed {
+                    rt.publish(&cluster);
+                }
+            }
+        };
+        tokio::spawn(prober.run(probe_stop.clone(), set_ready));
+    }
+
+    let status = tokio::select! {
+        status = child.wait() => status.ok(),
+        _ = rt.cancel.cancelled() => {
+            let grace = *rt.grace.lock().unwrap_or_else(|e| e.into_inner());
+            terminate(&mut child, pid, grace).await
+        }
+    };
+    probe_stop.cancel();
+    if let Some(pid) = pid {
+        // The leader is gone; whatever it left behind in its group goes too.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        cluster.pods.pgids().remove(&pid);
+    }
+    for reader in readers {
+        let _ = reader.await;
+    }
+    log.close();
+    rt.lock().pids[idx] = None;
+    if rt.cancel.is_cancelled() {
+        return Outcome::Stopped;
+    }
+    let code = status.map(exit_code).unwrap_or(137);
+    info!(pod = %rt.key.name, container = %spec.name, code, "container exited");
+    Outcome::Exited {
+        code,
+        reason: if code == 0 { "Completed" } else { "Error" },
+    }
+}
+
+/// SIGTERM to the group, then SIGKILL once `grace` has passed.
+async fn terminate(child: &mut Child, pid: Option<i32>, grace: Duration) -> Option<ExitStatus> {
+    if let Some(pid) = pid {
+        let signal = if grace.is_zero() {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            if let Some(pid) = pid {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            child.wait().await.ok()
+        }
+    }
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255)
+}
+
+/// The user and group to run as: container level over pod level, and only when we are root.
+fn run_as(pod: Option<&PodSecurityContext>, c: Option<&SecurityContext>) -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let uid = c
+        .and_then(|c| c.run_as_user)
+        .or_else(|| pod.and_then(|p| p.run_as_user))?;
+    let gid = c
+        .and_then(|c| c.run_as_group)
+        .or_else(|| pod.and_then(|p| p.run_as_group))
+        .unwrap_or(uid);
+    Some((u32::try_from(uid).ok()?, u32::try_from(gid).ok()?))
+}
+
+/// Finds `program` as execvp would, so a missing executable is reported as the runtime does.
+fn resolve(program: &str, path: &OsString) -> Result<PathBuf, String> {
+    let found = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return if found(&p) {
+            Ok(p)
+        } else {
+            Err(format!(
+                "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"{program}\": stat {program}: no such file or directory: unknown"
+            ))
+        };
+    }
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|p| found(p))
+        .ok_or_else(|| {
+            format!(
+                "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"{program}\": executable file not found in $PATH: unknown"
+            )
+        })
+}
+
+/// Replaces `$(VAR)` with the container's env value, as the kubelet expands command and args.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = arg;
+    while let Some(pos) = rest.find("$(") {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 2..];
+        if pos > 0 && rest.as_bytes()[pos - 1] == b'$' {
+            out.pop();
+            out.push_str("$(");
+            rest = after;
+            continue;
+        }
+        match after.find(')') {
+            Some(end) => match env.iter().rev().find(|(k, _)| k == &after[..end]) {
+                Some((_, v)) => {
+                    out.push_str(v);
+                    rest = &after[end + 1..];
+                }
+                None => {
+                    out.push_str(&rest[pos..pos + 3 + end]);
+                    rest = &after[end + 1..];
+                }
+            },
+            None => {
+                out.push_str(&rest[pos..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn env_value(var: &EnvVar, rt: &PodRuntime) -> Option<String> {
+    if let Some(value) = &var.value {
+        return Some(value.clone());
+    }
+    let field = var
+        .value_from
+        .as_ref()?
+        .field_ref
+        .as_ref()?
+        .field_path
+        .as_str();
+    Some(match field {
+        "metadata.name" => rt.key.name.clone(),
+        "metadata.namespace" => rt.key.ns.clone(),
+        "metadata.uid" => rt.uid.clone(),
+        "status.podIP" => rt.pod_ip.clone(),
+        "spec.nodeName" => super::NODE_NAME.to_string(),
+        _ => return None,
+    })
+}
+
+fn spawn(cluster: &Cluster, rt: &PodRuntime, spec: &Container, run: u32) -> Result<Child, String> {
+    let env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|v| Some((v.name.clone(), env_value(v, rt)?)))
+        .collect();
+    let mut argv: Vec<String> = spec.command.iter().flatten().cloned().collect();
+    argv.extend(spec.args.iter().flatten().cloned());
+    let argv: Vec<String> = argv.iter().map(|a| expand(a, &env)).collect();
+    let Some((program, args)) = argv.split_first() else {
+        return Err(format!(
+            "container {} has no command: the test cluster runs command+args, not images",
+            spec.name
+        ));
+    };
+    let program = resolve(program, &cluster.path)?;
+    let network = rt
+        .network
+        .get()
+        .ok_or_else(|| "pod network is not ready".to_string())?;
+    let dir = cluster
+        .dir
+        .join("pods")
+        .join(&rt.key.ns)
+        .join(format!(
+            "{}-{}",
+            rt.key.name,
+            &rt.uid[..rt.uid.len().min(8)]
+        ))
+        .join(format!("{}-{run}", spec.name));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+    let spec_sc = rt
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref());
+    let run_as = run_as(spec_sc, spec.security_context.as_ref());
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+            .map_err(|e| format!("could not chown {}: {e}", dir.display()))?;
+    }
+    let program = program.to_string_lossy().into_owned();
+    let mut cmd = network.command(&program, args, run_as);
+    cmd.env_clear()
+        .env("PATH", &cluster.path)
+        .env("HOME", &dir)
+        .env("HOSTNAME", &rt.key.name)
+        .envs(env)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd.spawn().map_err(|e| {
+        format!("failed to create containerd task: failed to start container process: exec: \"{program}\": {e}: unknown")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_env_references() {
+        let env = vec![("PORT".to_string(), "8888".to_string())];
+        assert_eq!(expand("--port=$(PORT)", &env), "--port=8888");
+        assert_eq!(expand("$(MISSING)x", &env), "$(MISSING)x");
+        assert_eq!(expand("$$(PORT)", &env), "$(PORT)");
+        assert_eq!(expand("plain", &env), "plain");
+    }
+
+    #[test]
+    fn missing_programs_are_reported_like_the_runtime() {
+        let path = OsString::from("/usr/bin:/bin");
+        assert!(resolve("sh", &path).is_ok());
+        let err = resolve("no-such-program-xyz", &path).unwrap_err();
+        assert!(err.contains("executable file not found in $PATH"), "{err}");
+    }
+}
