@@ -147,14 +147,24 @@ pub fn selector_of_service(svc: &Service) -> Result<String, DiscoverError> {
 /// The label selector of a deployment, rendered for a pod list (`a=b,c in (x,y),!d`).
 pub fn selector_of_deployment(deploy: &Deployment) -> Result<String, DiscoverError> {
     let selector = deploy.spec.as_ref().map(|s| &s.selector);
-    let object = || format!("deployment `{}`", super::discover::object_ref(&deploy.metadata));
+    let object = || {
+        format!(
+            "deployment `{}`",
+            super::discover::object_ref(&deploy.metadata)
+        )
+    };
     workload_selector(selector, object)
 }
 
 /// The label selector of a statefulset, rendered for a pod list (`a=b,c in (x,y),!d`).
 pub fn selector_of_stateful_set(sts: &StatefulSet) -> Result<String, DiscoverError> {
     let selector = sts.spec.as_ref().map(|s| &s.selector);
-    let object = || format!("statefulset `{}`", super::discover::object_ref(&sts.metadata));
+    let object = || {
+        format!(
+            "statefulset `{}`",
+            super::discover::object_ref(&sts.metadata)
+        )
+    };
     workload_selector(selector, object)
 }
 
@@ -259,8 +269,21 @@ mod tests {
     #[test]
     fn rejects_hostile_and_malformed_names() {
         for input in [
-            "", "pod/", "../x", "a/b/c", "pod/a/b", "Jupyter", "pod/UPPER", "-lead", "trail-",
-            "a..b", ".x", "a_b", "a b", "pod/a\u{1b}[31m", "pod/é",
+            "",
+            "pod/",
+            "../x",
+            "a/b/c",
+            "pod/a/b",
+            "Jupyter",
+            "pod/UPPER",
+            "-lead",
+            "trail-",
+            "a..b",
+            ".x",
+            "a_b",
+            "a b",
+            "pod/a\u{1b}[31m",
+            "pod/é",
         ] {
             let err = parse(input).expect_err(input);
             assert!(err.hint().is_some(), "{input}: no hint");
@@ -359,7 +382,10 @@ mod tests {
         .expect("statefulset");
         let err = selector_of_stateful_set(&sts).expect_err("empty");
         assert_eq!(err.to_string(), "statefulset `demo/redis` has no selector");
-        assert_eq!(label_selector_string(sts.spec.as_ref().map(|s| &s.selector)), None);
+        assert_eq!(
+            label_selector_string(sts.spec.as_ref().map(|s| &s.selector)),
+            None
+        );
 
         let sts: StatefulSet = serde_json::from_value(json!({
             "metadata": {"name": "redis", "namespace": "demo"},
