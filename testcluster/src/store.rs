@@ -108,8 +108,10 @@ impl Store {
     pub fn new() -> Store {
         let (events, _) = broadcast::channel(EVENT_CHANNEL_LEN);
         Store {
+            // Versions start at 1000; anything older predates the log and gets 410.
             inner: Mutex::new(Inner {
                 rv: 1000,
+                compacted: 1000,
                 ..Inner::default()
             }),
             events,
