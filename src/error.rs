@@ -71,7 +71,9 @@ pub fn hint_of(err: &anyhow::Error) -> Option<String> {
         if let Some(h) = cause.downcast_ref::<Hinted>() {
             return Some(h.hint.clone());
         }
-        None // DISCOVER_HINT
+        cause
+            .downcast_ref::<crate::cluster::discover::DiscoverError>()
+            .and_then(|d| d.hint())
     })
 }
 

@@ -25,14 +25,19 @@ pub mod cluster;
 pub mod error;
 pub mod laptop;
 pub mod output;
+pub mod plan;
 pub mod splice;
 pub mod wire;
 
 use std::future::Future;
+use std::sync::Arc;
 
+use clap::CommandFactory;
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
+use output::{Event, Output};
+use plan::Plan;
 
 /// Sets up logging on stderr: `-v`/`-vv`/`-q` or `RUST_LOG`.
 pub fn init_tracing(cli: &Cli) {
@@ -77,6 +82,35 @@ pub async fn shutdown_signal() {
 }
 
 /// Runs a parsed command line until it is done or `shutdown` resolves.
-pub async fn run(_cli: Cli, _shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let plan = match &cli.command {
+        Command::Jupyter(args) => Plan::from_preset(args, "jupyter")?,
+        Command::Redis(args) => Plan::from_preset(args, "redis")?,
+        Command::Forward(args) => Plan::from_forward(args)?,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "podtun",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Agent(_) => anyhow::bail!("the agent is not built into this podtun yet"),
+    };
+    let out = Arc::new(Output::new(plan.json, plan.quiet));
+    if !plan.via.is_empty() {
+        anyhow::bail!("--via is not available in this build yet");
+    }
+    let result = laptop::run::run_local(&plan, out.clone(), shutdown).await;
+    out.done();
+    if let Err(err) = &result {
+        if out.json() {
+            out.event(&Event::Error {
+                message: format!("{err:#}"),
+                hint: error::hint_of(err),
+            });
+        }
+    }
+    result
 }

@@ -48,10 +48,20 @@ impl Plan {
 
     /// `podtun forward`.
     pub fn from_forward(args: &ForwardArgs) -> anyhow::Result<Plan> {
-        Plan::build(args.target.as_deref(), args.ports.clone(), &args.common, "generic")
+        Plan::build(
+            args.target.as_deref(),
+            args.ports.clone(),
+            &args.common,
+            "generic",
+        )
     }
 
-    fn build(target: Option<&str>, ports: Vec<String>, common: &CommonArgs, preset: &str) -> anyhow::Result<Plan> {
+    fn build(
+        target: Option<&str>,
+        ports: Vec<String>,
+        common: &CommonArgs,
+        preset: &str,
+    ) -> anyhow::Result<Plan> {
         let request = Request {
             target: target.unwrap_or_default().to_string(),
             selector: common.selector.clone(),
@@ -71,7 +81,10 @@ impl Plan {
                 return Err(UsageError("-p sets the local port of a single forward; with several ports, use LOCAL:REMOTE".into()).into());
             }
             if spec.ports.iter().any(|p| p.local.is_some()) {
-                return Err(UsageError("give the local port either with -p or as LOCAL:REMOTE, not both".into()).into());
+                return Err(UsageError(
+                    "give the local port either with -p or as LOCAL:REMOTE, not both".into(),
+                )
+                .into());
             }
         }
         let target_label = match &common.selector {
@@ -84,7 +97,12 @@ impl Plan {
             target_label,
             address: common.address,
             local_port: common.local_port,
-            via: common.via.iter().filter(|h| !h.trim().is_empty()).cloned().collect(),
+            via: common
+                .via
+                .iter()
+                .filter(|h| !h.trim().is_empty())
+                .cloned()
+                .collect(),
             ssh_config: common.ssh_config.clone(),
             remote_bin: common.remote_bin.clone(),
             no_install: common.no_install,

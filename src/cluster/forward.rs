@@ -31,18 +31,27 @@ where
     let copy = splice_holding_eof(client, stream);
     tokio::pin!(copy, refused);
     let result = tokio::select! {
-        moved = &mut copy => moved.map_err(|e| anyhow!(e).context(format!("connection to `{ns}/{pod}:{port}` failed"))),
+        moved = &mut copy => match moved {
+            Ok(moved) => {
+                debug!(up = moved.up, down = moved.down, "connection closed");
+                Ok(moved)
+            }
+            // A reset from either application ends this connection only.
+            Err(e) => {
+                debug!(%e, "connection to `{ns}/{pod}:{port}` ended");
+                Err(anyhow!(e).context(format!("connection to `{ns}/{pod}:{port}` failed")))
+            }
+        },
         Some(message) = &mut refused => {
-            Err(anyhow!("port-forward to `{ns}/{pod}:{port}` failed: {message}"))
+            let err = anyhow!("port-forward to `{ns}/{pod}:{port}` failed: {message}");
+            warn!("{err:#}");
+            Err(err)
         }
     };
     // `join` reports `SendAfterClosing` after a normal close: worth a debug line, not an error.
     forwarder.abort();
     if let Err(e) = forwarder.join().await {
         debug!(%e, "port-forward closed");
-    }
-    if let Err(e) = &result {
-        warn!("{e:#}");
     }
     result
 }

@@ -82,13 +82,25 @@ async fn selector_of(cluster: &Cluster, target: &Target) -> anyhow::Result<Optio
             discover::selector_of_service(&svc)?
         }
         Target::Deployment(name) => {
-            let d = get(Api::<Deployment>::namespaced(client, ns), name, "deployment", ns).await?;
+            let d = get(
+                Api::<Deployment>::namespaced(client, ns),
+                name,
+                "deployment",
+                ns,
+            )
+            .await?;
             let spec = d.spec.as_ref().map(|s| &s.selector);
             discover::label_selector_string(spec)
                 .with_context(|| format!("deployment `{ns}/{name}` has no selector"))?
         }
         Target::StatefulSet(name) => {
-            let s = get(Api::<StatefulSet>::namespaced(client, ns), name, "statefulset", ns).await?;
+            let s = get(
+                Api::<StatefulSet>::namespaced(client, ns),
+                name,
+                "statefulset",
+                ns,
+            )
+            .await?;
             let spec = s.spec.as_ref().map(|s| &s.selector);
             discover::label_selector_string(spec)
                 .with_context(|| format!("statefulset `{ns}/{name}` has no selector"))?
@@ -133,7 +145,10 @@ async fn not_found(cluster: &Cluster, target: &Target, selector: Option<&str>) -
             format!("see `kubectl -n {ns} get pods`"),
         ),
         (_, sel) => hinted(
-            anyhow!("no pod matches `{}` in namespace `{ns}`", sel.unwrap_or("?")),
+            anyhow!(
+                "no pod matches `{}` in namespace `{ns}`",
+                sel.unwrap_or("?")
+            ),
             format!("see `kubectl -n {ns} get pods -l {}`", sel.unwrap_or("?")),
         ),
     }
@@ -207,7 +222,10 @@ pub async fn wait_for_pod(
                 return Err(not_found(cluster, target, selector.as_deref()).await);
             }
             last_state = "no pod yet".into();
-            progress(&format!("waiting for {}: no pod yet", describe(target, &ns)));
+            progress(&format!(
+                "waiting for {}: no pod yet",
+                describe(target, &ns)
+            ));
             continue;
         };
         match discover::pod_state(pod, container) {
@@ -269,7 +287,10 @@ pub async fn jupyter_url(
     if !matches!(found, TokenFind::NotYet) {
         return Ok(found);
     }
-    progress(&format!("waiting for Jupyter's URL in the logs of `{}`", pod_label(pod)));
+    progress(&format!(
+        "waiting for Jupyter's URL in the logs of `{}`",
+        pod_label(pod)
+    ));
     params.follow = true;
     let follow = scan_log(&api, &name, &params, &what, &cluster.namespace);
     match tokio::time::timeout(timeout, follow).await {

@@ -42,7 +42,11 @@ impl Spec {
     pub fn from_request(req: &Request) -> anyhow::Result<Spec> {
         let target = match (&req.selector, req.target.as_str()) {
             (Some(sel), "") => Target::Selector(sel.clone()),
-            (Some(_), _) => return Err(UsageError("pass either a TARGET or -l SELECTOR, not both".into()).into()),
+            (Some(_), _) => {
+                return Err(
+                    UsageError("pass either a TARGET or -l SELECTOR, not both".into()).into(),
+                )
+            }
             (None, t) => t.parse::<Target>().map_err(|e| UsageError(e.to_string()))?,
         };
         let preset = match req.preset.as_str() {
@@ -54,7 +58,10 @@ impl Spec {
         let ports = req
             .ports
             .iter()
-            .map(|p| p.parse::<PortRequest>().map_err(|e| UsageError(e.to_string())))
+            .map(|p| {
+                p.parse::<PortRequest>()
+                    .map_err(|e| UsageError(e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Spec {
             target,
@@ -82,12 +89,26 @@ pub struct Tunnel {
 
 impl Tunnel {
     /// Connects to the cluster, waits for a Ready pod and resolves its ports.
-    pub async fn start(cluster: &client::ClusterRef, spec: Spec, progress: Progress<'_>) -> anyhow::Result<Tunnel> {
+    pub async fn start(
+        cluster: &client::ClusterRef,
+        spec: Spec,
+        progress: Progress<'_>,
+    ) -> anyhow::Result<Tunnel> {
         progress("connecting to the cluster");
         let cluster = client::connect(cluster).await?;
-        let found = resolve::wait_for_pod(&cluster, &spec.target, spec.container.as_deref(), spec.timeout, true, progress).await?;
+        let found = resolve::wait_for_pod(
+            &cluster,
+            &spec.target,
+            spec.container.as_deref(),
+            spec.timeout,
+            true,
+            progress,
+        )
+        .await?;
         let pod = found.pod;
-        let container = discover::pick_container(&pod, spec.container.as_deref(), spec.preset)?.name.clone();
+        let container = discover::pick_container(&pod, spec.container.as_deref(), spec.preset)?
+            .name
+            .clone();
         let requests = match &spec.target {
             Target::Service(name) if !spec.ports.is_empty() => {
                 let svc = resolve::service(&cluster, name).await?;
@@ -140,14 +161,27 @@ impl Tunnel {
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        let pod = self.current.borrow().metadata.name.clone().unwrap_or_default();
+        let pod = self
+            .current
+            .borrow()
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default();
         forward::forward(&self.cluster, &pod, remote, conn).await
     }
 
     /// Reads Jupyter's URL from the current pod's logs.
     pub async fn jupyter(&self, progress: Progress<'_>) -> anyhow::Result<JupyterAccess> {
         let pod = self.pod();
-        let found = resolve::jupyter_url(&self.cluster, &pod, &self.container, self.spec.timeout, progress).await?;
+        let found = resolve::jupyter_url(
+            &self.cluster,
+            &pod,
+            &self.container,
+            self.spec.timeout,
+            progress,
+        )
+        .await?;
         Ok(access_of(found, &pod, &self.container))
     }
 
@@ -159,9 +193,16 @@ impl Tunnel {
             wait_until_gone(&self.cluster, &old).await?;
             info!(pod = %pod_label(&old), "pod went away or restarted; waiting for its replacement");
             emit(AgentEvent::Progress {
-                message: format!("pod `{}` went away or restarted; waiting for its replacement", pod_label(&old)),
+                message: format!(
+                    "pod `{}` went away or restarted; waiting for its replacement",
+                    pod_label(&old)
+                ),
             });
-            let progress = |m: &str| emit(AgentEvent::Progress { message: m.to_string() });
+            let progress = |m: &str| {
+                emit(AgentEvent::Progress {
+                    message: m.to_string(),
+                })
+            };
             let found = resolve::wait_for_pod(
                 &self.cluster,
                 &self.spec.target,

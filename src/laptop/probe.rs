@@ -36,7 +36,9 @@ pub async fn wait_usable(
             Ok(Err(e)) => format!("{e:#}"),
             Err(_) => "no answer".to_string(),
         };
-        progress(&format!("waiting for the service to answer on {local}: {last}"));
+        progress(&format!(
+            "waiting for the service to answer on {local}: {last}"
+        ));
         if Instant::now() + PROBE_RETRY >= deadline {
             return Err(hinted(
                 anyhow!("the forwarded port {} did not answer in time: {last}", local.port()),
@@ -47,18 +49,32 @@ pub async fn wait_usable(
     }
 }
 
-async fn probe(local: SocketAddr, preset: Preset, jupyter: Option<&JupyterAccess>) -> anyhow::Result<()> {
+async fn probe(
+    local: SocketAddr,
+    preset: Preset,
+    jupyter: Option<&JupyterAccess>,
+) -> anyhow::Result<()> {
     let mut conn = TcpStream::connect(local).await?;
     conn.set_nodelay(true)?;
     match (preset, jupyter) {
         (Preset::Jupyter, Some(access)) => probe_jupyter(conn, local, access).await,
         (Preset::Redis, _) => {
             conn.write_all(b"PING\r\n").await?;
-            let mut reply = [0u8; 1];
-            conn.read_exact(&mut reply).await?;
-            match reply[0] {
-                b'+' | b'-' => Ok(()),
-                other => bail!("unexpected reply to PING (first byte {other:#04x})"),
+            // Read the whole reply line, so closing leaves nothing unread (no reset).
+            let mut reply = Vec::new();
+            let mut byte = [0u8; 1];
+            while !reply.ends_with(b"\n") && reply.len() < 512 {
+                if conn.read(&mut byte).await? == 0 {
+                    bail!("the connection was closed before redis answered");
+                }
+                reply.push(byte[0]);
+            }
+            match reply.first() {
+                Some(b'+' | b'-') => Ok(()),
+                _ => bail!(
+                    "unexpected reply to PING: {:?}",
+                    String::from_utf8_lossy(&reply)
+                ),
             }
         }
         _ => {
@@ -72,7 +88,11 @@ async fn probe(local: SocketAddr, preset: Preset, jupyter: Option<&JupyterAccess
     }
 }
 
-async fn probe_jupyter(mut conn: TcpStream, local: SocketAddr, access: &JupyterAccess) -> anyhow::Result<()> {
+async fn probe_jupyter(
+    mut conn: TcpStream,
+    local: SocketAddr,
+    access: &JupyterAccess,
+) -> anyhow::Result<()> {
     let auth = access
         .token
         .as_ref()

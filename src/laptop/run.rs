@@ -24,12 +24,14 @@ use crate::wire::{AgentEvent, JupyterAccess};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Local mode: this machine talks to the cluster itself.
-pub async fn run_local(plan: &Plan, out: Arc<Output>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    // A `-p` port that is taken fails before any waiting.
-    let early = match plan.local_port.or_else(|| plan.spec.ports.first().and_then(|p| p.local)) {
-        Some(port) if port != 0 => Some(listener::bind(plan.address, Some(port), port)?),
-        _ => None,
-    };
+pub async fn run_local(
+    plan: &Plan,
+    out: Arc<Output>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    // Local ports the user named (`-p`, `LOCAL:`) are bound first, so one that is taken fails
+    // before any waiting. (`-p 0` asks for any free port.)
+    let early = bind_named(plan)?;
     let progress = {
         let out = out.clone();
         move |m: &str| out.progress(m)
@@ -52,13 +54,30 @@ pub async fn run_local(plan: &Plan, out: Arc<Output>, shutdown: impl Future<Outp
         Preset::Jupyter => Some(tunnel.jupyter(&progress).await?),
         _ => None,
     };
-    let locals: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?;
+    let locals: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()?;
     let deadline = Instant::now() + plan.spec.timeout;
     for local in &locals {
-        probe::wait_usable(*local, plan.spec.preset, jupyter.as_ref(), deadline, &progress).await?;
+        probe::wait_usable(
+            *local,
+            plan.spec.preset,
+            jupyter.as_ref(),
+            deadline,
+            &progress,
+        )
+        .await?;
     }
     let pod = tunnel.pod().metadata.name.unwrap_or_default();
-    report_ready(plan, &out, &pod, &locals, &tunnel.ports.iter().map(|p| p.remote).collect::<Vec<_>>(), jupyter.as_ref());
+    report_ready(
+        plan,
+        &out,
+        &pod,
+        &locals,
+        &tunnel.ports.iter().map(|p| p.remote).collect::<Vec<_>>(),
+        jupyter.as_ref(),
+    );
 
     let supervise = async {
         let emit = |ev: AgentEvent| on_agent_event(&out, &locals, ev);
@@ -70,30 +89,56 @@ pub async fn run_local(plan: &Plan, out: Arc<Output>, shutdown: impl Future<Outp
     };
     cancel.cancel();
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        info!("closing connections still open after {}s", SHUTDOWN_GRACE.as_secs());
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        info!(
+            "closing connections still open after {}s",
+            SHUTDOWN_GRACE.as_secs()
+        );
     }
     result?;
     out.event(&Event::Closed);
     Ok(())
 }
 
-/// One listener per forwarded port, in order (the early `-p` one first).
-fn bind_all(plan: &Plan, tunnel: &Tunnel, early: Option<TcpListener>) -> anyhow::Result<Vec<TcpListener>> {
-    if early.is_some() && tunnel.ports.len() > 1 {
+/// Binds the local ports the user named, in the order of the requested ports.
+fn bind_named(plan: &Plan) -> anyhow::Result<Vec<Option<TcpListener>>> {
+    if let Some(port) = plan.local_port {
+        return Ok(vec![Some(listener::bind(plan.address, Some(port), port)?)]);
+    }
+    plan.spec
+        .ports
+        .iter()
+        .map(|p| {
+            p.local
+                .map(|l| listener::bind(plan.address, Some(l), l))
+                .transpose()
+        })
+        .collect()
+}
+
+/// One listener per forwarded port, in order, reusing the ones bound early.
+fn bind_all(
+    plan: &Plan,
+    tunnel: &Tunnel,
+    early: Vec<Option<TcpListener>>,
+) -> anyhow::Result<Vec<TcpListener>> {
+    if plan.local_port.is_some() && tunnel.ports.len() > 1 {
         return Err(crate::error::UsageError(format!(
             "-p sets the local port of a single forward, but the pod has {} ports; name them as LOCAL:REMOTE",
             tunnel.ports.len()
         ))
         .into());
     }
-    let mut early = early;
+    let mut early = early.into_iter();
     tunnel
         .ports
         .iter()
-        .map(|port| match early.take() {
+        .map(|port| match early.next().flatten() {
             Some(l) => Ok(l),
-            None => listener::bind(plan.address, port.local.filter(|p| *p != 0), port.remote),
+            None => listener::bind(plan.address, port.local, port.remote),
         })
         .collect()
 }
@@ -126,8 +171,12 @@ fn socket2_clone(listener: &TcpListener) -> std::io::Result<std::net::TcpListene
 /// The address users should type: a wildcard listener is reached on loopback.
 fn reachable(local: SocketAddr) -> SocketAddr {
     match local.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port())
+        }
         _ => local,
     }
 }
@@ -166,7 +215,9 @@ fn report_ready(
             remote_port: *remote,
             url: url.clone(),
         });
-        if let Some(url) = url.filter(|_| plan.browser && std::io::IsTerminal::is_terminal(&std::io::stdout())) {
+        if let Some(url) =
+            url.filter(|_| plan.browser && std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        {
             if let Err(e) = open::that_detached(&url) {
                 out.note(&format!("could not open a browser: {e}"));
             }

@@ -1,0 +1,130 @@
+//! Runs the podtun binary as a user would and reads what it prints: `--json` events on stdout,
+//! messages on stderr.
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// Bound on podtun becoming ready (includes the pod starting).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The podtun binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_podtun")
+}
+
+/// `podtun ARGS --kubeconfig KC` as a command, stdin closed, HOME isolated.
+pub fn command(kubeconfig: &Path, home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env("HOME", home)
+        .env_remove("KUBECONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A podtun process with `--json` output.
+pub struct Podtun {
+    pub child: Child,
+    events: Lines<BufReader<ChildStdout>>,
+}
+
+impl Podtun {
+    /// Starts `podtun ARGS --json` (stderr is inherited so failures show in the test output).
+    pub fn spawn(kubeconfig: &Path, home: &Path, args: &[&str]) -> Podtun {
+        let mut cmd = command(kubeconfig, home, args);
+        cmd.arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn podtun");
+        let stdout = child.stdout.take().expect("stdout");
+        Podtun {
+            child,
+            events: BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next event on stdout, or a panic after `within`.
+    pub async fn next_event(&mut self, within: Duration) -> Value {
+        let line = tokio::time::timeout(within, self.events.next_line())
+            .await
+            .expect("no event from podtun in time")
+            .expect("read podtun's stdout")
+            .expect("podtun closed stdout");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON from podtun: {e}: {line}"))
+    }
+
+    /// Waits for the next event named `name`, skipping others.
+    pub async fn wait_for(&mut self, name: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let ev = self.next_event(left).await;
+            if ev["event"] == name {
+                return ev;
+            }
+            assert_ne!(ev["event"], "error", "podtun reported an error: {ev}");
+        }
+    }
+
+    /// Waits for `ready` and returns its local address.
+    pub async fn ready(&mut self) -> (String, Value) {
+        let ev = self.wait_for("ready", READY_TIMEOUT).await;
+        (ev["local"].as_str().expect("local").to_string(), ev)
+    }
+
+    /// SIGTERM, then the exit status (bounded).
+    pub async fn terminate(mut self) -> ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("podtun did not exit within 15s of SIGTERM")
+            .expect("wait for podtun")
+    }
+}
+
+/// What a finished podtun printed.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs podtun to completion (bounded), for error cases.
+pub async fn run(kubeconfig: &Path, home: &Path, args: &[&str]) -> Finished {
+    let mut cmd = command(kubeconfig, home, args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn podtun");
+    let (mut out, mut err) = (String::new(), String::new());
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let status = tokio::time::timeout(Duration::from_secs(60), async {
+        let (a, b, status) = tokio::join!(
+            so.read_to_string(&mut out),
+            se.read_to_string(&mut err),
+            child.wait()
+        );
+        a.and(b).and(status)
+    })
+    .await
+    .expect("podtun did not finish within 60s")
+    .expect("run podtun");
+    Finished {
+        status,
+        stdout: out,
+        stderr: err,
+    }
+}
