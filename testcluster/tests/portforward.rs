@@ -396,23 +396,35 @@ async fn cancel_drops_the_connection_without_a_close_frame() {
 }
 
 #[tokio::test]
-async fn bad_handshakes_get_400() {
+async fn handshakes_are_checked() {
+    let plain = Request::get(PATH).body(()).expect("request");
+    assert!(!portforward::is_upgrade_request(&plain));
     let cluster = Cluster::start().await;
     let base = format!(
         "GET {PATH}?ports=8080 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
     );
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     let cases = [
-        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
-        "Sec-WebSocket-Version: 13\r\n",
-        "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        (
+            format!("Sec-WebSocket-Version: 13\r\n{key}"),
+            "HTTP/1.1 101",
+        ),
+        (
+            format!(
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n{key}"
+            ),
+            "HTTP/1.1 400",
+        ),
+        ("Sec-WebSocket-Version: 13\r\n".to_string(), "HTTP/1.1 400"),
+        (format!("Sec-WebSocket-Version: 8\r\n{key}"), "HTTP/1.1 400"),
     ];
-    for headers in cases {
+    for (headers, expected) in cases {
         let mut tcp = TcpStream::connect(cluster.addr).await.expect("connect");
         tcp.write_all(format!("{base}{headers}\r\n").as_bytes())
             .await
             .expect("write");
         let mut status = [0; 12];
         within(tcp.read_exact(&mut status)).await.expect("read");
-        assert_eq!(&status, b"HTTP/1.1 400", "for {headers:?}");
+        assert_eq!(&status, expected.as_bytes(), "for {headers:?}");
     }
 }
