@@ -27,9 +27,15 @@ pub(crate) enum Verdict {
     Known,
     Unknown,
     /// Another key of the same type is recorded (the first such line).
-    Changed { file: PathBuf, line: usize },
+    Changed {
+        file: PathBuf,
+        line: usize,
+    },
     /// The key is marked `@revoked`.
-    Revoked { file: PathBuf, line: usize },
+    Revoked {
+        file: PathBuf,
+        line: usize,
+    },
 }
 
 /// The name OpenSSH records: `host`, or `[host]:port` when the port is not 22.
@@ -107,7 +113,9 @@ fn entries(
             }
             match russh::keys::parse_public_key_base64(base64) {
                 Ok(key) => found.push((file.clone(), index + 1, marker, key)),
-                Err(err) => debug!(file = %file.display(), line = index + 1, %err, "unreadable key"),
+                Err(err) => {
+                    debug!(file = %file.display(), line = index + 1, %err, "unreadable key")
+                }
             }
         }
     }
@@ -175,9 +183,8 @@ pub(crate) fn learn(file: &Path, name: &str, key: &PublicKey, hashed: bool) -> a
         .mode(0o600)
         .open(file)?;
     let mut last = [0u8; 1];
-    let needs_newline = f.seek(SeekFrom::End(-1)).is_ok()
-        && f.read_exact(&mut last).is_ok()
-        && last[0] != b'\n';
+    let needs_newline =
+        f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n';
     let name = if hashed {
         hash_name(name)?
     } else {
@@ -265,12 +272,13 @@ Offending {kind} key in {file}:{line}",
             }
             match cfg.known_hosts_files.first() {
                 Some(file) => {
-                    learn(file, &name, key, cfg.hash_known_hosts).with_context(|| {
-                        format!("could not add `{name}` to {}", file.display())
-                    })?;
+                    learn(file, &name, key, cfg.hash_known_hosts)
+                        .with_context(|| format!("could not add `{name}` to {}", file.display()))?;
                     info!(host = %shown, file = %file.display(), %fingerprint, "permanently added the host key to the known hosts");
                 }
-                None => info!(host = %shown, "UserKnownHostsFile is none: host key accepted for this connection only"),
+                None => {
+                    info!(host = %shown, "UserKnownHostsFile is none: host key accepted for this connection only")
+                }
             }
             Ok(())
         }

@@ -108,13 +108,6 @@ pub(crate) struct HostConfig {
     pub connect_timeout: Duration,
 }
 
-impl HostConfig {
-    /// `host:port` for messages.
-    pub(crate) fn addr(&self) -> String {
-        format!("{}:{}", self.hostname, self.port)
-    }
-}
-
 /// Resolves `spec` through the user's SSH config.
 pub(crate) async fn resolve(spec: &HostSpec, opts: &SshOptions) -> anyhow::Result<HostConfig> {
     let home = opts.home_dir();
@@ -210,7 +203,14 @@ async fn passwd_home() -> Option<PathBuf> {
         return home.clone();
     }
     let output = tokio::process::Command::new("ssh")
-        .args(["-G", "-F", "/dev/null", "-o", "UserKnownHostsFile=~/", "probe"])
+        .args([
+            "-G",
+            "-F",
+            "/dev/null",
+            "-o",
+            "UserKnownHostsFile=~/",
+            "probe",
+        ])
         .stdin(std::process::Stdio::null())
         .output()
         .await
@@ -246,7 +246,11 @@ pub(crate) fn from_pairs(
             .collect()
     };
     let yes = |key: &str| matches!(first(key), Some("yes" | "true"));
-    let secs = |key: &str| first(key).and_then(|v| v.parse::<u64>().ok()).filter(|s| *s > 0);
+    let secs = |key: &str| {
+        first(key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+    };
     let none = |v: &&str| !v.eq_ignore_ascii_case("none");
 
     // `ssh -G` has expanded `HostName %h.example.org` already; the fallback has not.
@@ -310,9 +314,7 @@ pub(crate) fn from_pairs(
         identities_only: yes("identitiesonly"),
         identity_agent,
         proxy_jump: first("proxyjump").filter(none).map(str::to_string),
-        proxy_command: first("proxycommand")
-            .filter(none)
-            .map(|c| tokens.expand(c)),
+        proxy_command: first("proxycommand").filter(none).map(|c| tokens.expand(c)),
         known_hosts_files,
         global_known_hosts_files,
         host_key_alias: first("hostkeyalias").filter(none).map(str::to_string),
@@ -427,7 +429,10 @@ mod tests {
         );
         let home = Path::new("/t/home");
         let c = from_pairs(&pairs, &spec("login"), home, Some(Path::new("/root")));
-        assert_eq!((c.hostname.as_str(), c.user.as_str(), c.port), ("10.0.0.2", "bob", 2222));
+        assert_eq!(
+            (c.hostname.as_str(), c.user.as_str(), c.port),
+            ("10.0.0.2", "bob", 2222)
+        );
         assert_eq!(
             c.identity_files,
             [home.join(".ssh/k"), home.join(".ssh/k2_10.0.0.2")]

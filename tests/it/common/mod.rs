@@ -1,2 +1,3 @@
 //! Shared test support: temp homes, the test cluster, sshd in network namespaces.
 #![allow(dead_code)]
+pub mod sshd;

@@ -1,0 +1,444 @@
+//! One SSH connection from the laptop to the login host, through jump hosts, behaving as an
+//! OpenSSH user expects: `~/.ssh/config` ([`ssh_config`](super::ssh_config)), the route of
+//! hops ([`ssh_route`](super::ssh_route)), known_hosts ([`known_hosts`](super::known_hosts)),
+//! authentication ([`auth`](super::auth)) and prompts ([`ssh_prompt`](super::ssh_prompt)).
+//!
+//! Every russh call lives in these files. The rest of podtun sees [`SshSession`]: a cheap,
+//! cloneable handle that opens exec, direct-tcpip and direct-streamlocal channels.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use russh::client::{ChannelOpenHandle, Handle, Msg, Session};
+use russh::keys::{Algorithm, PublicKey, PublicKeyOrCertificate};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{debug, info_span, Instrument};
+
+use super::known_hosts;
+use super::ssh_config::HostConfig;
+pub use super::ssh_prompt::Prompter;
+use super::ssh_prompt::Ui;
+use super::ssh_route::{self, Hop, ProxyStream, Via};
+
+/// How to reach hosts: which config, and whether a person can answer prompts.
+#[derive(Clone, Default)]
+pub struct SshOptions {
+    /// `-F`: another SSH config file instead of `~/.ssh/config`.
+    pub config_file: Option<PathBuf>,
+    /// Prompts allowed (stdin and stderr are a terminal): passphrases, passwords, unknown host
+    /// keys. Without it podtun fails with a hint instead of waiting.
+    pub interactive: bool,
+    /// `~` for `.ssh/*` (tests); `$HOME` when unset.
+    pub home: Option<PathBuf>,
+    /// Answers prompts instead of `/dev/tty` (tests). Only used when `interactive` is set.
+    pub prompter: Option<Prompter>,
+}
+
+impl std::fmt::Debug for SshOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshOptions")
+            .field("config_file", &self.config_file)
+            .field("interactive", &self.interactive)
+            .field("home", &self.home)
+            .field("prompter", &self.prompter.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl SshOptions {
+    pub(crate) fn home_dir(&self) -> PathBuf {
+        self.home
+            .clone()
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
+}
+
+/// Why a direct-streamlocal channel could not be opened.
+///
+/// OpenSSH (checked with 9.2) answers CONNECT_FAILED both when its policy forbids stream-local
+/// forwarding (`AllowStreamLocalForwarding no`, `DisableForwarding yes`) and when nothing
+/// listens at the path; only other servers say ADMINISTRATIVELY_PROHIBITED. So a [`Refused`]
+/// open of a socket the agent has just reported listening means "prohibited" too: take the
+/// exec fallback.
+///
+/// [`Refused`]: OpenError::Refused
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The server says stream-local forwarding is administratively prohibited.
+    #[error("`{host}` does not allow stream-local forwarding (administratively prohibited)")]
+    Prohibited {
+        /// The login host, as the user named it.
+        host: String,
+    },
+    /// The server could not connect to the socket, or (OpenSSH) refuses stream-local
+    /// forwarding: its reply is the same for both.
+    #[error("`{host}` could not connect to `{path}`, or does not allow stream-local forwarding")]
+    Refused {
+        /// The login host, as the user named it.
+        host: String,
+        /// The socket path asked for.
+        path: String,
+    },
+    /// Any other failure, such as a lost connection.
+    #[error("could not open a channel to `{path}` on `{host}`")]
+    Failed {
+        /// The login host, as the user named it.
+        host: String,
+        /// The socket path asked for.
+        path: String,
+        /// What russh reported.
+        #[source]
+        source: russh::Error,
+    },
+}
+
+/// An authenticated connection to the last host of the route. Clones share it.
+#[derive(Clone)]
+pub struct SshSession {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    host: String,
+    handle: Handle<Client>,
+    /// The jump hops, first to last: held so their connections live as long as this one.
+    jumps: Vec<Handle<Client>>,
+    /// Cancelled when the login host's connection ends.
+    closed: CancellationToken,
+}
+
+/// The russh settings every hop starts from; keepalives and key preferences are per hop.
+/// Window and packet sizes are russh's defaults until measured otherwise.
+pub fn client_config() -> russh::client::Config {
+    russh::client::Config {
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+impl SshSession {
+    /// Connects to the last host of `via`, through the others as jump hosts (`ssh -J`), with
+    /// each host's ProxyJump/ProxyCommand from the SSH config honoured.
+    pub async fn connect(via: &[String], opts: &SshOptions) -> anyhow::Result<SshSession> {
+        let hops = ssh_route::plan(via, opts).await?;
+        let count = hops.len();
+        let mut handles: Vec<Handle<Client>> = Vec::with_capacity(count);
+        let mut closed = CancellationToken::new();
+        for (index, hop) in hops.into_iter().enumerate() {
+            let role = if index + 1 == count {
+                "login host".to_string()
+            } else {
+                format!("jump host {} of {}", index + 1, count - 1)
+            };
+            let name = format!("{}:{}", hop.cfg.alias, hop.cfg.port);
+            let ui = Ui::new(opts.interactive, opts.prompter.clone());
+            let (handle, hop_closed) = connect_hop(hop, handles.last(), ui)
+                .instrument(info_span!("ssh", host = %name))
+                .await
+                .with_context(|| format!("could not connect to {name} ({role})"))?;
+            handles.push(handle);
+            closed = hop_closed;
+        }
+        let Some(handle) = handles.pop() else {
+            bail!("no host to connect to");
+        };
+        Ok(SshSession {
+            inner: Arc::new(Inner {
+                host: via.last().cloned().unwrap_or_default(),
+                handle,
+                jumps: handles,
+                closed,
+            }),
+        })
+    }
+
+    /// The login host as the user named it, for messages.
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    /// Starts `command` on the login host. The caller must read the channel to its end, stderr
+    /// (extended data) included: an unread channel stalls the whole connection.
+    pub async fn exec(&self, command: &str) -> anyhow::Result<Channel<Msg>> {
+        let host = self.host();
+        let mut channel = self
+            .inner
+            .handle
+            .channel_open_session()
+            .await
+            .with_context(|| format!("could not open a session on `{host}`"))?;
+        channel
+            .exec(true, command)
+            .await
+            .with_context(|| format!("could not run a command on `{host}`"))?;
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Success) => return Ok(channel),
+                Some(ChannelMsg::WindowAdjusted { .. }) => {}
+                Some(ChannelMsg::Failure) => bail!("`{host}` refused to run `{command}`"),
+                None => bail!("`{host}` closed the channel before running `{command}`"),
+                Some(other) => bail!("unexpected {other:?} from `{host}` before the exec reply"),
+            }
+        }
+    }
+
+    /// Opens a direct-streamlocal@openssh.com channel to a Unix socket on the login host.
+    pub async fn open_streamlocal(&self, socket_path: &str) -> Result<Channel<Msg>, OpenError> {
+        let result = self
+            .inner
+            .handle
+            .channel_open_direct_streamlocal(socket_path)
+            .await;
+        let (host, path) = (self.host().to_string(), socket_path.to_string());
+        result.map_err(|source| match source {
+            russh::Error::ChannelOpenFailure(ChannelOpenFailure::AdministrativelyProhibited) => {
+                OpenError::Prohibited { host }
+            }
+            russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed) => {
+                OpenError::Refused { host, path }
+            }
+            source => OpenError::Failed { host, path, source },
+        })
+    }
+
+    /// Opens a direct-tcpip channel: the login host connects to `host:port`.
+    pub async fn open_tcp(&self, host: &str, port: u16) -> anyhow::Result<Channel<Msg>> {
+        open_tcp(&self.inner.handle, host, port)
+            .await
+            .with_context(|| format!("`{}` could not connect to {host}:{port}", self.host()))
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled() || self.inner.handle.is_closed()
+    }
+
+    /// Resolves when the connection ends (keepalives unanswered, EOF, disconnect).
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    /// Says goodbye to the login host and then to each jump host.
+    pub async fn disconnect(&self) {
+        let handles = std::iter::once(&self.inner.handle).chain(self.inner.jumps.iter().rev());
+        for handle in handles {
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
+        // Wait a little for the close to go out, so the server sees a clean goodbye.
+        let _ = tokio::time::timeout(DISCONNECT_GRACE, self.closed()).await;
+    }
+}
+
+/// How long `disconnect` waits for the connection to wind down.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+
+async fn open_tcp(handle: &Handle<Client>, host: &str, port: u16) -> anyhow::Result<Channel<Msg>> {
+    Ok(handle
+        .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+        .await?)
+}
+
+/// Connects and authenticates one hop, within its ConnectTimeout (time spent at a prompt
+/// excepted). Returns the handle and a token cancelled when that connection ends.
+async fn connect_hop(
+    hop: Hop,
+    previous: Option<&Handle<Client>>,
+    ui: Ui,
+) -> anyhow::Result<(Handle<Client>, CancellationToken)> {
+    let cfg = Arc::new(hop.cfg);
+    let closed = CancellationToken::new();
+    let client = Client {
+        cfg: cfg.clone(),
+        ui: ui.clone(),
+        _closed: closed.clone().drop_guard(),
+    };
+    let config = Arc::new(hop_config(&cfg));
+    let connect = async {
+        let mut handle = match (&hop.via, previous) {
+            (Via::Tcp, _) => {
+                let stream = ssh_route::tcp(&cfg).await?;
+                russh::client::connect_stream(config, stream, client).await?
+            }
+            (Via::PreviousHop, Some(previous)) => {
+                let channel = open_tcp(previous, &cfg.hostname, cfg.port)
+                    .await
+                    .context("the jump host could not reach it")?;
+                russh::client::connect_stream(config, channel.into_stream(), client).await?
+            }
+            (Via::PreviousHop, None) => bail!("no jump host before it"),
+            (Via::ProxyCommand(command), _) => {
+                debug!(%command, "connecting through ProxyCommand");
+                let stream = ProxyStream::spawn(command)?;
+                russh::client::connect_stream(config, stream, client).await?
+            }
+        };
+        super::auth::authenticate(&mut handle, &cfg, &ui).await?;
+        Ok(handle)
+    };
+    let handle = bounded(cfg.connect_timeout, &ui, connect).await?;
+    Ok((handle, closed))
+}
+
+/// Runs `fut` within `limit`, unless the user has been asked something meanwhile.
+async fn bounded<T>(
+    limit: Duration,
+    ui: &Ui,
+    fut: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::pin!(fut);
+    loop {
+        match tokio::time::timeout(limit, &mut fut).await {
+            Ok(result) => return result,
+            Err(_) if ui.prompted() => continue,
+            Err(_) => bail!("timed out after {}s", limit.as_secs()),
+        }
+    }
+}
+
+/// [`client_config`] plus this hop's keepalives, and its known key types preferred (as OpenSSH
+/// does) so a host recorded with one key type is not taken for unknown under another.
+fn hop_config(cfg: &HostConfig) -> russh::client::Config {
+    let mut config = client_config();
+    config.keepalive_interval = Some(cfg.alive_interval);
+    config.keepalive_max = cfg.alive_count_max;
+    let host = cfg.host_key_alias.as_deref().unwrap_or(&cfg.hostname);
+    let files: Vec<PathBuf> = cfg
+        .known_hosts_files
+        .iter()
+        .chain(&cfg.global_known_hosts_files)
+        .cloned()
+        .collect();
+    let known = known_hosts::known_algorithms(&files, &known_hosts::host_key_name(host, cfg.port));
+    if !known.is_empty() {
+        let mut keys = config.preferred.key.to_vec();
+        let rsa = |a: &Algorithm| matches!(a, Algorithm::Rsa { .. });
+        keys.sort_by_key(|a| !known.iter().any(|k| k == a || rsa(k) && rsa(a)));
+        config.preferred.key = keys.into();
+    }
+    config
+}
+
+/// The russh event handler of one hop: checks the host key, refuses channels the server
+/// offers (podtun forwards nothing back), and signals the end of the connection.
+pub(crate) struct Client {
+    cfg: Arc<HostConfig>,
+    ui: Ui,
+    /// Dropped with the handler, that is when the connection's task ends.
+    _closed: DropGuard,
+}
+
+fn refuse(kind: &str, reply: ChannelOpenHandle) -> impl Future<Output = anyhow::Result<()>> {
+    debug!(kind, "refused a channel the server offered");
+    async move {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+}
+
+impl russh::client::Handler for Client {
+    type Error = anyhow::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> anyhow::Result<bool> {
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            // Host certificates are checked as the plain key they carry.
+            PublicKeyOrCertificate::Certificate(cert) => PublicKey::from(cert.public_key().clone()),
+        };
+        known_hosts::verify(&self.cfg, &key, &self.ui).await?;
+        Ok(true)
+    }
+
+    async fn auth_banner(&mut self, banner: &str, _: &mut Session) -> anyhow::Result<()> {
+        if self.ui.can_prompt(self.cfg.batch_mode) {
+            self.ui.show(banner);
+        } else {
+            debug!(banner, "authentication banner");
+        }
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        _: Channel<Msg>,
+        _: &str,
+        _: u32,
+        _: &str,
+        _: u32,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> anyhow::Result<()> {
+        refuse("forwarded-tcpip", reply).await
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _: Channel<Msg>,
+        _: &str,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> anyhow::Result<()> {
+        refuse("forwarded-streamlocal", reply).await
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        _: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> anyhow::Result<()> {
+        refuse("auth-agent", reply).await
+    }
+
+    async fn server_channel_open_session(
+        &mut self,
+        _: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> anyhow::Result<()> {
+        refuse("session", reply).await
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _: Channel<Msg>,
+        _: &str,
+        _: u32,
+        _: &str,
+        _: u32,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> anyhow::Result<()> {
+        refuse("direct-tcpip", reply).await
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _: Channel<Msg>,
+        _: &str,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> anyhow::Result<()> {
+        refuse("direct-streamlocal", reply).await
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _: Channel<Msg>,
+        _: &str,
+        _: u32,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> anyhow::Result<()> {
+        refuse("x11", reply).await
+    }
+}
