@@ -2,7 +2,10 @@
 
 /// Pure discovery: target, ports, pod state, Jupyter token.
 pub mod discover;
+pub mod pod;
 pub mod ports;
+pub mod preset;
+pub mod service;
 pub mod target;
 pub mod token;
 pub mod client;

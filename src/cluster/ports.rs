@@ -1,54 +1,16 @@
-//! Which pod ports to forward: `[LOCAL:]REMOTE` arguments, the jupyter/redis/generic presets, and
-//! kubectl's service-port → targetPort mapping. Pure functions over the pod and service specs.
+//! Which pod ports to forward: `[LOCAL:]REMOTE` arguments, resolved against the pod spec, with
+//! [`super::preset`] deciding when no port was named.
 
 use std::fmt;
 use std::str::FromStr;
 
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, Service, ServicePort};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod};
 
 use super::discover::{containers, object_ref, pick_container, quote_input, DiscoverError};
+use super::preset::{jupyter_port, redis_port, Preset};
 
-/// Port names that mean "the Jupyter server", best first.
-const JUPYTER_PORT_NAMES: &[&str] = &["jupyter", "notebook", "lab", "http"];
-/// Jupyter's default port.
-const JUPYTER_DEFAULT_PORT: u16 = 8888;
-/// Command-line options that set Jupyter's port (traitlets: the last one wins).
-const JUPYTER_PORT_FLAGS: &[&str] = &["--port", "--ServerApp.port", "--NotebookApp.port"];
-/// The environment variable docker-stacks images read for the port.
-const JUPYTER_PORT_ENV: &str = "JUPYTER_PORT";
-/// Redis's default port.
-const REDIS_DEFAULT_PORT: u16 = 6379;
 /// Kubernetes port names (IANA service names) are at most 15 characters.
 const MAX_PORT_NAME_LEN: usize = 15;
-
-/// What kind of server is being forwarded to, which decides the default port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Preset {
-    /// A Jupyter server: the port named jupyter/notebook/lab/http, else 8888 (or the configured one).
-    Jupyter,
-    /// A redis server: the port named redis, else 6379 (or `--port N`).
-    Redis,
-    /// Anything: every declared TCP port.
-    Generic,
-}
-
-impl Preset {
-    /// The preset's name on the wire and in messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Preset::Jupyter => "jupyter",
-            Preset::Redis => "redis",
-            Preset::Generic => "generic",
-        }
-    }
-}
-
-impl fmt::Display for Preset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A remote port as the user names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,7 +94,7 @@ impl fmt::Display for PortRequest {
 }
 
 /// Digits only, 0-65535.
-fn parse_number(s: &str) -> Option<u16> {
+pub(crate) fn parse_number(s: &str) -> Option<u16> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -265,47 +227,6 @@ fn resolve_request(
     })
 }
 
-/// Jupyter's port: a conventionally named port, else a declared 8888, else the port its command
-/// line or `JUPYTER_PORT` sets, else 8888.
-fn jupyter_port(c: &Container) -> (u16, Option<String>) {
-    let named = JUPYTER_PORT_NAMES
-        .iter()
-        .find_map(|wanted| tcp_ports(c).find(|p| p.name.as_deref() == Some(*wanted)));
-    if let Some(p) = named.and_then(|p| Some((number(p)?, p.name.clone()))) {
-        return p;
-    }
-    let from_env = || {
-        c.env
-            .iter()
-            .flatten()
-            .find(|e| e.name == JUPYTER_PORT_ENV)
-            .and_then(|e| parse_number(e.value.as_deref()?.trim()))
-            .filter(|n| *n != 0)
-    };
-    let port = declared_number(c, JUPYTER_DEFAULT_PORT)
-        .or_else(|| flag_value(&words(c), JUPYTER_PORT_FLAGS))
-        .or_else(from_env)
-        .unwrap_or(JUPYTER_DEFAULT_PORT);
-    (port, name_of(c, port))
-}
-
-/// Redis's port: the port named redis, else `redis-server … --port N`, else 6379.
-fn redis_port(c: &Container) -> (u16, Option<String>) {
-    let named = tcp_ports(c).find(|p| p.name.as_deref() == Some("redis"));
-    if let Some(p) = named.and_then(|p| Some((number(p)?, p.name.clone()))) {
-        return p;
-    }
-    let words = words(c);
-    let after_server = words
-        .iter()
-        .position(|w| w.ends_with("redis-server"))
-        .map(|i| &words[i + 1..]);
-    let port = after_server
-        .and_then(|args| flag_value(args, &["--port"]))
-        .unwrap_or(REDIS_DEFAULT_PORT);
-    (port, name_of(c, port))
-}
-
 /// Every declared TCP port of the chosen container, or (without `-c`) of the pod if the chosen
 /// container declares none.
 fn generic_ports(
@@ -355,133 +276,28 @@ fn generic_ports(
     })
 }
 
-/// Whether a container looks like the preset's server, for picking a container without `-c`.
-pub(crate) fn serves_preset(c: &Container, preset: Preset) -> bool {
-    let image = c.image.as_deref().unwrap_or_default();
-    let words = words(c);
-    match preset {
-        Preset::Generic => false,
-        Preset::Jupyter => {
-            tcp_ports(c).any(|p| {
-                matches!(p.name.as_deref(), Some("jupyter" | "notebook" | "lab"))
-                    || number(p) == Some(JUPYTER_DEFAULT_PORT)
-            }) || words
-                .iter()
-                .any(|w| w.contains("jupyter") || w.contains("start-notebook"))
-                || image.contains("jupyter")
-                || image.contains("notebook")
-        }
-        Preset::Redis => {
-            tcp_ports(c).any(|p| {
-                p.name.as_deref() == Some("redis") || number(p) == Some(REDIS_DEFAULT_PORT)
-            }) || words.iter().any(|w| w.ends_with("redis-server"))
-                || image.contains("redis")
-        }
-    }
-}
-
-/// The service ports asked for, mapped to pod ports as kubectl does: each REMOTE is a service
-/// port number or name; it goes to the targetPort (a number, or a container port name looked up
-/// in `pod`; absent means the same number); the local port defaults to the service port. Without
-/// requests, every TCP service port.
-pub fn service_ports(
-    svc: &Service,
-    pod: &Pod,
-    requests: &[PortRequest],
-) -> Result<Vec<PortRequest>, DiscoverError> {
-    let svc_ports: &[ServicePort] = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_deref())
-        .unwrap_or_default();
-    let service = object_ref(&svc.metadata);
-    let map = |sp: &ServicePort, local: Option<u16>| -> Result<PortRequest, DiscoverError> {
-        let port = u16::try_from(sp.port).unwrap_or_default();
-        let target = match &sp.target_port {
-            None | Some(IntOrString::Int(0)) => port,
-            Some(IntOrString::Int(n)) => u16::try_from(*n).unwrap_or_default(),
-            Some(IntOrString::String(name)) => parse_number(name)
-                .or_else(|| {
-                    containers(pod)
-                        .iter()
-                        .flat_map(ports)
-                        .find(|p| p.name.as_deref() == Some(name.as_str()))
-                        .and_then(number)
-                })
-                .ok_or_else(|| DiscoverError::NoSuchTargetPort {
-                    service: service.clone(),
-                    port,
-                    target: name.clone(),
-                    pod: object_ref(&pod.metadata),
-                })?,
-        };
-        Ok(PortRequest {
-            local: local.or(Some(port)),
-            remote: PortSpec::Number(target),
-        })
-    };
-    if requests.is_empty() {
-        return svc_ports
-            .iter()
-            .filter(|sp| is_tcp(sp.protocol.as_deref()))
-            .map(|sp| map(sp, None))
-            .collect();
-    }
-    requests
-        .iter()
-        .map(|req| {
-            let found = svc_ports.iter().find(|sp| match &req.remote {
-                PortSpec::Number(n) => sp.port == i32::from(*n),
-                PortSpec::Name(name) => sp.name.as_deref() == Some(name.as_str()),
-            });
-            match found {
-                Some(sp) => map(sp, req.local),
-                None => Err(DiscoverError::NoSuchServicePort {
-                    service: service.clone(),
-                    port: req.remote.to_string(),
-                    declared: svc_ports.iter().map(describe_service_port).collect(),
-                }),
-            }
-        })
-        .collect()
-}
-
-/// `80 (http) → 8888`, `6379`.
-fn describe_service_port(sp: &ServicePort) -> String {
-    let mut out = sp.port.to_string();
-    if let Some(name) = &sp.name {
-        out.push_str(&format!(" ({name})"));
-    }
-    match &sp.target_port {
-        Some(IntOrString::Int(n)) if *n != sp.port && *n != 0 => out.push_str(&format!(" → {n}")),
-        Some(IntOrString::String(name)) => out.push_str(&format!(" → {name}")),
-        _ => {}
-    }
-    out
-}
-
-fn ports(c: &Container) -> impl Iterator<Item = &ContainerPort> {
+pub(crate) fn ports(c: &Container) -> impl Iterator<Item = &ContainerPort> {
     c.ports.iter().flatten()
 }
 
 /// Port-forward carries TCP only.
-fn tcp_ports(c: &Container) -> impl Iterator<Item = &ContainerPort> {
+pub(crate) fn tcp_ports(c: &Container) -> impl Iterator<Item = &ContainerPort> {
     ports(c).filter(|p| is_tcp(p.protocol.as_deref()))
 }
 
-fn is_tcp(protocol: Option<&str>) -> bool {
+pub(crate) fn is_tcp(protocol: Option<&str>) -> bool {
     protocol.is_none_or(|p| p.eq_ignore_ascii_case("TCP"))
 }
 
-fn number(p: &ContainerPort) -> Option<u16> {
+pub(crate) fn number(p: &ContainerPort) -> Option<u16> {
     u16::try_from(p.container_port).ok().filter(|n| *n != 0)
 }
 
-fn declared_number(c: &Container, wanted: u16) -> Option<u16> {
+pub(crate) fn declared_number(c: &Container, wanted: u16) -> Option<u16> {
     tcp_ports(c).filter_map(number).find(|n| *n == wanted)
 }
 
-fn name_of(c: &Container, port: u16) -> Option<String> {
+pub(crate) fn name_of(c: &Container, port: u16) -> Option<String> {
     ports(c)
         .find(|p| number(p) == Some(port))
         .and_then(|p| p.name.clone())
@@ -505,37 +321,6 @@ fn declared(c: &Container) -> Vec<String> {
             out
         })
         .collect()
-}
-
-/// The words of the container's command and args, split on whitespace so that a
-/// `sh -c "jupyter lab --port=9999"` script counts too, with quotes around a word dropped.
-pub(crate) fn words(c: &Container) -> Vec<String> {
-    c.command
-        .iter()
-        .flatten()
-        .chain(c.args.iter().flatten())
-        .flat_map(|arg| arg.split_whitespace())
-        .map(|w| w.trim_matches(|ch| ch == '"' || ch == '\'').to_string())
-        .collect()
-}
-
-/// The value of the last `FLAG=N` or `FLAG N` among `words`, if it is a port number.
-fn flag_value(words: &[String], flags: &[&str]) -> Option<u16> {
-    let mut found = None;
-    for (i, word) in words.iter().enumerate() {
-        for flag in flags {
-            let value = match word.strip_prefix(flag) {
-                Some("") => words.get(i + 1).map(String::as_str),
-                Some(rest) => rest.strip_prefix('='),
-                None => None,
-            };
-            let value = value.map(|v| v.trim_matches(|ch| ch == '"' || ch == '\''));
-            if let Some(n) = value.and_then(parse_number).filter(|n| *n != 0) {
-                found = Some(n);
-            }
-        }
-    }
-    found
 }
 
 #[cfg(test)]
@@ -742,95 +527,6 @@ mod tests {
     }
 
     #[test]
-    fn jupyter_preset_in_order() {
-        let named = |names: &[&str]| {
-            let ports: Vec<Value> = names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| json!({"containerPort": 9000 + i, "name": n}))
-                .collect();
-            one(json!([{"name": "nb", "ports": ports}]))
-        };
-        for (names, want) in [
-            (&["http", "lab", "jupyter"][..], port(9002, Some("jupyter"))),
-            (&["http", "notebook"][..], port(9001, Some("notebook"))),
-            (&["metrics", "lab"][..], port(9001, Some("lab"))),
-            (&["metrics", "http"][..], port(9001, Some("http"))),
-        ] {
-            assert_eq!(
-                resolve(&named(names), None, Preset::Jupyter, &[]),
-                [want],
-                "{names:?}"
-            );
-        }
-        let declared = one(json!([{"name": "nb", "args": ["--port=9999"],
-            "ports": [{"containerPort": 7000}, {"containerPort": 8888}]}]));
-        assert_eq!(
-            resolve(&declared, None, Preset::Jupyter, &[]),
-            [port(8888, None)]
-        );
-        for args in [
-            json!(["start-notebook.py", "--port=9999"]),
-            json!(["jupyter", "lab", "--port", "9999"]),
-            json!([
-                "jupyter",
-                "lab",
-                "--ServerApp.port=9999",
-                "--ServerApp.port_retries=0"
-            ]),
-            json!(["jupyter", "notebook", "--NotebookApp.port='9999'"]),
-            json!([
-                "sh",
-                "-c",
-                "exec jupyter lab --ip=0.0.0.0 --port=9999 --no-browser"
-            ]),
-        ] {
-            let p = one(json!([{"name": "nb", "args": args}]));
-            assert_eq!(
-                resolve(&p, None, Preset::Jupyter, &[]),
-                [port(9999, None)],
-                "{args}"
-            );
-        }
-        let env = one(
-            json!([{"name": "nb", "env": [{"name": "JUPYTER_PORT", "value": "8080"}],
-            "ports": [{"containerPort": 8080, "name": "web"}]}]),
-        );
-        assert_eq!(
-            resolve(&env, None, Preset::Jupyter, &[]),
-            [port(8080, Some("web"))]
-        );
-        let bare = one(json!([{"name": "nb", "env": [{"name": "JUPYTER_PORT", "value": "nope"}]}]));
-        assert_eq!(
-            resolve(&bare, None, Preset::Jupyter, &[]),
-            [port(8888, None)]
-        );
-    }
-
-    #[test]
-    fn redis_preset_in_order() {
-        let named =
-            one(json!([{"name": "r", "ports": [{"containerPort": 6380, "name": "redis"}]}]));
-        assert_eq!(
-            resolve(&named, None, Preset::Redis, &[]),
-            [port(6380, Some("redis"))]
-        );
-        let args =
-            one(json!([{"name": "r", "command": ["redis-server"], "args": ["--port", "6390"]}]));
-        assert_eq!(resolve(&args, None, Preset::Redis, &[]), [port(6390, None)]);
-        let path = one(
-            json!([{"name": "r", "command": ["/usr/local/bin/redis-server", "/etc/redis.conf", "--port", "6391"]}]),
-        );
-        assert_eq!(resolve(&path, None, Preset::Redis, &[]), [port(6391, None)]);
-        // `--port` of some other program does not count.
-        let other = one(json!([{"name": "r", "command": ["proxy", "--port", "7000"]}]));
-        assert_eq!(
-            resolve(&other, None, Preset::Redis, &[]),
-            [port(6379, None)]
-        );
-    }
-
-    #[test]
     fn generic_preset_takes_every_tcp_port() {
         assert_eq!(
             resolve(&two_ports(), None, Preset::Generic, &[]),
@@ -869,63 +565,5 @@ mod tests {
         );
         let err = resolve_ports(&sidecar_pod(), Some("app"), Preset::Generic, &[]).map(|v| v.len());
         assert_eq!(err.expect("app has one"), 1);
-    }
-
-    fn service(ports: Value) -> Service {
-        serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"selector": {"app": "x"}, "ports": ports}}))
-        .expect("service")
-    }
-
-    fn mapped(svc: &Service, p: &Pod, reqs: &[&str]) -> Vec<String> {
-        let reqs: Vec<PortRequest> = reqs.iter().map(|r| req(r)).collect();
-        service_ports(svc, p, &reqs)
-            .expect("mapped")
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    }
-
-    #[test]
-    fn service_ports_map_to_target_ports_like_kubectl() {
-        let p = two_ports();
-        let svc = service(json!([
-            {"port": 80, "name": "http", "targetPort": 8888},
-            {"port": 9100, "name": "prom", "targetPort": "metrics"},
-            {"port": 8888, "name": "same"},
-            {"port": 53, "name": "dns", "protocol": "UDP"}
-        ]));
-        assert_eq!(mapped(&svc, &p, &["80"]), ["80:8888"]);
-        assert_eq!(mapped(&svc, &p, &["http"]), ["80:8888"]);
-        assert_eq!(mapped(&svc, &p, &["7000:80"]), ["7000:8888"]);
-        assert_eq!(mapped(&svc, &p, &[":prom"]), [":9090"]);
-        assert_eq!(mapped(&svc, &p, &["prom"]), ["9100:9090"]);
-        assert_eq!(mapped(&svc, &p, &["8888"]), ["8888:8888"]);
-        assert_eq!(mapped(&svc, &p, &[]), ["80:8888", "9100:9090", "8888:8888"]);
-    }
-
-    #[test]
-    fn unknown_service_port_lists_the_services_ports() {
-        let svc = service(json!([
-            {"port": 80, "name": "http", "targetPort": 8888},
-            {"port": 9100, "targetPort": "metrics"}
-        ]));
-        let err =
-            service_ports(&svc, &two_ports(), &[req("8888")]).expect_err("not a service port");
-        assert_eq!(err.to_string(), "service `demo/web` has no port `8888`");
-        assert_eq!(
-            err.hint().as_deref(),
-            Some("service ports: 80 (http) → 8888, 9100 → metrics; e.g. `podtun forward svc/web 80`, or forward a pod port with `pod/NAME`")
-        );
-    }
-
-    #[test]
-    fn named_target_port_missing_from_the_pod() {
-        let svc = service(json!([{"port": 80, "targetPort": "http"}]));
-        let err = service_ports(&svc, &two_ports(), &[req("80")]).expect_err("no http");
-        assert_eq!(
-            err.to_string(),
-            "service `demo/web` sends port 80 to `http`, which pod `demo/x` does not declare"
-        );
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::Container;
 
-use super::ports::words;
+use super::preset::words;
 
 /// Jupyter's generated tokens are 48 hex digits; anything past this is not a token.
 const MAX_TOKEN_LEN: usize = 256;
