@@ -16,7 +16,7 @@ use crate::kinds::Kind;
 use crate::respond::{self, Body, Query};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Key, WriteError};
-use crate::{admin, forward, podlog, watch};
+use crate::{admin, forward, podlog, table, watch};
 
 /// Largest request body accepted (manifests, DeleteOptions).
 const MAX_BODY: usize = 8 << 20;
@@ -103,6 +103,11 @@ pub(crate) async fn route(
         return respond::no_such_path();
     };
     let verb = verb(req.method(), &target, &query);
+    let as_table = crate::table::wanted(
+        req.headers()
+            .get(hyper::header::ACCEPT)
+            .and_then(|h| h.to_str().ok()),
+    );
     let attrs = Attributes {
         verb,
         kind: target.kind,
@@ -118,8 +123,8 @@ pub(crate) async fn route(
         return subresource(cluster, &target, sub, &query, req).await;
     }
     match verb {
-        "get" => get(cluster, &target),
-        "list" => list(cluster, &target, &query),
+        "get" => get(cluster, &target, as_table),
+        "list" => list(cluster, &target, &query, as_table),
         "watch" => match selectors(&query) {
             Ok((labels, fields)) => {
                 let filter = watch::Filter {
@@ -127,6 +132,7 @@ pub(crate) async fn route(
                     ns: target.ns.clone(),
                     labels,
                     fields,
+                    as_table,
                 };
                 watch::serve(cluster, filter, &query)
             }
@@ -156,8 +162,9 @@ fn key(target: &Target) -> Key {
     )
 }
 
-fn get(cluster: &Cluster, target: &Target) -> Response<Body> {
+fn get(cluster: &Cluster, target: &Target, as_table: bool) -> Response<Body> {
     match cluster.store.get(&key(target)) {
+        Some(object) if as_table => respond::ok(&table::render(target.kind, &[object], None)),
         Some(object) => respond::ok(&object),
         None => respond::not_found(target.kind, target.name.as_deref().unwrap_or("")),
     }
@@ -172,7 +179,7 @@ fn selectors(query: &Query) -> Result<(LabelSelector, FieldSelector), Response<B
     Ok((labels, fields))
 }
 
-fn list(cluster: &Cluster, target: &Target, query: &Query) -> Response<Body> {
+fn list(cluster: &Cluster, target: &Target, query: &Query, as_table: bool) -> Response<Body> {
     let (labels, fields) = match selectors(query) {
         Ok(s) => s,
         Err(resp) => return resp,
@@ -182,6 +189,9 @@ fn list(cluster: &Cluster, target: &Target, query: &Query) -> Response<Body> {
         .into_iter()
         .filter(|o| labels.matches_object(o) && fields.matches_object(o))
         .collect();
+    if as_table {
+        return respond::ok(&table::render(target.kind, &items, Some(rv.to_string())));
+    }
     respond::ok(&json!({
         "kind": format!("{}List", target.kind.info().kind),
         "apiVersion": target.kind.api_version(),

@@ -46,6 +46,7 @@ mod runtime;
 mod selector;
 mod server;
 mod store;
+mod table;
 mod tls;
 mod watch;
 mod workloads;

@@ -26,6 +26,8 @@ pub(crate) struct Filter {
     pub ns: Option<String>,
     pub labels: LabelSelector,
     pub fields: FieldSelector,
+    /// Send each object as a one-row Table (`kubectl get -w`).
+    pub as_table: bool,
 }
 
 impl Filter {
@@ -38,7 +40,11 @@ impl Filter {
     }
 }
 
-fn line(kind: &str, object: &Value) -> Bytes {
+fn line(kind: &str, object: &Value, table: Option<Kind>) -> Bytes {
+    let object = match table {
+        Some(k) => crate::table::render(k, std::slice::from_ref(object), None),
+        None => object.clone(),
+    };
     let mut bytes =
         serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
     bytes.push(b'\n');
@@ -77,6 +83,7 @@ pub(crate) fn serve(
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     let subscription = cluster.store.subscribe(filter.kind, since);
     let shutdown = cluster.shutdown.clone();
+    let table = filter.as_table.then_some(filter.kind);
     let task = async move {
         let (sub, current) = match subscription {
             Ok(s) => s,
@@ -86,7 +93,7 @@ pub(crate) fn serve(
                     since.unwrap_or(0)
                 );
                 let status = respond::status_object(410, "Expired", &message, None);
-                let _ = tx.send(line("ERROR", &status)).await;
+                let _ = tx.send(line("ERROR", &status, None)).await;
                 return;
             }
         };
@@ -102,13 +109,13 @@ pub(crate) fn serve(
         };
         for object in current.iter().filter(|o| filter.matches(o)) {
             seen.insert(key_of(object));
-            if tx.send(line("ADDED", object)).await.is_err() {
+            if tx.send(line("ADDED", object, table)).await.is_err() {
                 return;
             }
         }
         if send_initial && bookmarks {
             let mark = bookmark(filter.kind, sub.rv, true);
-            if tx.send(line("BOOKMARK", &mark)).await.is_err() {
+            if tx.send(line("BOOKMARK", &mark, None)).await.is_err() {
                 return;
             }
         }
@@ -149,7 +156,7 @@ pub(crate) fn serve(
             } else {
                 seen.insert(key);
             }
-            if tx.send(line(kind, &event.object)).await.is_err() {
+            if tx.send(line(kind, &event.object, table)).await.is_err() {
                 return;
             }
         }

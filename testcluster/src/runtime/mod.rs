@@ -8,6 +8,7 @@
 
 mod container;
 mod probe;
+mod process;
 pub(crate) mod status;
 
 use std::collections::{HashMap, HashSet};
