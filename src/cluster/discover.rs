@@ -158,7 +158,7 @@ impl DiscoverError {
             }
             NoSuchPort { pod, declared, .. } => {
                 let example = first_number(declared).unwrap_or("8080");
-                let pod = pod_arg(pod);
+                let pod = object_arg("pod", pod);
                 if declared.is_empty() {
                     format!("no port is declared; pass a port number, e.g. `podtun forward {pod} {example}`")
                 } else {
@@ -171,16 +171,16 @@ impl DiscoverError {
             AmbiguousPort { pod, matches, .. } => format!(
                 "it is {}; pass the number, or the container with `-c`, e.g. `podtun forward {} {}`",
                 matches.join(" and "),
-                pod_arg(pod),
+                object_arg("pod", pod),
                 first_number(matches).unwrap_or("8080")
             ),
             NoPorts { pod, seen, .. } => format!(
                 "saw {}; name the port to forward, e.g. `podtun forward {} 8080`",
                 seen.join(", "),
-                pod_arg(pod)
+                object_arg("pod", pod)
             ),
             NoSuchServicePort { service, declared, .. } => {
-                let svc = pod_arg(service).replacen("pod/", "svc/", 1);
+                let svc = object_arg("svc", service);
                 match first_number(declared) {
                     Some(example) => format!(
                         "service ports: {}; e.g. `podtun forward {svc} {example}`, or forward a pod port with `pod/NAME`",
@@ -191,7 +191,7 @@ impl DiscoverError {
             }
             NoSuchTargetPort { pod, .. } => format!(
                 "the pod may be from another rollout; forward its port by number, e.g. `podtun forward {} 8080`",
-                pod_arg(pod)
+                object_arg("pod", pod)
             ),
             NoSelector { .. } | BadSelector { .. } => {
                 "podtun finds pods through the selector; forward to a pod with `pod/NAME` or `-l SELECTOR`".into()
@@ -200,10 +200,10 @@ impl DiscoverError {
     }
 }
 
-/// `pod/NAME` for a hint's example command, from `NAMESPACE/NAME`.
-fn pod_arg(pod: &str) -> String {
-    let name = pod.rsplit_once('/').map_or(pod, |(_, name)| name);
-    format!("pod/{name}")
+/// `KIND/NAME` for a hint's example command, from `NAMESPACE/NAME`.
+fn object_arg(kind: &str, object: &str) -> String {
+    let name = object.rsplit_once('/').map_or(object, |(_, name)| name);
+    format!("{kind}/{name}")
 }
 
 /// The leading number of the first entry such as `8888 (notebook)`.

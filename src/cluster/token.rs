@@ -127,7 +127,8 @@ pub fn token_from_args(container: &Container) -> Option<Token> {
 
 /// The last qualifying URL on one log line.
 fn url_in_line(line: &str) -> Option<TokenFind> {
-    let body = strip_log_prefix(line);
+    let line = strip_colors_before_url(line);
+    let body = strip_log_prefix(&line);
     let mut found = None;
     let mut from = 0;
     while let Some(start) = next_http(&body[from..]).map(|i| from + i) {
@@ -141,6 +142,34 @@ fn url_in_line(line: &str) -> Option<TokenFind> {
         }
     }
     found
+}
+
+/// Jupyter colours its log prefix when the container has a TTY (`tty: true`): drop the colour
+/// codes before the first URL, where they would hide the prefix. A URL with codes inside it is
+/// left as it is, and so rejected.
+fn strip_colors_before_url(line: &str) -> std::borrow::Cow<'_, str> {
+    let url_at = next_http(line).unwrap_or(line.len());
+    let (head, tail) = line.split_at(url_at);
+    if !head.contains('\u{1b}') {
+        return line.into();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut chars = head.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            // CSI: parameters and intermediates up to a final byte in @..~.
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.push_str(tail);
+    out.into()
 }
 
 /// Drops a kubelet timestamp (`--timestamps`) and Jupyter's `[I 2024-01-01 12:00:00.000 ServerApp]`.
@@ -255,6 +284,16 @@ fn safe_path(path: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/-._~%@+,".contains(&b))
         && !path.split('/').any(|seg| seg == "..")
         && !path.contains("//")
+        && safe_escapes(path)
+}
+
+/// JupyterHub escapes user names in paths (`/user/a%40b.org/`); an escape must be `%XX` and must
+/// not hide a separator, a dot, a control character or a space.
+fn safe_escapes(path: &str) -> bool {
+    path.split('%').skip(1).all(|after| {
+        let hex = after.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok());
+        hex.is_some_and(|b| b > b' ' && b != 0x7f && !b"./\\".contains(&b))
+    })
 }
 
 /// The server's base URL: the path without the app page at its end (`lab`, `tree`, or a
@@ -469,6 +508,15 @@ mod tests {
             assert_eq!(find_token(line), found(t, base, path, 8888), "{line}");
         }
         assert_eq!(
+            find_token("http://127.0.0.1:8888/user/a%40b.org/lab?token=abc123"),
+            found(t, "/user/a%40b.org/", "/user/a%40b.org/lab", 8888)
+        );
+        // Coloured prefixes (a container with a TTY) still count as Jupyter's own line.
+        assert_eq!(
+            find_token("\u{1b}[32m[I 2024-01-01 12:00:00.000 ServerApp]\u{1b}[0m     http://127.0.0.1:8888/lab"),
+            no_auth("/", "/lab")
+        );
+        assert_eq!(
             find_token("Jupyter Server 2.0.0 is running at: http://127.0.0.1:8888/lab"),
             no_auth("/", "/lab")
         );
@@ -505,6 +553,11 @@ mod tests {
             "http://127.0.0.1:8888/lab\"><script>?token=abc".into(),
             "http://127.0.0.1:8888//evil.example/?token=abc".into(),
             "http://127.0.0.1:8888/lab\u{1b}[31m?token=abc".into(),
+            "http://127.0.0.1:8888/%2e%2e/etc?token=abc".into(),
+            "http://127.0.0.1:8888/a%2Fb/lab?token=abc".into(),
+            "http://127.0.0.1:8888/a%0a/lab?token=abc".into(),
+            "http://127.0.0.1:8888/a%/lab?token=abc".into(),
+            "http://127.0.0.1:8888/a%zz/lab?token=abc".into(),
         ] {
             let log = format!("{good}\n{bad}\n");
             assert_eq!(
