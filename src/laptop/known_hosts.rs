@@ -3,23 +3,20 @@
 //! russh ships a known_hosts reader, but it reads one file, splits on single spaces, stops at
 //! the first key it cannot parse and ignores `@revoked` markers, negations and wildcards; so
 //! podtun reads the files itself: plain, wildcard and hashed (`|1|salt|hash`) host patterns,
-//! `[host]:port` for other ports, comma lists, `@revoked`. A key found is accepted; a different
-//! key of the same type is a changed key, refused always; otherwise the host is unknown and
-//! StrictHostKeyChecking decides.
+//! `[host]:port` for other ports, comma lists, `@revoked`. A key found is known; a different
+//! key of the same type is a changed key; otherwise the host is unknown. What to do about it
+//! is [`ssh_hostkey`](super::ssh_hostkey)'s business.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::anyhow;
 use data_encoding::BASE64;
-use russh::keys::{Algorithm, HashAlg, PublicKey};
-use tracing::{debug, info};
+use russh::keys::{Algorithm, PublicKey};
+use tracing::debug;
 
-use super::ssh_config::{HostConfig, Strict};
 use super::ssh_config_file::wildcard_match;
-use super::ssh_prompt::Ui;
-use crate::error::hinted;
 
 /// What the known_hosts files say about a host's key.
 #[derive(Debug, PartialEq, Eq)]
@@ -197,110 +194,6 @@ pub(crate) fn learn(file: &Path, name: &str, key: &PublicKey, hashed: bool) -> a
     );
     f.write_all(line.as_bytes())?;
     Ok(())
-}
-
-/// `ED25519`, `ECDSA`, `RSA`: the type names OpenSSH shows next to fingerprints.
-fn key_type(key: &PublicKey) -> String {
-    match key.algorithm() {
-        Algorithm::Ed25519 => "ED25519".to_string(),
-        Algorithm::Ecdsa { .. } => "ECDSA".to_string(),
-        Algorithm::Rsa { .. } => "RSA".to_string(),
-        other => other.as_str().to_ascii_uppercase(),
-    }
-}
-
-/// Decides whether to trust `key` for the hop `cfg`, asking or learning as configured.
-pub(crate) async fn verify(cfg: &HostConfig, key: &PublicKey, ui: &Ui) -> anyhow::Result<()> {
-    let host = cfg.host_key_alias.as_deref().unwrap_or(&cfg.hostname);
-    let name = host_key_name(host, cfg.port);
-    let shown = format!("{host}:{}", cfg.port);
-    let files: Vec<PathBuf> = cfg
-        .known_hosts_files
-        .iter()
-        .chain(&cfg.global_known_hosts_files)
-        .cloned()
-        .collect();
-    let fingerprint = key.fingerprint(HashAlg::Sha256);
-    match check(&files, &name, key) {
-        Verdict::Known => Ok(()),
-        Verdict::Revoked { file, line } => Err(hinted(
-            anyhow!(
-                "host key for `{shown}` is marked as revoked in {}:{line}",
-                file.display()
-            ),
-            "the host's administrator revoked this key; ask them for the current one",
-        )),
-        Verdict::Changed { file, line } => {
-            let warning = format!(
-                "\
-@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
-@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @
-@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
-IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
-Someone could be eavesdropping on you right now (man-in-the-middle attack)!
-It is also possible that a host key has just been changed.
-The fingerprint for the {kind} key sent by the remote host is
-{fingerprint}.
-Offending {kind} key in {file}:{line}",
-                kind = key_type(key),
-                file = file.display(),
-            );
-            let context = format!(
-                "host key for `{shown}` does not match {}:{line}",
-                file.display()
-            );
-            Err(hinted(
-                anyhow!(warning).context(context),
-                format!("if the host was reinstalled, run `ssh-keygen -R {name}`"),
-            ))
-        }
-        Verdict::Unknown => {
-            let accept = match cfg.strict {
-                Strict::AcceptNew | Strict::No => true,
-                Strict::Ask if ui.can_prompt(cfg.batch_mode) => {
-                    confirm(ui, &name, key, &fingerprint.to_string()).await?
-                }
-                Strict::Ask | Strict::Yes => {
-                    return Err(hinted(
-                        anyhow!("host key for `{shown}` is not known ({} key fingerprint is {fingerprint})", key_type(key)),
-                        "connect once with ssh to verify and record it, or set StrictHostKeyChecking accept-new",
-                    ));
-                }
-            };
-            if !accept {
-                bail!("host key verification for `{shown}` declined");
-            }
-            match cfg.known_hosts_files.first() {
-                Some(file) => {
-                    learn(file, &name, key, cfg.hash_known_hosts)
-                        .with_context(|| format!("could not add `{name}` to {}", file.display()))?;
-                    info!(host = %shown, file = %file.display(), %fingerprint, "permanently added the host key to the known hosts");
-                }
-                None => {
-                    info!(host = %shown, "UserKnownHostsFile is none: host key accepted for this connection only")
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-/// OpenSSH's question; accepts `yes`, `no` or the fingerprint itself.
-async fn confirm(ui: &Ui, name: &str, key: &PublicKey, fingerprint: &str) -> anyhow::Result<bool> {
-    let mut question = format!(
-        "The authenticity of host '{name}' can't be established.\n\
-         {} key fingerprint is {fingerprint}.\n\
-         Are you sure you want to continue connecting (yes/no/[fingerprint])? ",
-        key_type(key)
-    );
-    loop {
-        let answer = ui.ask(&question, true).await?;
-        match answer.trim() {
-            a if a.eq_ignore_ascii_case("yes") || a == fingerprint => return Ok(true),
-            a if a.eq_ignore_ascii_case("no") => return Ok(false),
-            _ => question = "Please type 'yes', 'no' or the fingerprint: ".to_string(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,5 +6,8 @@ mod auth;
 mod known_hosts;
 mod ssh_config;
 mod ssh_config_file;
+mod ssh_config_g;
+mod ssh_handler;
+mod ssh_hostkey;
 mod ssh_prompt;
 mod ssh_route;

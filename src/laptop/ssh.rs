@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use russh::client::{ChannelOpenHandle, Handle, Msg, Session};
-use russh::keys::{Algorithm, PublicKey, PublicKeyOrCertificate};
+use russh::client::{Handle, Msg};
+use russh::keys::Algorithm;
 use russh::{Channel, ChannelMsg, ChannelOpenFailure};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
 use super::known_hosts;
 use super::ssh_config::HostConfig;
+use super::ssh_handler::Client;
 pub use super::ssh_prompt::Prompter;
 use super::ssh_prompt::Ui;
 use super::ssh_route::{self, Hop, ProxyStream, Via};
@@ -255,11 +256,7 @@ async fn connect_hop(
 ) -> anyhow::Result<(Handle<Client>, CancellationToken)> {
     let cfg = Arc::new(hop.cfg);
     let closed = CancellationToken::new();
-    let client = Client {
-        cfg: cfg.clone(),
-        ui: ui.clone(),
-        _closed: closed.clone().drop_guard(),
-    };
+    let client = Client::new(cfg.clone(), ui.clone(), &closed);
     let config = Arc::new(hop_config(&cfg));
     let connect = async {
         let mut handle = match (&hop.via, previous) {
@@ -324,121 +321,4 @@ fn hop_config(cfg: &HostConfig) -> russh::client::Config {
         config.preferred.key = keys.into();
     }
     config
-}
-
-/// The russh event handler of one hop: checks the host key, refuses channels the server
-/// offers (podtun forwards nothing back), and signals the end of the connection.
-pub(crate) struct Client {
-    cfg: Arc<HostConfig>,
-    ui: Ui,
-    /// Dropped with the handler, that is when the connection's task ends.
-    _closed: DropGuard,
-}
-
-fn refuse(kind: &str, reply: ChannelOpenHandle) -> impl Future<Output = anyhow::Result<()>> {
-    debug!(kind, "refused a channel the server offered");
-    async move {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
-        Ok(())
-    }
-}
-
-impl russh::client::Handler for Client {
-    type Error = anyhow::Error;
-
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> anyhow::Result<bool> {
-        let key = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
-            // Host certificates are checked as the plain key they carry.
-            PublicKeyOrCertificate::Certificate(cert) => PublicKey::from(cert.public_key().clone()),
-        };
-        known_hosts::verify(&self.cfg, &key, &self.ui).await?;
-        Ok(true)
-    }
-
-    async fn auth_banner(&mut self, banner: &str, _: &mut Session) -> anyhow::Result<()> {
-        if self.ui.can_prompt(self.cfg.batch_mode) {
-            self.ui.show(banner);
-        } else {
-            debug!(banner, "authentication banner");
-        }
-        Ok(())
-    }
-
-    async fn server_channel_open_forwarded_tcpip(
-        &mut self,
-        _: Channel<Msg>,
-        _: &str,
-        _: u32,
-        _: &str,
-        _: u32,
-        reply: ChannelOpenHandle,
-        _: &mut Session,
-    ) -> anyhow::Result<()> {
-        refuse("forwarded-tcpip", reply).await
-    }
-
-    async fn server_channel_open_forwarded_streamlocal(
-        &mut self,
-        _: Channel<Msg>,
-        _: &str,
-        reply: ChannelOpenHandle,
-        _: &mut Session,
-    ) -> anyhow::Result<()> {
-        refuse("forwarded-streamlocal", reply).await
-    }
-
-    async fn server_channel_open_agent_forward(
-        &mut self,
-        _: Channel<Msg>,
-        reply: ChannelOpenHandle,
-        _: &mut Session,
-    ) -> anyhow::Result<()> {
-        refuse("auth-agent", reply).await
-    }
-
-    async fn server_channel_open_session(
-        &mut self,
-        _: Channel<Msg>,
-        reply: ChannelOpenHandle,
-        _: &mut Session,
-    ) -> anyhow::Result<()> {
-        refuse("session", reply).await
-    }
-
-    async fn server_channel_open_direct_tcpip(
-        &mut self,
-        _: Channel<Msg>,
-        _: &str,
-        _: u32,
-        _: &str,
-        _: u32,
-        reply: ChannelOpenHandle,
-        _: &mut Session,
-    ) -> anyhow::Result<()> {
-        refuse("direct-tcpip", reply).await
-    }
-
-    async fn server_channel_open_direct_streamlocal(
-        &mut self,
-        _: Channel<Msg>,
-        _: &str,
-        reply: ChannelOpenHandle,
-        _: &mut Session,
-    ) -> anyhow::Result<()> {
-        refuse("direct-streamlocal", reply).await
-    }
-
-    async fn server_channel_open_x11(
-        &mut self,
-        _: Channel<Msg>,
-        _: &str,
-        _: u32,
-        reply: ChannelOpenHandle,
-        _: &mut Session,
-    ) -> anyhow::Result<()> {
-        refuse("x11", reply).await
-    }
 }

@@ -1,69 +1,25 @@
 //! What `~/.ssh/config` says about one host, resolved the way OpenSSH resolves it.
 //!
 //! When the OpenSSH client is installed, `ssh -G` does the resolving (Host and Match blocks,
-//! Include, tokens, defaults: exactly what `ssh` itself would use) and this module only reads its
-//! `key value` output. Without it, [`ssh_config_file`](super::ssh_config_file) reads the files
-//! with a small lenient parser that produces the same pairs. Either way [`HostConfig`] is built
+//! Include, tokens, defaults: exactly what `ssh` itself would use; see
+//! [`ssh_config_g`](super::ssh_config_g)). Without it, [`ssh_config_file`](super::ssh_config_file)
+//! reads the files with a small lenient parser that produces the same `key value` pairs. Either way [`HostConfig`] is built
 //! from those pairs by one function, so both paths share defaults and `~`/`%` expansion.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use tracing::debug;
 
 use super::ssh::SshOptions;
 use super::ssh_config_file;
+use super::ssh_config_g;
+use super::ssh_route::HostSpec;
 
-/// `ssh -G` only reads files (and may run `Match exec` commands); it gets this long.
-const SSH_G_TIMEOUT: Duration = Duration::from_secs(10);
 /// ServerAliveInterval when the config leaves it unset (OpenSSH's own default is off).
 const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// ConnectTimeout when the config leaves it unset (OpenSSH's own default is the kernel's).
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A host as written on the command line: `[user@]host[:port]`, `[v6addr]:port` or `ssh://…`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HostSpec {
-    pub user: Option<String>,
-    pub host: String,
-    pub port: Option<u16>,
-}
-
-impl HostSpec {
-    pub(crate) fn parse(text: &str) -> anyhow::Result<HostSpec> {
-        let rest = text.strip_prefix("ssh://").unwrap_or(text);
-        let (user, rest) = match rest.rsplit_once('@') {
-            Some((user, rest)) => (Some(user.to_string()), rest),
-            None => (None, rest),
-        };
-        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-            let (host, after) = inner
-                .split_once(']')
-                .with_context(|| format!("missing `]` in host `{text}`"))?;
-            (host, after.strip_prefix(':'))
-        } else if rest.matches(':').count() == 1 {
-            let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
-            (host, Some(port))
-        } else {
-            (rest, None)
-        };
-        let port = port
-            .map(|p| p.parse::<u16>().ok().filter(|p| *p != 0))
-            .map(|p| p.with_context(|| format!("bad port in host `{text}`")))
-            .transpose()?;
-        let bad = |s: &str| s.is_empty() || s.starts_with('-') || s.contains(char::is_whitespace);
-        if bad(host) || user.as_deref().is_some_and(bad) {
-            bail!("bad host `{text}`: expected [user@]host[:port]");
-        }
-        Ok(HostSpec {
-            user,
-            host: host.to_string(),
-            port,
-        })
-    }
-}
 
 /// StrictHostKeyChecking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +67,7 @@ pub(crate) struct HostConfig {
 /// Resolves `spec` through the user's SSH config.
 pub(crate) async fn resolve(spec: &HostSpec, opts: &SshOptions) -> anyhow::Result<HostConfig> {
     let home = opts.home_dir();
-    let pairs = match ssh_g(spec, opts, &home).await {
+    let pairs = match ssh_config_g::ssh_g(spec, opts, &home).await {
         Ok(Some(pairs)) => pairs,
         Ok(None) => {
             debug!("ssh is not installed; reading the SSH config without it");
@@ -130,98 +86,11 @@ pub(crate) async fn resolve(spec: &HostSpec, opts: &SshOptions) -> anyhow::Resul
     // `ssh -G` expands `~` in some paths with the passwd entry's home; a test that moves
     // HOME wants those under its own home.
     let ssh_home = if opts.home.is_some() {
-        passwd_home().await
+        ssh_config_g::passwd_home().await
     } else {
         None
     };
     Ok(from_pairs(&pairs, spec, &home, ssh_home.as_deref()))
-}
-
-/// Runs `ssh -G`; `Ok(None)` when `ssh` is not installed.
-async fn ssh_g(
-    spec: &HostSpec,
-    opts: &SshOptions,
-    home: &Path,
-) -> anyhow::Result<Option<Vec<(String, String)>>> {
-    let mut cmd = tokio::process::Command::new("ssh");
-    cmd.arg("-G");
-    match (&opts.config_file, &opts.home) {
-        (Some(file), _) => {
-            cmd.arg("-F").arg(file);
-        }
-        // ssh reads ~/.ssh/config from the passwd entry's home, not $HOME: point it at ours.
-        (None, Some(home)) => {
-            let file = home.join(".ssh/config");
-            cmd.arg("-F").arg(if file.exists() {
-                file
-            } else {
-                PathBuf::from("/dev/null")
-            });
-        }
-        (None, None) => {}
-    }
-    if let Some(port) = spec.port {
-        cmd.arg("-p").arg(port.to_string());
-    }
-    if let Some(user) = &spec.user {
-        cmd.arg("-l").arg(user);
-    }
-    cmd.arg("--").arg(&spec.host);
-    cmd.env("HOME", home)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let output = match tokio::time::timeout(SSH_G_TIMEOUT, cmd.output()).await {
-        Err(_) => bail!("`ssh -G {}` did not finish in {SSH_G_TIMEOUT:?}", spec.host),
-        Ok(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Ok(result) => result.context("could not run `ssh -G`")?,
-    };
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        bail!(
-            "could not read the SSH config for `{}`: {}",
-            spec.host,
-            stderr.trim()
-        );
-    }
-    Ok(Some(parse_pairs(&String::from_utf8_lossy(&output.stdout))))
-}
-
-/// Splits `ssh -G` output into (lowercase key, value) pairs.
-pub(crate) fn parse_pairs(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|line| {
-            let (key, value) = line.trim().split_once(' ')?;
-            Some((key.to_ascii_lowercase(), value.trim().to_string()))
-        })
-        .collect()
-}
-
-/// The home directory `ssh` uses for `~` (the passwd entry's), found once by asking it.
-async fn passwd_home() -> Option<PathBuf> {
-    static HOME: OnceLock<Option<PathBuf>> = OnceLock::new();
-    if let Some(home) = HOME.get() {
-        return home.clone();
-    }
-    let output = tokio::process::Command::new("ssh")
-        .args([
-            "-G",
-            "-F",
-            "/dev/null",
-            "-o",
-            "UserKnownHostsFile=~/",
-            "probe",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .ok()?;
-    let pairs = parse_pairs(&String::from_utf8_lossy(&output.stdout));
-    let home = pairs
-        .iter()
-        .find(|(k, _)| k == "userknownhostsfile")
-        .map(|(_, v)| PathBuf::from(v.trim_end_matches('/')))
-        .filter(|home| home.as_os_str().len() > 1);
-    HOME.get_or_init(|| home).clone()
 }
 
 /// Builds a [`HostConfig`] from `ssh -G`-style pairs, filling OpenSSH's defaults for keys the
@@ -405,22 +274,8 @@ mod tests {
     }
 
     #[test]
-    fn parses_host_specs() {
-        let s = spec("alice@login.example.org:2222");
-        assert_eq!(s.user.as_deref(), Some("alice"));
-        assert_eq!((s.host.as_str(), s.port), ("login.example.org", Some(2222)));
-        assert_eq!(spec("bastion").port, None);
-        assert_eq!(spec("[::1]:22").host, "::1");
-        assert_eq!(spec("fe80::1").host, "fe80::1");
-        assert_eq!(spec("ssh://bob@h:23").port, Some(23));
-        for bad in ["", "-oProxyCommand=x", "h:0", "h:x", "a b", "[::1"] {
-            assert!(HostSpec::parse(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
-
-    #[test]
     fn builds_config_from_ssh_g_pairs() {
-        let pairs = parse_pairs(
+        let pairs = ssh_config_g::parse_pairs(
             "hostname 10.0.0.2\nuser bob\nport 2222\nidentityfile ~/.ssh/k\n\
              identityfile %d/.ssh/k2_%h\nproxycommand nc %h %p # %r %%\n\
              userknownhostsfile /root/kh1 /root/kh2\nglobalknownhostsfile /etc/ssh/ssh_known_hosts\n\
@@ -449,9 +304,59 @@ mod tests {
         assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     }
 
+    /// The fallback parser must read a plain config as `ssh -G` does.
+    #[tokio::test]
+    async fn fallback_parser_agrees_with_ssh_g() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        let file = home.join(".ssh/config");
+        std::fs::write(
+            &file,
+            "Host login* !login9\n  HostName %h.example.org\n  User alice\n  Port 2200\n\
+             IdentityFile ~/.ssh/work\n  IdentitiesOnly yes\n  ProxyJump bastion\n\
+             Host bastion\n  ProxyCommand nc %h %p\n\
+             Host *\n  IdentityFile ~/.ssh/other\n  StrictHostKeyChecking accept-new\n  \
+             ServerAliveInterval 5\n  ConnectTimeout 7\n  User nobody\n",
+        )
+        .unwrap();
+        let opts = SshOptions {
+            config_file: Some(file.clone()),
+            home: Some(home.to_path_buf()),
+            ..Default::default()
+        };
+        for host in ["login1", "login9", "bastion", "eve@other:23"] {
+            let spec = spec(host);
+            let Some(g) = ssh_config_g::ssh_g(&spec, &opts, home).await.unwrap() else {
+                return; // no OpenSSH client here: nothing to compare with
+            };
+            let fallback = ssh_config_file::lookup(&file, None, &spec.host, home);
+            let (g, f) = (
+                from_pairs(&g, &spec, home, None),
+                from_pairs(&fallback, &spec, home, None),
+            );
+            let key = |c: &HostConfig| {
+                format!(
+                    "{} {} {} {:?} {} {:?} {:?} {:?} {:?} {:?}",
+                    c.hostname,
+                    c.user,
+                    c.port,
+                    c.identity_files,
+                    c.identities_only,
+                    c.proxy_jump,
+                    c.proxy_command,
+                    c.strict,
+                    c.alive_interval,
+                    c.connect_timeout
+                )
+            };
+            assert_eq!(key(&g), key(&f), "{host}");
+        }
+    }
+
     #[test]
     fn command_line_user_and_port_win() {
-        let pairs = parse_pairs("user bob\nport 2222\n");
+        let pairs = ssh_config_g::parse_pairs("user bob\nport 2222\n");
         let c = from_pairs(&pairs, &spec("eve@h:23"), Path::new("/h"), None);
         assert_eq!((c.user.as_str(), c.port), ("eve", 23));
         assert_eq!(c.identity_files.len(), 3, "defaults when none configured");

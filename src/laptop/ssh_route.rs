@@ -14,10 +14,52 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::ssh::SshOptions;
-use super::ssh_config::{self, HostConfig, HostSpec};
+use super::ssh_config::{self, HostConfig};
 
 /// More hops than this is taken for a ProxyJump loop.
 const MAX_HOPS: usize = 16;
+
+/// A host as written on the command line: `[user@]host[:port]`, `[v6addr]:port` or `ssh://…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostSpec {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl HostSpec {
+    pub(crate) fn parse(text: &str) -> anyhow::Result<HostSpec> {
+        let rest = text.strip_prefix("ssh://").unwrap_or(text);
+        let (user, rest) = match rest.rsplit_once('@') {
+            Some((user, rest)) => (Some(user.to_string()), rest),
+            None => (None, rest),
+        };
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let (host, after) = inner
+                .split_once(']')
+                .with_context(|| format!("missing `]` in host `{text}`"))?;
+            (host, after.strip_prefix(':'))
+        } else if rest.matches(':').count() == 1 {
+            let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
+            (host, Some(port))
+        } else {
+            (rest, None)
+        };
+        let port = port
+            .map(|p| p.parse::<u16>().ok().filter(|p| *p != 0))
+            .map(|p| p.with_context(|| format!("bad port in host `{text}`")))
+            .transpose()?;
+        let bad = |s: &str| s.is_empty() || s.starts_with('-') || s.contains(char::is_whitespace);
+        if bad(host) || user.as_deref().is_some_and(bad) {
+            bail!("bad host `{text}`: expected [user@]host[:port]");
+        }
+        Ok(HostSpec {
+            user,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
 
 /// How a hop is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,19 +84,28 @@ pub(crate) async fn plan(via: &[String], opts: &SshOptions) -> anyhow::Result<Ve
         bail!("no host to connect to");
     };
     let mut hops = Vec::new();
-    route(login, (!jumps.is_empty()).then_some(jumps), opts, &mut hops).await?;
+    route(
+        login,
+        (!jumps.is_empty()).then_some(jumps),
+        opts,
+        &mut hops,
+        0,
+    )
+    .await?;
     Ok(hops)
 }
 
 /// Appends the hops that lead to `host` and then `host` itself. `jumps` are explicit jump hosts
-/// (`-J`); `None` lets the host's own config decide.
+/// (`-J`); `None` lets the host's own config decide. `depth` counts the hops still to come
+/// after this one, to stop ProxyJump loops.
 async fn route(
     host: &str,
     jumps: Option<&[String]>,
     opts: &SshOptions,
     hops: &mut Vec<Hop>,
+    depth: usize,
 ) -> anyhow::Result<()> {
-    if hops.len() >= MAX_HOPS {
+    if depth >= MAX_HOPS {
         bail!("more than {MAX_HOPS} hops to `{host}`: is there a ProxyJump loop?");
     }
     let spec = HostSpec::parse(host)?;
@@ -76,7 +127,7 @@ async fn route(
     let via = match jumps.split_last() {
         Some((last, earlier)) => {
             let earlier = (!earlier.is_empty()).then_some(earlier);
-            Box::pin(route(last, earlier, opts, hops)).await?;
+            Box::pin(route(last, earlier, opts, hops, depth + 1)).await?;
             Via::PreviousHop
         }
         None => match &cfg.proxy_command {
@@ -165,5 +216,86 @@ impl AsyncWrite for ProxyStream {
         cx: &mut TaskContext<'_>,
     ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stdin).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn plan_with(config: &str, via: &[&str]) -> anyhow::Result<Vec<(String, Via)>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("config");
+        std::fs::write(&file, config)?;
+        let opts = SshOptions {
+            config_file: Some(file),
+            home: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let via: Vec<String> = via.iter().map(|v| v.to_string()).collect();
+        let hops = plan(&via, &opts).await?;
+        Ok(hops
+            .into_iter()
+            .map(|h| (format!("{}:{}", h.cfg.hostname, h.cfg.port), h.via))
+            .collect())
+    }
+
+    const CONFIG: &str = "Host a\n  HostName a.example\n  ProxyJump x\n\
+                          Host b\n  ProxyCommand nc %h %p\n  Port 2200\n\
+                          Host login\n  ProxyJump a,user@y:23\n\
+                          Host loop1\n  ProxyJump loop2\nHost loop2\n  ProxyJump loop1\n";
+
+    #[tokio::test]
+    async fn via_list_means_ssh_dash_j() {
+        let hops = plan_with(CONFIG, &["a", "b", "c:2222"]).await.unwrap();
+        let expected = [
+            ("x:22", Via::Tcp),
+            // The first jump host follows its own config; later ones are reached through it,
+            // so their ProxyCommand does not apply (as with `ssh -J`).
+            ("a.example:22", Via::PreviousHop),
+            ("b:2200", Via::PreviousHop),
+            ("c:2222", Via::PreviousHop),
+        ];
+        let expected: Vec<(String, Via)> = expected
+            .into_iter()
+            .map(|(h, v)| (h.to_string(), v))
+            .collect();
+        assert_eq!(hops, expected);
+    }
+
+    #[tokio::test]
+    async fn config_proxy_jump_and_proxy_command() {
+        let hops = plan_with(CONFIG, &["login"]).await.unwrap();
+        let names: Vec<&str> = hops.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(names, ["x:22", "a.example:22", "y:23", "login:22"]);
+        let hops = plan_with(CONFIG, &["b"]).await.unwrap();
+        assert_eq!(
+            hops,
+            [("b:2200".to_string(), Via::ProxyCommand("nc b 2200".into()))]
+        );
+    }
+
+    #[tokio::test]
+    async fn proxy_jump_loops_end() {
+        let err = plan_with(CONFIG, &["loop1"]).await.unwrap_err();
+        assert!(format!("{err:#}").contains("ProxyJump loop"), "{err:#}");
+    }
+
+    fn spec(text: &str) -> HostSpec {
+        HostSpec::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn parses_host_specs() {
+        let s = spec("alice@login.example.org:2222");
+        assert_eq!(s.user.as_deref(), Some("alice"));
+        assert_eq!((s.host.as_str(), s.port), ("login.example.org", Some(2222)));
+        assert_eq!(spec("bastion").port, None);
+        assert_eq!(spec("[::1]:22").host, "::1");
+        assert_eq!(spec("fe80::1").host, "fe80::1");
+        assert_eq!(spec("ssh://bob@h:23").port, Some(23));
+        for bad in ["", "-oProxyCommand=x", "h:0", "h:x", "a b", "[::1"] {
+            assert!(HostSpec::parse(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 }

@@ -21,7 +21,7 @@ const LOGIN_IP: &str = "10.10.0.2";
 /// laptop ─ login: one sshd, reachable from the laptop namespace.
 struct Single {
     sshd: Sshd,
-    _login: Netns,
+    login: Netns,
     laptop: Netns,
 }
 
@@ -32,7 +32,7 @@ fn single(port: u16, extra: &[&str]) -> Single {
     let sshd = Sshd::start(&login, LOGIN_IP, port, extra);
     Single {
         sshd,
-        _login: login,
+        login,
         laptop,
     }
 }
@@ -509,9 +509,21 @@ fn proxy_command_through_openssh() {
         let session = SshSession::connect(&["login".into()], &opts)
             .await
             .expect("connect");
-        output(&session, "echo proxied").await
+        let out = output(&session, "echo proxied").await;
+        session.disconnect().await;
+        out
     });
     assert_eq!(out, "proxied\n");
+    // The ProxyCommand (`ssh -W`, the only process in the laptop's namespace) is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !c.laptop.pids().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ProxyCommand left running: {:?}",
+            c.laptop.pids()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -596,4 +608,69 @@ fn closed_resolves_when_the_server_side_dies() {
             .expect("closed() resolves");
         assert!(session.is_closed());
     });
+}
+
+/// Keepalives are on by default and end a connection whose server went silent (a frozen
+/// sshd keeps the TCP connection open, so only keepalives can tell).
+#[test]
+fn keepalives_detect_a_silent_server() {
+    let t = single(22, &[]);
+    let home = home_for(&t.sshd);
+    home.config("ServerAliveInterval 1\nServerAliveCountMax 2\n");
+    let opts = opts(&home);
+    let via = vec![format!("root@{LOGIN_IP}")];
+    let frozen = t.login.name().to_string();
+    let elapsed = as_laptop(&t.laptop, move || async move {
+        let session = SshSession::connect(&via, &opts).await.expect("connect");
+        sshd::run(
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("kill -STOP $(ip netns pids {frozen})")),
+        );
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(15), session.closed())
+            .await
+            .expect("keepalives end the connection");
+        started.elapsed()
+    });
+    t.login.signal_all("KILL");
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+}
+
+/// ConnectTimeout bounds a hop that accepts TCP but never speaks SSH.
+#[test]
+fn connect_timeout_bounds_a_silent_hop() {
+    let t = single(22, &[]);
+    let home = home_for(&t.sshd);
+    home.config("ConnectTimeout 1\n");
+    let opts = opts(&home);
+    let err = as_laptop(&t.laptop, move || async move {
+        let listener = tokio::net::TcpListener::bind((LAPTOP_IP, 2022))
+            .await
+            .expect("bind");
+        let _hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let via = vec![format!("root@{LAPTOP_IP}:2022")];
+        let err = SshSession::connect(&via, &opts)
+            .await
+            .err()
+            .expect("no ssh there");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        format!("{err:#}")
+    });
+    assert!(
+        err.contains(&format!(
+            "could not connect to {LAPTOP_IP}:2022 (login host): timed out after 1s"
+        )),
+        "{err}"
+    );
 }

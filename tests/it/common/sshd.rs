@@ -108,8 +108,37 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// The processes living in the namespace (never the test process itself).
+    pub fn pids(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let me = std::process::id().to_string();
+        out.split_whitespace()
+            .filter(|p| *p != me)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`…) to every process in the namespace.
+    pub fn signal_all(&self, signal: &str) {
+        let pids = self.pids();
+        if !pids.is_empty() {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .args(&pids)
+                .status();
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        // sshd's per-connection processes outlive the listener; nothing outlives the test.
+        self.signal_all("KILL");
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
