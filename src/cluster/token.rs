@@ -511,6 +511,10 @@ mod tests {
             find_token("http://127.0.0.1:8888/user/a%40b.org/lab?token=abc123"),
             found(t, "/user/a%40b.org/", "/user/a%40b.org/lab", 8888)
         );
+        // A JupyterHub single-user server: no token in the URL (the hub logs the user in).
+        let hub = "[I 2024-06-01 09:00:00.000 SingleUserLabApp serverapp:2923] Jupyter Server 2.14.0 is running at:\n\
+                   [I 2024-06-01 09:00:00.000 SingleUserLabApp serverapp:2923] http://jupyter-alice:8888/user/alice/lab";
+        assert_eq!(find_token(hub), no_auth("/user/alice/", "/user/alice/lab"));
         // Coloured prefixes (a container with a TTY) still count as Jupyter's own line.
         assert_eq!(
             find_token("\u{1b}[32m[I 2024-01-01 12:00:00.000 ServerApp]\u{1b}[0m     http://127.0.0.1:8888/lab"),
