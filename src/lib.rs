@@ -20,6 +20,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(unix)]
+pub mod agent;
 pub mod cli;
 pub mod cluster;
 pub mod error;
@@ -96,7 +98,11 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
             );
             return Ok(());
         }
-        Command::Agent(_) => anyhow::bail!("the agent is not built into this podtun yet"),
+        // The agent writes protocol lines, not the laptop's output.
+        #[cfg(unix)]
+        Command::Agent(args) => return agent::run(args, shutdown).await,
+        #[cfg(not(unix))]
+        Command::Agent(_) => anyhow::bail!("`podtun agent` runs on Unix login hosts only"),
     };
     let out = Arc::new(Output::new(plan.json, plan.quiet));
     if !plan.via.is_empty() {

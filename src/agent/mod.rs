@@ -1,0 +1,302 @@
+//! The login-host side of `--via`: `podtun agent`, started by the laptop over an SSH exec
+//! channel.
+//!
+//! stdin carries the laptop's request (one JSON line), stdout only protocol events (one JSON
+//! object per line, flushed each time), stderr the logs. The agent does the cluster work and
+//! exposes one private Unix socket per forwarded port ([`socket`]); the laptop reaches them with
+//! `direct-streamlocal@openssh.com` channels, or through `podtun agent pipe SOCKET` ([`pipe`]).
+//! It ends when its stdin closes (the laptop went away), on SIGTERM/SIGHUP, or when the target
+//! is lost, and removes its sockets on every way out.
+
+pub mod pipe;
+pub mod socket;
+
+use std::future::Future;
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::cli::AgentArgs;
+use crate::cluster::discover::Preset;
+use crate::cluster::tunnel::{Spec, Tunnel};
+use crate::error::{hint_of, hinted, UsageError};
+use crate::wire::{AgentEvent, Hello, Request, PROTOCOL, VERSION};
+
+/// How long open connections may finish once the agent is told to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Bound on the laptop's first line (it sends it as soon as it sees our `hello`).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest first line accepted from the laptop.
+const MAX_HELLO: u64 = 64 * 1024;
+
+/// Runs `podtun agent [pipe SOCKET]` until it is done or `shutdown` resolves.
+pub async fn run(args: &AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    match args.rest.as_slice() {
+        [] => serve(shutdown).await,
+        [cmd, socket] if cmd == "pipe" => pipe::run(Path::new(socket)).await,
+        other => Err(UsageError(format!(
+            "unknown agent command `{}` (expected nothing, or `pipe SOCKET`)",
+            other.join(" ")
+        ))
+        .into()),
+    }
+}
+
+/// Writes protocol events on stdout. A failed write means the laptop went away: it stops the
+/// agent.
+struct Events {
+    stop: CancellationToken,
+}
+
+impl Events {
+    fn emit(&self, event: &AgentEvent) {
+        let line = match serde_json::to_string(event) {
+            Ok(line) => line,
+            Err(e) => {
+                warn!(%e, "could not encode an event");
+                return;
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            debug!(%e, "stdout is closed; the laptop went away");
+            self.stop.cancel();
+        }
+    }
+
+    /// Reports `err` to the laptop, and returns it as the process's error (exit code 1).
+    fn fail(&self, err: anyhow::Error) -> anyhow::Error {
+        self.emit(&AgentEvent::from_error(&err));
+        // Keep the text and the hint for stderr, but not the kind: any agent failure exits 1.
+        let text = anyhow!("{err:#}");
+        match hint_of(&err) {
+            Some(hint) => hinted(text, hint),
+            None => text,
+        }
+    }
+}
+
+/// The control loop: hello, request, cluster, sockets, events, until told to stop.
+async fn serve(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let events = Events { stop: stop.clone() };
+    events.emit(&AgentEvent::Hello {
+        version: VERSION.to_string(),
+        protocol: PROTOCOL,
+    });
+    let (first, first_rx) = oneshot::channel();
+    read_stdin(first, stop.clone());
+    let hello = read_hello(first_rx).await.map_err(|e| events.fail(e))?;
+    let signals = {
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => info!("stopping on a signal"),
+                () = hangup() => info!("stopping on SIGHUP"),
+                () = stop.cancelled() => {}
+            }
+            stop.cancel();
+        }
+    };
+    let work = forward(&hello.request, &events, &stop);
+    tokio::pin!(work);
+    let finished = tokio::select! {
+        res = &mut work => Some(res),
+        () = signals => None,
+    };
+    let result = match finished {
+        Some(res) => res,
+        // Told to stop: the work winds down on its own (grace for open connections).
+        None => work.await,
+    };
+    result.map_err(|e| events.fail(e))
+}
+
+/// Waits for the laptop's first line and checks it.
+async fn read_hello(first: oneshot::Receiver<std::io::Result<String>>) -> anyhow::Result<Hello> {
+    let line = tokio::time::timeout(HELLO_TIMEOUT, first)
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the laptop sent no request within {}s",
+                HELLO_TIMEOUT.as_secs()
+            )
+        })?
+        .context("the stdin reader ended early")?
+        .context("could not read the laptop's request")?;
+    if line.is_empty() {
+        anyhow::bail!("the laptop closed the connection before sending its request");
+    }
+    parse_hello(&line)
+}
+
+/// Parses the first line; the version is checked before the request, whose shape may differ
+/// between versions.
+fn parse_hello(line: &str) -> anyhow::Result<Hello> {
+    let mismatch = |laptop: String| {
+        hinted(
+            anyhow!("this agent runs podtun {VERSION} with protocol {PROTOCOL}, which the laptop does not speak"),
+            format!("the laptop runs {laptop}; install the same version on the login host or let podtun upload it"),
+        )
+    };
+    let value: serde_json::Value = serde_json::from_str(line.trim()).map_err(|e| {
+        mismatch(format!(
+            "a podtun whose request is not understood here ({e})"
+        ))
+    })?;
+    let v = value.get("v").and_then(serde_json::Value::as_u64);
+    if v != Some(u64::from(PROTOCOL)) {
+        let version = value.get("version").and_then(serde_json::Value::as_str);
+        let laptop = match (version, v) {
+            (Some(version), Some(v)) => format!("podtun {version} with protocol {v}"),
+            (None, Some(v)) => format!("podtun with protocol {v}"),
+            (_, None) => "a podtun without a protocol version".to_string(),
+        };
+        return Err(mismatch(laptop));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        mismatch(format!(
+            "a podtun with protocol {PROTOCOL} whose request is not understood here ({e})"
+        ))
+    })
+}
+
+/// Reads stdin on a thread of its own (tokio's stdin is a blocking thread too; the exit ends
+/// it): the first line goes to `first`, then stdin is read to its end (the laptop sends nothing
+/// after its request), and its end stops the agent.
+fn read_stdin(first: oneshot::Sender<std::io::Result<String>>, stop: CancellationToken) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut line = String::new();
+        let read = (&mut stdin)
+            .take(MAX_HELLO)
+            .read_line(&mut line)
+            .map(|_| line);
+        first.send(read).ok();
+        let mut buf = [0u8; 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => {
+                    info!("stdin closed: the laptop went away");
+                    break;
+                }
+                Ok(n) => debug!(bytes = n, "ignoring input after the request"),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    info!(%e, "stdin failed: the laptop went away");
+                    break;
+                }
+            }
+        }
+        stop.cancel();
+    });
+}
+
+/// Resolves on SIGHUP (the SSH session hung up).
+async fn hangup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            hup.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Brings the cluster side up, listens, reports, and serves until `stop` or a failure.
+async fn forward(req: &Request, events: &Events, stop: &CancellationToken) -> anyhow::Result<()> {
+    let spec = Spec::from_request(req)?;
+    let preset = spec.preset;
+    let progress = |m: &str| {
+        events.emit(&AgentEvent::Progress {
+            message: m.to_string(),
+        })
+    };
+    let tunnel = tokio::select! {
+        tunnel = Tunnel::start(&req.cluster, spec, &progress) => tunnel?,
+        () = stop.cancelled() => return Ok(()),
+    };
+    events.emit(&tunnel.resolved_event());
+
+    let uid = socket::own_uid()?;
+    let dir = socket::private_dir(uid)?;
+    socket::remove_stale(&dir).await;
+    let (mut files, listeners) = socket::bind(&dir, tunnel.ports.len())?;
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    for (listener, port) in listeners.into_iter().zip(&tunnel.ports) {
+        let (tunnel, remote) = (tunnel.clone(), port.remote);
+        socket::serve(listener, uid, cancel.clone(), &tracker, move |conn| {
+            let tunnel = tunnel.clone();
+            async move { tunnel.forward(remote, conn).await.map(|_| ()) }
+        });
+    }
+    let sockets = files
+        .paths()
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    info!(?sockets, "listening");
+    events.emit(&AgentEvent::Listening { sockets });
+
+    let follow = async {
+        if preset == Preset::Jupyter {
+            events.emit(&AgentEvent::Token(tunnel.jupyter(&progress).await?));
+        }
+        let emit = |ev: AgentEvent| events.emit(&ev);
+        tunnel.supervise(&emit).await
+    };
+    let result = tokio::select! {
+        res = follow => res,
+        () = stop.cancelled() => Ok(()),
+    };
+    // Stop accepting; the listeners are gone, so their files go too. Open connections get a
+    // short grace.
+    cancel.cancel();
+    files.remove();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        info!(
+            "closing connections still open after {}s",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_of_another_protocol_is_refused_with_a_hint() {
+        let err = parse_hello(r#"{"v":99,"version":"9.9.9","request":{}}"#).unwrap_err();
+        let hint = hint_of(&err).unwrap();
+        assert!(
+            hint.contains("the laptop runs podtun 9.9.9 with protocol 99"),
+            "{hint}"
+        );
+        assert!(hint.contains("install the same version"), "{hint}");
+        let err = parse_hello("Welcome to the login host!").unwrap_err();
+        assert!(hint_of(&err).is_some());
+    }
+
+    #[test]
+    fn a_request_of_our_protocol_is_read() {
+        let line = r#"{"v":1,"request":{"target":"pod/redis","namespace":"demo","preset":"redis","timeout_secs":5}}"#;
+        let hello = parse_hello(line).unwrap();
+        assert_eq!(hello.request.target, "pod/redis");
+        assert_eq!(hello.request.cluster.namespace.as_deref(), Some("demo"));
+    }
+}
