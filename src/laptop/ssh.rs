@@ -227,15 +227,20 @@ impl SshSession {
 
     /// Says goodbye to the login host and then to each jump host.
     pub async fn disconnect(&self) {
-        let handles = std::iter::once(&self.inner.handle).chain(self.inner.jumps.iter().rev());
-        for handle in handles {
-            let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, "", "en")
-                .await;
-        }
-        // Wait a little for the close to go out, so the server sees a clean goodbye.
+        say_goodbye(&self.inner.handle).await;
+        // Let the goodbye get through the jump hosts before closing them.
         let _ = tokio::time::timeout(DISCONNECT_GRACE, self.closed()).await;
+        for jump in self.inner.jumps.iter().rev() {
+            say_goodbye(jump).await;
+        }
     }
+}
+
+async fn say_goodbye(handle: &Handle<Client>) {
+    // An error means the connection is gone already.
+    let _ = handle
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await;
 }
 
 /// How long `disconnect` waits for the connection to wind down.

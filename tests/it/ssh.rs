@@ -125,6 +125,26 @@ fn connect_err(ns: &Netns, via: Vec<String>, opts: SshOptions) -> (String, Strin
     (format!("{err:#}"), hint)
 }
 
+/// What the user reads for a failed connect, with the key fingerprint masked.
+fn rendered(ns: &Netns, via: Vec<String>, opts: SshOptions) -> String {
+    let err = as_laptop(ns, move || async move {
+        SshSession::connect(&via, &opts)
+            .await
+            .err()
+            .expect("connect must fail")
+    });
+    let text = podtun::error::render(&err);
+    match text.find("SHA256:") {
+        Some(start) => {
+            let end = text[start..]
+                .find([')', '.', '\n'])
+                .map_or(text.len(), |e| start + e);
+            format!("{}[FINGERPRINT]{}", &text[..start], &text[end..])
+        }
+        None => text,
+    }
+}
+
 /// A home whose default key (`~/.ssh/id_ed25519`) may log in as root and that knows the host.
 fn home_for(sshd: &Sshd) -> SshHome {
     let home = SshHome::new();
@@ -311,6 +331,19 @@ fn wrong_password_and_no_terminal_fail_clearly() {
         started.elapsed() < Duration::from_secs(10),
         "must not wait for input"
     );
+    let text = rendered(
+        &t.laptop,
+        vec![format!("{PASSWORD_USER}@{LOGIN_IP}")],
+        opts(&home),
+    );
+    assert_eq!(
+        text,
+        format!(
+            "error: could not connect to {LOGIN_IP}:22 (login host)\n  \
+             Caused by: permission denied for {PASSWORD_USER}@{LOGIN_IP} (tried: publickey)\n  \
+             hint: ssh-add your key, or run podtun in a terminal to type a password\n"
+        )
+    );
 }
 
 #[test]
@@ -325,6 +358,15 @@ fn unknown_host_is_refused_without_a_terminal() {
     );
     assert!(hint.contains("StrictHostKeyChecking accept-new"), "{hint}");
     assert_eq!(home.known_hosts(), "", "nothing learned");
+    let text = rendered(&t.laptop, vec![format!("root@{LOGIN_IP}")], opts(&home));
+    assert_eq!(
+        text,
+        format!(
+            "error: could not connect to {LOGIN_IP}:22 (login host)\n  \
+             Caused by: host key for `{LOGIN_IP}:22` is not known (ED25519 key fingerprint is [FINGERPRINT])\n  \
+             hint: connect once with ssh to verify and record it, or set StrictHostKeyChecking accept-new\n"
+        )
+    );
 }
 
 #[test]
@@ -396,6 +438,8 @@ fn changed_key_is_refused_even_with_accept_new() {
         hint,
         format!("if the host was reinstalled, run `ssh-keygen -R {LOGIN_IP}`")
     );
+    let text = rendered(&t.laptop, vec![format!("root@{LOGIN_IP}")], opts(&home));
+    assert!(text.starts_with(&format!("error: could not connect to {LOGIN_IP}:22 (login host)\n  Caused by: host key for `{LOGIN_IP}:22` does not match ")), "{text}");
 }
 
 #[test]
