@@ -40,6 +40,15 @@ impl std::error::Error for Hinted {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A usage error (exit code 2), with the hint when there is one.
+pub fn usage(message: impl Into<String>, hint: Option<String>) -> anyhow::Error {
+    let err = anyhow::Error::new(UsageError(message.into()));
+    match hint {
+        Some(hint) => hinted(err, hint),
+        None => err,
+    }
+}
+
 /// Attaches a hint to an error.
 pub fn hinted(err: impl Into<anyhow::Error>, hint: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Hinted {
@@ -79,10 +88,14 @@ pub fn hint_of(err: &anyhow::Error) -> Option<String> {
 
 /// The exit code that goes with an error.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err
-        .chain()
-        .any(|c| c.downcast_ref::<UsageError>().is_some())
-    {
+    fn is_usage(err: &anyhow::Error) -> bool {
+        err.chain().any(|c| {
+            c.downcast_ref::<UsageError>().is_some()
+                || c.downcast_ref::<Hinted>()
+                    .is_some_and(|h| is_usage(&h.inner))
+        })
+    }
+    if is_usage(err) {
         EXIT_USAGE
     } else {
         EXIT_FAILURE
@@ -138,5 +151,8 @@ mod tests {
         let err = anyhow::Error::new(UsageError("bad port `x`".into()));
         assert_eq!(exit_code(&err), EXIT_USAGE);
         assert_eq!(render(&err), "error: bad port `x`\n");
+        let err = usage("bad port `x`", Some("try 8080".into()));
+        assert_eq!(exit_code(&err), EXIT_USAGE);
+        assert_eq!(render(&err), "error: bad port `x`\n  hint: try 8080\n");
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::cli::{CommonArgs, ForwardArgs, PresetArgs};
 use crate::cluster::client::ClusterRef;
 use crate::cluster::tunnel::Spec;
-use crate::error::UsageError;
+use crate::error::usage;
 use crate::wire::Request;
 
 /// Everything a forward needs, checked.
@@ -78,13 +78,16 @@ impl Plan {
         let spec = Spec::from_request(&request)?;
         if common.local_port.is_some() {
             if spec.ports.len() > 1 {
-                return Err(UsageError("-p sets the local port of a single forward; with several ports, use LOCAL:REMOTE".into()).into());
+                return Err(usage(
+                    "-p sets the local port of a single forward",
+                    Some("with several ports, give each as LOCAL:REMOTE".into()),
+                ));
             }
             if spec.ports.iter().any(|p| p.local.is_some()) {
-                return Err(UsageError(
-                    "give the local port either with -p or as LOCAL:REMOTE, not both".into(),
-                )
-                .into());
+                return Err(usage(
+                    "the local port is given twice: with -p and as LOCAL:REMOTE",
+                    Some("drop -p, or give the port as REMOTE only".into()),
+                ));
             }
         }
         let target_label = match &common.selector {

@@ -1,14 +1,14 @@
 //! Everything that talks to (or reasons about) the Kubernetes cluster.
 
+pub mod client;
 /// Pure discovery: target, ports, pod state, Jupyter token.
 pub mod discover;
+pub mod forward;
 pub mod pod;
 pub mod ports;
 pub mod preset;
+pub mod resolve;
 pub mod service;
 pub mod target;
 pub mod token;
-pub mod client;
-// pub mod resolve;
-// pub mod forward;
-// pub mod tunnel;
+pub mod tunnel;

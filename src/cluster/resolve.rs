@@ -89,9 +89,7 @@ async fn selector_of(cluster: &Cluster, target: &Target) -> anyhow::Result<Optio
                 ns,
             )
             .await?;
-            let spec = d.spec.as_ref().map(|s| &s.selector);
-            discover::label_selector_string(spec)
-                .with_context(|| format!("deployment `{ns}/{name}` has no selector"))?
+            discover::selector_of_deployment(&d)?
         }
         Target::StatefulSet(name) => {
             let s = get(
@@ -101,9 +99,7 @@ async fn selector_of(cluster: &Cluster, target: &Target) -> anyhow::Result<Optio
                 ns,
             )
             .await?;
-            let spec = s.spec.as_ref().map(|s| &s.selector);
-            discover::label_selector_string(spec)
-                .with_context(|| format!("statefulset `{ns}/{name}` has no selector"))?
+            discover::selector_of_stateful_set(&s)?
         }
     };
     Ok(Some(selector))

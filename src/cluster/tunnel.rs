@@ -18,7 +18,7 @@ use super::client::{self, Cluster};
 use super::discover::{self, PortRequest, Preset, ResolvedPort, Target, TokenFind};
 use super::forward;
 use super::resolve::{self, pod_label, Progress};
-use crate::error::UsageError;
+use crate::error::usage;
 use crate::splice::Moved;
 use crate::wire::{AgentEvent, JupyterAccess, Request, Secret, WirePort};
 
@@ -43,11 +43,14 @@ impl Spec {
         let target = match (&req.selector, req.target.as_str()) {
             (Some(sel), "") => Target::Selector(sel.clone()),
             (Some(_), _) => {
-                return Err(
-                    UsageError("pass either a TARGET or -l SELECTOR, not both".into()).into(),
-                )
+                return Err(usage(
+                    "pass either a TARGET or -l SELECTOR, not both",
+                    Some("`podtun forward -l app=web 8080` picks the pod by label".into()),
+                ))
             }
-            (None, t) => t.parse::<Target>().map_err(|e| UsageError(e.to_string()))?,
+            (None, t) => t
+                .parse::<Target>()
+                .map_err(|e| usage(e.to_string(), e.hint()))?,
         };
         let preset = match req.preset.as_str() {
             "jupyter" => Preset::Jupyter,
@@ -60,7 +63,7 @@ impl Spec {
             .iter()
             .map(|p| {
                 p.parse::<PortRequest>()
-                    .map_err(|e| UsageError(e.to_string()))
+                    .map_err(|e| usage(e.to_string(), e.hint()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Spec {
@@ -116,7 +119,8 @@ impl Tunnel {
             }
             _ => spec.ports.clone(),
         };
-        let ports = discover::resolve_ports(&pod, Some(&container), spec.preset, &requests)?;
+        let ports =
+            discover::resolve_ports(&pod, spec.container.as_deref(), spec.preset, &requests)?;
         let (tx, rx) = watch::channel(pod);
         Ok(Tunnel {
             cluster,

@@ -1,9 +1,11 @@
 //! The laptop side: SSH to the login host, the local listener, the session with the agent.
 
-pub mod listener;
-pub mod ssh;
 mod auth;
 mod known_hosts;
+pub mod listener;
+pub mod probe;
+pub mod run;
+pub mod ssh;
 mod ssh_config;
 mod ssh_config_file;
 mod ssh_config_g;

@@ -126,11 +126,20 @@ fn bind_all(
     early: Vec<Option<TcpListener>>,
 ) -> anyhow::Result<Vec<TcpListener>> {
     if plan.local_port.is_some() && tunnel.ports.len() > 1 {
-        return Err(crate::error::UsageError(format!(
-            "-p sets the local port of a single forward, but the pod has {} ports; name them as LOCAL:REMOTE",
-            tunnel.ports.len()
-        ))
-        .into());
+        let pod = tunnel.pod().metadata.name.unwrap_or_default();
+        let list: Vec<String> = tunnel.ports.iter().map(|p| p.remote.to_string()).collect();
+        let first = tunnel.ports.first().map(|p| p.remote).unwrap_or_default();
+        return Err(crate::error::usage(
+            format!(
+                "pod `{}/{pod}` has {} ports ({}), but -p sets the local port of one",
+                tunnel.namespace(),
+                tunnel.ports.len(),
+                list.join(", ")
+            ),
+            Some(format!(
+                "name the ports to forward as LOCAL:REMOTE, e.g. `podtun forward pod/{pod} 9000:{first}`"
+            )),
+        ));
     }
     let mut early = early.into_iter();
     tunnel

@@ -1,6 +1,9 @@
 //! podtun's integration tests: one binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[cfg(unix)]
 mod agent;
 mod common;
+mod errors;
+mod local;
 mod ssh;

@@ -105,7 +105,22 @@ pub struct Finished {
 
 /// Runs podtun to completion (bounded), for error cases.
 pub async fn run(kubeconfig: &Path, home: &Path, args: &[&str]) -> Finished {
-    let mut cmd = command(kubeconfig, home, args);
+    finish(command(kubeconfig, home, args)).await
+}
+
+/// Runs `podtun ARGS` without adding `--kubeconfig` (the test passes its own).
+pub async fn run_raw(home: &Path, args: &[&str]) -> Finished {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env("HOME", home)
+        .env_remove("KUBECONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    finish(cmd).await
+}
+
+async fn finish(mut cmd: Command) -> Finished {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn podtun");
     let (mut out, mut err) = (String::new(), String::new());
