@@ -464,3 +464,41 @@ async fn agent_reports_an_unknown_pod_and_leaves_nothing_behind() {
     assert_eq!(agent.exit(EXIT_TIMEOUT).await.code(), Some(1));
     assert!(login.sockets().is_empty(), "no socket is left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_reports_jupyters_token_after_listening() {
+    let c = cluster::start(&["manifests/00-namespace.yaml", "manifests/20-jupyter.yaml"]).await;
+    let login = LoginHome::new();
+    let mut agent = Agent::spawn(&login).await;
+    agent
+        .send(&hello(c.kubeconfig(), "jupyter", "jupyter"))
+        .await;
+    let listening = agent.wait_for("listening").await;
+    let socket = PathBuf::from(listening["sockets"][0].as_str().unwrap());
+    let token = agent.wait_for("token").await;
+    let secret = token["token"].as_str().expect("a token").to_string();
+    assert!(secret.len() >= 16, "a real token");
+
+    // The token opens Jupyter's API through the socket.
+    let mut conn = UnixStream::connect(&socket).await.unwrap();
+    let base = token["base_path"].as_str().unwrap().trim_end_matches('/');
+    let request = format!(
+        "GET {base}/api/status?token={secret} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, conn.read_to_end(&mut response))
+        .await
+        .expect("Jupyter answered in time")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "status through the socket: {}",
+        response.lines().next().unwrap_or_default()
+    );
+
+    drop(agent.stdin.take());
+    assert!(agent.exit(EXIT_TIMEOUT).await.success());
+    assert!(!socket.exists());
+}
