@@ -502,3 +502,39 @@ async fn agent_reports_jupyters_token_after_listening() {
     assert!(agent.exit(EXIT_TIMEOUT).await.success());
     assert!(!socket.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_follows_a_restart_and_reports_a_lost_pod_without_leaving_its_socket() {
+    let c = cluster::start(REDIS).await;
+    let login = LoginHome::new();
+    let mut agent = Agent::spawn(&login).await;
+    let mut request = hello(c.kubeconfig(), "pod/redis", "redis");
+    // Also the bound on waiting for a replacement.
+    request["request"]["timeout_secs"] = json!(10);
+    agent.send(&request).await;
+    let listening = agent.wait_for("listening").await;
+    let socket = PathBuf::from(listening["sockets"][0].as_str().unwrap());
+
+    // A restart: the agent reports it and the same socket reaches the new process.
+    c.tc.restart_pod("demo", "redis").await.unwrap();
+    let replaced = agent.wait_for("pod-replaced").await;
+    assert_eq!(replaced["pod"], "redis");
+    let mut conn = BufReader::new(UnixStream::connect(&socket).await.unwrap());
+    conn.get_mut().write_all(&resp(&[b"PING"])).await.unwrap();
+    assert_eq!(reply(&mut conn).await, b"+PONG");
+    drop(conn);
+
+    // Deleted with nothing to replace it: an error event, exit 1, and the socket is gone.
+    c.tc.delete_pod("demo", "redis").await.unwrap();
+    let ev = loop {
+        let ev = agent.next_event(EVENT_TIMEOUT).await;
+        if ev["event"] != "progress" {
+            break ev;
+        }
+    };
+    assert_eq!(ev["event"], "error", "{ev}");
+    let message = ev["message"].as_str().unwrap();
+    assert!(message.contains("not replaced"), "{message}");
+    assert_eq!(agent.exit(EXIT_TIMEOUT).await.code(), Some(1));
+    assert!(!socket.exists(), "the socket is removed on the error path");
+}
