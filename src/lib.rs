@@ -59,6 +59,7 @@ pub fn init_tracing(cli: &Cli) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -105,10 +106,11 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Agent(_) => anyhow::bail!("`podtun agent` runs on Unix login hosts only"),
     };
     let out = Arc::new(Output::new(plan.json, plan.quiet));
-    if !plan.via.is_empty() {
-        anyhow::bail!("--via is not available in this build yet");
-    }
-    let result = laptop::run::run_local(&plan, out.clone(), shutdown).await;
+    let result = if plan.via.is_empty() {
+        laptop::run::run_local(&plan, out.clone(), shutdown).await
+    } else {
+        laptop::session::run_via(&plan, out.clone(), shutdown).await
+    };
     out.done();
     if let Err(err) = &result {
         if out.json() {

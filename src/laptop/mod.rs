@@ -1,10 +1,12 @@
 //! The laptop side: SSH to the login host, the local listener, the session with the agent.
 
 mod auth;
+pub mod install;
 mod known_hosts;
 pub mod listener;
 pub mod probe;
 pub mod run;
+pub mod session;
 pub mod ssh;
 mod ssh_config;
 mod ssh_config_file;

@@ -1,6 +1,6 @@
-//! Runs a forward: bind the local ports, bring the cluster side up (in-process in local mode),
-//! wait until each port is usable, print the result, then serve until shutdown, following the
-//! target when its pod is replaced.
+//! Runs a forward in local mode (this machine talks to the cluster), and the steps local and
+//! via mode share: bind the local ports, wait until each is usable through the whole chain,
+//! report, and shut down within a grace period.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -18,10 +18,40 @@ use crate::cluster::discover::Preset;
 use crate::cluster::tunnel::Tunnel;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::wire::{AgentEvent, JupyterAccess};
+use crate::wire::{AgentEvent, JupyterAccess, WirePort};
 
 /// How long open connections may finish after Ctrl-C.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// The pod and ports the cluster side resolved (in-process, or reported by the agent).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The forwarded ports, in order.
+    pub ports: Vec<WirePort>,
+}
+
+impl Resolved {
+    /// From a `resolved` event.
+    pub fn from_event(event: &AgentEvent) -> Option<Resolved> {
+        match event {
+            AgentEvent::Resolved {
+                namespace,
+                pod,
+                ports,
+                ..
+            } => Some(Resolved {
+                namespace: namespace.clone(),
+                pod: pod.clone(),
+                ports: ports.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
 
 /// Local mode: this machine talks to the cluster itself.
 pub async fn run_local(
@@ -37,13 +67,16 @@ pub async fn run_local(
         move |m: &str| out.progress(m)
     };
     let tunnel = Tunnel::start(&plan.request.cluster, plan.spec.clone(), &progress).await?;
-    let listeners = bind_all(plan, &tunnel, early)?;
+    let resolved = Resolved::from_event(&tunnel.resolved_event())
+        .ok_or_else(|| anyhow::anyhow!("the tunnel resolved nothing"))?;
+    let listeners = bind_all(plan, &resolved, early)?;
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    for (listener, port) in listeners.iter().zip(&tunnel.ports) {
+    let mut locals = Vec::new();
+    for (listener, port) in listeners.into_iter().zip(&resolved.ports) {
+        locals.push(listener.local_addr()?);
         let (tunnel, remote) = (tunnel.clone(), port.remote);
-        let listener = clone_listener(listener)?;
         listener::serve(listener, cancel.clone(), &tracker, move |conn| {
             let tunnel = tunnel.clone();
             async move { tunnel.forward(remote, conn).await.map(|_| ()) }
@@ -54,30 +87,8 @@ pub async fn run_local(
         Preset::Jupyter => Some(tunnel.jupyter(&progress).await?),
         _ => None,
     };
-    let locals: Vec<SocketAddr> = listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<_, _>>()?;
-    let deadline = Instant::now() + plan.spec.timeout;
-    for local in &locals {
-        probe::wait_usable(
-            *local,
-            plan.spec.preset,
-            jupyter.as_ref(),
-            deadline,
-            &progress,
-        )
-        .await?;
-    }
-    let pod = tunnel.pod().metadata.name.unwrap_or_default();
-    report_ready(
-        plan,
-        &out,
-        &pod,
-        &locals,
-        &tunnel.ports.iter().map(|p| p.remote).collect::<Vec<_>>(),
-        jupyter.as_ref(),
-    );
+    wait_usable(plan, &locals, jupyter.as_ref(), &progress).await?;
+    report_ready(plan, &out, &resolved, &locals, jupyter.as_ref());
 
     let supervise = async {
         let emit = |ev: AgentEvent| on_agent_event(&out, &locals, ev);
@@ -87,6 +98,14 @@ pub async fn run_local(
         () = shutdown => Ok(()),
         res = supervise => res,
     };
+    drain(cancel, tracker).await;
+    result?;
+    out.event(&Event::Closed);
+    Ok(())
+}
+
+/// Stops accepting and lets open connections finish for [`SHUTDOWN_GRACE`].
+pub async fn drain(cancel: CancellationToken, tracker: TaskTracker) {
     cancel.cancel();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
@@ -98,13 +117,24 @@ pub async fn run_local(
             SHUTDOWN_GRACE.as_secs()
         );
     }
-    result?;
-    out.event(&Event::Closed);
+}
+
+/// Waits until every local port answers through the whole chain.
+pub async fn wait_usable(
+    plan: &Plan,
+    locals: &[SocketAddr],
+    jupyter: Option<&JupyterAccess>,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + plan.spec.timeout;
+    for local in locals {
+        probe::wait_usable(*local, plan.spec.preset, jupyter, deadline, progress).await?;
+    }
     Ok(())
 }
 
 /// Binds the local ports the user named, in the order of the requested ports.
-fn bind_named(plan: &Plan) -> anyhow::Result<Vec<Option<TcpListener>>> {
+pub fn bind_named(plan: &Plan) -> anyhow::Result<Vec<Option<TcpListener>>> {
     if let Some(port) = plan.local_port {
         return Ok(vec![Some(listener::bind(plan.address, Some(port), port)?)]);
     }
@@ -120,61 +150,37 @@ fn bind_named(plan: &Plan) -> anyhow::Result<Vec<Option<TcpListener>>> {
 }
 
 /// One listener per forwarded port, in order, reusing the ones bound early.
-fn bind_all(
+pub fn bind_all(
     plan: &Plan,
-    tunnel: &Tunnel,
+    resolved: &Resolved,
     early: Vec<Option<TcpListener>>,
 ) -> anyhow::Result<Vec<TcpListener>> {
-    if plan.local_port.is_some() && tunnel.ports.len() > 1 {
-        let pod = tunnel.pod().metadata.name.unwrap_or_default();
-        let list: Vec<String> = tunnel.ports.iter().map(|p| p.remote.to_string()).collect();
-        let first = tunnel.ports.first().map(|p| p.remote).unwrap_or_default();
+    let ports = &resolved.ports;
+    if plan.local_port.is_some() && ports.len() > 1 {
+        let list: Vec<String> = ports.iter().map(|p| p.remote.to_string()).collect();
+        let first = ports.first().map(|p| p.remote).unwrap_or_default();
         return Err(crate::error::usage(
             format!(
-                "pod `{}/{pod}` has {} ports ({}), but -p sets the local port of one",
-                tunnel.namespace(),
-                tunnel.ports.len(),
+                "pod `{}/{}` has {} ports ({}), but -p sets the local port of one",
+                resolved.namespace,
+                resolved.pod,
+                ports.len(),
                 list.join(", ")
             ),
             Some(format!(
-                "name the ports to forward as LOCAL:REMOTE, e.g. `podtun forward pod/{pod} 9000:{first}`"
+                "name the ports to forward as LOCAL:REMOTE, e.g. `podtun forward pod/{} 9000:{first}`",
+                resolved.pod
             )),
         ));
     }
     let mut early = early.into_iter();
-    tunnel
-        .ports
+    ports
         .iter()
         .map(|port| match early.next().flatten() {
             Some(l) => Ok(l),
             None => listener::bind(plan.address, port.local, port.remote),
         })
         .collect()
-}
-
-/// The accept loop owns its listener; the probe and the report only need its address.
-fn clone_listener(listener: &TcpListener) -> anyhow::Result<TcpListener> {
-    let std = socket2_clone(listener)?;
-    Ok(TcpListener::from_std(std)?)
-}
-
-fn socket2_clone(listener: &TcpListener) -> std::io::Result<std::net::TcpListener> {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsFd;
-        let fd = listener.as_fd().try_clone_to_owned()?;
-        let std = std::net::TcpListener::from(fd);
-        std.set_nonblocking(true)?;
-        Ok(std)
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::io::AsSocket;
-        let sock = listener.as_socket().try_clone_to_owned()?;
-        let std = std::net::TcpListener::from(sock);
-        std.set_nonblocking(true)?;
-        Ok(std)
-    }
 }
 
 /// The address users should type: a wildcard listener is reached on loopback.
@@ -199,34 +205,35 @@ pub fn jupyter_url(local: SocketAddr, access: &JupyterAccess) -> String {
     }
 }
 
-fn report_ready(
+/// Prints the result: one line (or `ready` event) per forward; opens the browser on Jupyter.
+pub fn report_ready(
     plan: &Plan,
     out: &Output,
-    pod: &str,
+    resolved: &Resolved,
     locals: &[SocketAddr],
-    remotes: &[u16],
     jupyter: Option<&JupyterAccess>,
 ) {
     out.done();
     if let Some(note) = jupyter.and_then(|j| j.note.as_deref()) {
         out.note(note);
     }
-    for (local, remote) in locals.iter().zip(remotes) {
+    for (local, port) in locals.iter().zip(&resolved.ports) {
         let url = jupyter.map(|j| jupyter_url(*local, j));
         out.note(&format!(
-            "forwarding {} → pod `{pod}` port {remote} (Ctrl-C to stop)",
-            reachable(*local)
+            "forwarding {} → pod `{}` port {} (Ctrl-C to stop)",
+            reachable(*local),
+            resolved.pod,
+            port.remote
         ));
         out.event(&Event::Ready {
             target: plan.target_label.clone(),
-            pod: pod.to_string(),
+            pod: resolved.pod.clone(),
             local: reachable(*local).to_string(),
-            remote_port: *remote,
+            remote_port: port.remote,
             url: url.clone(),
         });
-        if let Some(url) =
-            url.filter(|_| plan.browser && std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        if let Some(url) = url.filter(|_| plan.browser && terminal) {
             if let Err(e) = open::that_detached(&url) {
                 out.note(&format!("could not open a browser: {e}"));
             }
@@ -235,7 +242,7 @@ fn report_ready(
 }
 
 /// Cluster-side events while serving: progress lines, and the new pod (and URL) on replacement.
-fn on_agent_event(out: &Output, locals: &[SocketAddr], event: AgentEvent) {
+pub fn on_agent_event(out: &Output, locals: &[SocketAddr], event: AgentEvent) {
     match event {
         AgentEvent::Progress { message } => out.note(&message),
         AgentEvent::PodReplaced { pod, jupyter } => {

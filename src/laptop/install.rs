@@ -1,0 +1,159 @@
+//! Which `podtun` runs the agent on the login host: `--remote-bin`, else a podtun of the same
+//! version found there (PATH, then `~/.cache/podtun/<version>/podtun`), else this very binary,
+//! uploaded (same OS and arch, written 0700 under a temp name, checksum checked, renamed).
+
+use anyhow::{anyhow, bail, Context};
+use russh::ChannelMsg;
+use tracing::{debug, info};
+
+use super::ssh::SshSession;
+use crate::error::hinted;
+use crate::plan::Plan;
+use crate::wire::VERSION;
+
+/// What a finished remote command printed.
+struct Ran {
+    stdout: String,
+    stderr: String,
+    status: Option<u32>,
+}
+
+/// Quotes a string for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A path as the user wrote it, for the login host's shell: `~/x` stays relative to `$HOME`.
+pub fn remote_path(path: &str) -> String {
+    match path.strip_prefix("~/") {
+        Some(rest) => format!("\"$HOME\"/{}", sh_quote(rest)),
+        None => sh_quote(path),
+    }
+}
+
+/// Runs `command` on the login host, sending `input` on its stdin, and collects its output.
+async fn run(ssh: &SshSession, command: &str, input: Option<&[u8]>) -> anyhow::Result<Ran> {
+    let channel = ssh.exec(command).await?;
+    let (mut read, write) = channel.split();
+    if let Some(bytes) = input {
+        write
+            .data(bytes)
+            .await
+            .context("could not send data to the login host")?;
+    }
+    write.eof().await.ok();
+    let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
+    while let Some(msg) = read.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+            ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            _ => {}
+        }
+    }
+    Ok(Ran {
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        status,
+    })
+}
+
+/// `uname -sm` of the machine this podtun was built for, e.g. `Linux x86_64`.
+fn local_uname() -> String {
+    let os = match std::env::consts::OS {
+        "linux" => "Linux",
+        "macos" => "Darwin",
+        "freebsd" => "FreeBSD",
+        other => other,
+    };
+    let arch = match std::env::consts::ARCH {
+        "aarch64" if os == "Darwin" => "arm64",
+        other => other,
+    };
+    format!("{os} {arch}")
+}
+
+/// The command that starts podtun on the login host (without arguments).
+pub async fn agent_binary(ssh: &SshSession, plan: &Plan) -> anyhow::Result<String> {
+    let host = ssh.host().to_string();
+    if let Some(bin) = &plan.remote_bin {
+        return Ok(remote_path(bin));
+    }
+    let probe = format!(
+        "uname -sm; for p in \"$(command -v podtun 2>/dev/null)\" \"$HOME/.cache/podtun/{VERSION}/podtun\"; do \
+         if [ -n \"$p\" ] && [ -x \"$p\" ]; then echo \"candidate $p $(\"$p\" --version 2>/dev/null)\"; fi; done"
+    );
+    let ran = run(ssh, &probe, None).await?;
+    let mut lines = ran.stdout.lines();
+    let uname = lines.next().unwrap_or_default().trim().to_string();
+    let want = format!("podtun {VERSION}");
+    for line in lines {
+        if let Some((path, version)) = line
+            .strip_prefix("candidate ")
+            .and_then(|rest| rest.split_once(' '))
+        {
+            debug!(%host, path, version, "podtun on the login host");
+            if version.trim() == want {
+                return Ok(sh_quote(path));
+            }
+        }
+    }
+    if plan.no_install {
+        return Err(hinted(
+            anyhow!("{want} is not installed on login host `{host}`"),
+            "install it there, pass --remote-bin PATH, or drop --no-install to let podtun upload itself",
+        ));
+    }
+    if uname != local_uname() {
+        return Err(hinted(
+            anyhow!(
+                "login host `{host}` runs {uname}, but this podtun is built for {}",
+                local_uname()
+            ),
+            format!(
+                "install podtun {VERSION} for {uname} on the login host and pass --remote-bin PATH"
+            ),
+        ));
+    }
+    upload(ssh, &host).await
+}
+
+/// Uploads this binary to `~/.cache/podtun/<version>/podtun` and returns its path.
+async fn upload(ssh: &SshSession, host: &str) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("could not find this podtun's binary")?;
+    let bytes = tokio::fs::read(&exe)
+        .await
+        .with_context(|| format!("could not read `{}`", exe.display()))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    let sum: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    info!(%host, size = bytes.len(), "uploading podtun to the login host");
+    let script = format!(
+        "set -e; umask 077; d=\"$HOME/.cache/podtun/{VERSION}\"; mkdir -p \"$d\"; \
+         t=\"$d/.podtun.upload.$$\"; trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; \
+         s=$(sha256sum \"$t\" 2>/dev/null || shasum -a 256 \"$t\"); s=${{s%% *}}; \
+         if [ \"$s\" != {sum} ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
+         chmod 700 \"$t\"; mv -f \"$t\" \"$d/podtun\"; trap - EXIT; echo \"$d/podtun\""
+    );
+    let ran = run(ssh, &script, Some(&bytes)).await?;
+    let path = ran.stdout.trim();
+    if ran.status != Some(0) || path.is_empty() {
+        bail!(
+            "could not upload podtun to login host `{host}`: {}",
+            ran.stderr.trim()
+        );
+    }
+    Ok(sh_quote(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(remote_path("~/bin/podtun"), "\"$HOME\"/'bin/podtun'");
+        assert_eq!(remote_path("/opt/podtun"), "'/opt/podtun'");
+    }
+}
