@@ -88,7 +88,7 @@ pub async fn run_local(
         _ => None,
     };
     wait_usable(plan, &locals, jupyter.as_ref(), &progress).await?;
-    report_ready(plan, &out, &resolved, &locals, jupyter.as_ref());
+    report_ready(plan, &out, &resolved, &locals, jupyter.as_ref(), true);
 
     let supervise = async {
         let emit = |ev: AgentEvent| on_agent_event(&out, &locals, ev);
@@ -205,13 +205,15 @@ pub fn jupyter_url(local: SocketAddr, access: &JupyterAccess) -> String {
     }
 }
 
-/// Prints the result: one line (or `ready` event) per forward; opens the browser on Jupyter.
+/// Prints the result: one line (or `ready` event) per forward; opens the browser on Jupyter
+/// the first time.
 pub fn report_ready(
     plan: &Plan,
     out: &Output,
     resolved: &Resolved,
     locals: &[SocketAddr],
     jupyter: Option<&JupyterAccess>,
+    first: bool,
 ) {
     out.done();
     if let Some(note) = jupyter.and_then(|j| j.note.as_deref()) {
@@ -233,7 +235,7 @@ pub fn report_ready(
             url: url.clone(),
         });
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        if let Some(url) = url.filter(|_| plan.browser && terminal) {
+        if let Some(url) = url.filter(|_| first && plan.browser && terminal) {
             if let Err(e) = open::that_detached(&url) {
                 out.note(&format!("could not open a browser: {e}"));
             }

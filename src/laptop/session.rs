@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use russh::ChannelMsg;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -26,6 +26,7 @@ use crate::error::hinted;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::splice::splice;
+
 use crate::wire::{AgentEvent, Hello, JupyterAccess, PROTOCOL, VERSION};
 
 /// Bound on the agent's `hello` after it was started (shell start-up included).
@@ -33,13 +34,125 @@ const AGENT_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on the agent's exit after its stdin closed.
 const AGENT_EXIT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Via mode: reach the cluster through the login host.
+/// Bound on how long a new local connection waits for the link to the login host to come back.
+const LINK_WAIT: Duration = Duration::from_secs(60);
+/// First pause before reconnecting; it doubles up to [`RECONNECT_MAX`].
+const RECONNECT_MIN: Duration = Duration::from_secs(1);
+/// Longest pause between two reconnection attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// A working path to the agent's sockets; replaced on every reconnection.
+struct Link {
+    transport: Transport,
+    sockets: Vec<String>,
+}
+
+/// One established connection to the login host with its agent.
+struct Established {
+    ssh: SshSession,
+    agent: Agent,
+    resolved: Resolved,
+    link: Arc<Link>,
+    jupyter: Option<JupyterAccess>,
+}
+
+/// Why a session ended.
+enum Ended {
+    /// Ctrl-C/SIGTERM.
+    Shutdown,
+    /// The login host or the agent went away: reconnect.
+    Lost(String),
+    /// The cluster side failed for good.
+    Fatal(anyhow::Error),
+}
+
+/// Via mode: reach the cluster through the login host, and stay connected.
 pub async fn run_via(
     plan: &Plan,
     out: Arc<Output>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let early = run::bind_named(plan)?;
+    let mut early = Some(run::bind_named(plan)?);
+    let (link_tx, link_rx) = watch::channel::<Option<Arc<Link>>>(None);
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut locals: Option<Vec<SocketAddr>> = None;
+    let mut failures = 0u32;
+    tokio::pin!(shutdown);
+    let result = loop {
+        let attempt = tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            attempt = establish(plan, &out) => attempt,
+        };
+        let mut session = match attempt {
+            Ok(session) => session,
+            // The first connection's failure is the user's answer; later ones are retried.
+            Err(e) if locals.is_none() => break Err(e),
+            Err(e) if is_permanent(&e) => break Err(e),
+            Err(e) => {
+                out.note(&format!("reconnecting failed: {e:#}"));
+                failures += 1;
+                let pause = backoff(failures);
+                tokio::select! {
+                    () = &mut shutdown => break Ok(()),
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        failures = 0;
+        let first = locals.is_none();
+        if first {
+            let listeners =
+                match run::bind_all(plan, &session.resolved, early.take().unwrap_or_default()) {
+                    Ok(l) => l,
+                    Err(e) => break Err(e),
+                };
+            let mut addrs = Vec::new();
+            for (index, listener) in listeners.into_iter().enumerate() {
+                addrs.push(listener.local_addr()?);
+                let link_rx = link_rx.clone();
+                listener::serve(listener, cancel.clone(), &tracker, move |conn| {
+                    let link_rx = link_rx.clone();
+                    async move {
+                        let link = wait_link(link_rx).await?;
+                        let socket = link.sockets.get(index).context("no socket for this port")?;
+                        link.transport.forward(socket, conn).await
+                    }
+                });
+            }
+            locals = Some(addrs);
+        }
+        let addrs = locals.clone().unwrap_or_default();
+        link_tx.send_replace(Some(session.link.clone()));
+        let ended = serve(plan, &out, &mut session, &addrs, first, &mut shutdown).await;
+        link_tx.send_replace(None);
+        session.agent.stop().await;
+        session.ssh.disconnect().await;
+        match ended {
+            Ended::Shutdown => break Ok(()),
+            Ended::Fatal(e) if first => break Err(e),
+            Ended::Fatal(e) => break Err(e),
+            Ended::Lost(reason) => {
+                out.event(&Event::Reconnecting {
+                    reason: reason.clone(),
+                });
+                failures += 1;
+                let pause = backoff(failures);
+                tokio::select! {
+                    () = &mut shutdown => break Ok(()),
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    };
+    run::drain(cancel, tracker).await;
+    result?;
+    out.event(&Event::Closed);
+    Ok(())
+}
+
+/// Connects, starts the agent and waits until it listens.
+async fn establish(plan: &Plan, out: &Output) -> anyhow::Result<Established> {
     out.progress(&format!("connecting to {}", plan.via.join(" → ")));
     let options = SshOptions {
         config_file: plan.ssh_config.clone(),
@@ -51,63 +164,106 @@ pub async fn run_via(
     let ssh = SshSession::connect(&plan.via, &options).await?;
     let host = ssh.host().to_string();
     out.progress(&format!("starting the agent on `{host}`"));
-    let bin = install::agent_binary(&ssh, plan).await?;
-    let mut agent = Agent::start(&ssh, &bin, plan).await?;
-    let result = serve(plan, &out, &ssh, &bin, &mut agent, early, shutdown).await;
-    agent.stop().await;
-    ssh.disconnect().await;
-    result?;
-    out.event(&Event::Closed);
-    Ok(())
+    let started = async {
+        let bin = install::agent_binary(&ssh, plan).await?;
+        let mut agent = Agent::start(&ssh, &bin, plan).await?;
+        let (resolved, sockets, jupyter) = agent.until_listening(out, plan.spec.preset).await?;
+        Ok::<_, anyhow::Error>((bin, agent, resolved, sockets, jupyter))
+    };
+    let (bin, agent, resolved, sockets, jupyter) = match started.await {
+        Ok(parts) => parts,
+        Err(e) => {
+            // Nothing half-started: closing the connection ends the agent, if any.
+            ssh.disconnect().await;
+            return Err(e);
+        }
+    };
+    let link = Arc::new(Link {
+        transport: Transport {
+            ssh: ssh.clone(),
+            bin,
+            exec_fallback: AtomicBool::new(false),
+        },
+        sockets,
+    });
+    Ok(Established {
+        ssh,
+        agent,
+        resolved,
+        link,
+        jupyter,
+    })
 }
 
+/// Probes, reports `ready`, then follows the agent until shutdown or a loss.
 async fn serve(
     plan: &Plan,
-    out: &Arc<Output>,
-    ssh: &SshSession,
-    bin: &str,
-    agent: &mut Agent,
-    early: Vec<Option<tokio::net::TcpListener>>,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let (resolved, sockets, jupyter) = agent.until_listening(out, plan.spec.preset).await?;
-    let listeners = run::bind_all(plan, &resolved, early)?;
-    let transport = Arc::new(Transport {
-        ssh: ssh.clone(),
-        bin: bin.to_string(),
-        exec_fallback: AtomicBool::new(false),
-    });
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let mut locals: Vec<SocketAddr> = Vec::new();
-    for (listener, socket) in listeners.into_iter().zip(sockets) {
-        locals.push(listener.local_addr()?);
-        let transport = transport.clone();
-        listener::serve(listener, cancel.clone(), &tracker, move |conn| {
-            let (transport, socket) = (transport.clone(), socket.clone());
-            async move { transport.forward(&socket, conn).await }
-        });
-    }
+    out: &Output,
+    session: &mut Established,
+    locals: &[SocketAddr],
+    first: bool,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Ended {
     let progress = |m: &str| out.progress(m);
-    let result = async {
-        run::wait_usable(plan, &locals, jupyter.as_ref(), &progress).await?;
-        run::report_ready(plan, out, &resolved, &locals, jupyter.as_ref());
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = ssh.closed() => bail!("lost the connection to login host `{}`", ssh.host()),
-                event = agent.next() => match event {
-                    Some(AgentEvent::Error { message, hint }) => return Err(remote_error(ssh.host(), message, hint)),
-                    Some(event) => run::on_agent_event(out, &locals, event),
-                    None => bail!("the agent on login host `{}` ended", ssh.host()),
-                },
-            }
+    tokio::select! {
+        () = &mut *shutdown => return Ended::Shutdown,
+        usable = run::wait_usable(plan, locals, session.jupyter.as_ref(), &progress) => match usable {
+            Ok(()) => {}
+            Err(e) if first => return Ended::Fatal(e),
+            Err(e) => return Ended::Lost(format!("{e:#}")),
+        },
+    }
+    run::report_ready(
+        plan,
+        out,
+        &session.resolved,
+        locals,
+        session.jupyter.as_ref(),
+        first,
+    );
+    let host = session.ssh.host().to_string();
+    loop {
+        tokio::select! {
+            () = &mut *shutdown => return Ended::Shutdown,
+            () = session.ssh.closed() => return Ended::Lost(format!("lost the connection to login host `{host}`")),
+            event = session.agent.next() => match event {
+                Some(AgentEvent::Error { message, hint }) => return Ended::Fatal(remote_error(&host, message, hint)),
+                Some(event) => run::on_agent_event(out, locals, event),
+                None => return Ended::Lost(format!("the agent on login host `{host}` ended")),
+            },
         }
     }
-    .await;
-    run::drain(cancel, tracker).await;
-    result
+}
+
+/// Waits (bounded) until the link to the login host is up.
+async fn wait_link(mut link: watch::Receiver<Option<Arc<Link>>>) -> anyhow::Result<Arc<Link>> {
+    let up = tokio::time::timeout(LINK_WAIT, link.wait_for(Option::is_some)).await;
+    match up {
+        Ok(Ok(guard)) => guard.clone().context("no link"),
+        _ => bail!(
+            "the login host was unreachable for {}s",
+            LINK_WAIT.as_secs()
+        ),
+    }
+}
+
+/// Failures that retrying cannot fix: a changed host key, refused credentials.
+fn is_permanent(err: &anyhow::Error) -> bool {
+    let text = format!("{err:#}");
+    text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || text.contains("permission denied")
+}
+
+/// Capped exponential backoff with jitter: 1 s, 2 s, 4 s … 30 s, each ±20%.
+fn backoff(failures: u32) -> Duration {
+    let base = RECONNECT_MIN
+        .saturating_mul(1 << failures.saturating_sub(1).min(5))
+        .min(RECONNECT_MAX);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = 0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0;
+    base.mul_f64(jitter)
 }
 
 /// An error as the agent said it, marked as coming from the login host.

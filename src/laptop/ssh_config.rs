@@ -16,8 +16,9 @@ use super::ssh_config_file;
 use super::ssh_config_g;
 use super::ssh_route::HostSpec;
 
-/// ServerAliveInterval when the config leaves it unset (OpenSSH's own default is off).
-const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// ServerAliveInterval when the config leaves it unset (OpenSSH's own default is off): with
+/// ServerAliveCountMax 3, a dead connection is noticed within about 30 s.
+const DEFAULT_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// ConnectTimeout when the config leaves it unset (OpenSSH's own default is the kernel's).
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
