@@ -7,3 +7,5 @@ mod common;
 mod errors;
 mod local;
 mod ssh;
+#[cfg(unix)]
+mod via;

@@ -5,3 +5,4 @@ pub mod http;
 pub mod podtun;
 pub mod redis;
 pub mod sshd;
+pub mod topology;

@@ -41,9 +41,14 @@ impl Podtun {
     /// Starts `podtun ARGS --json` (stderr is inherited so failures show in the test output).
     pub fn spawn(kubeconfig: &Path, home: &Path, args: &[&str]) -> Podtun {
         let mut cmd = command(kubeconfig, home, args);
-        cmd.arg("--json")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.stderr(Stdio::inherit());
+        Podtun::spawn_command(cmd)
+    }
+
+    /// Starts a podtun command the test built itself (another namespace or environment) with
+    /// `--json`; stderr is left as the command has it.
+    pub fn spawn_command(mut cmd: Command) -> Podtun {
+        cmd.arg("--json").stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn podtun");
         let stdout = child.stdout.take().expect("stdout");
         Podtun {
@@ -120,7 +125,8 @@ pub async fn run_raw(home: &Path, args: &[&str]) -> Finished {
     finish(cmd).await
 }
 
-async fn finish(mut cmd: Command) -> Finished {
+/// Runs a podtun command the test built itself to completion (bounded).
+pub async fn finish(mut cmd: Command) -> Finished {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn podtun");
     let (mut out, mut err) = (String::new(), String::new());
