@@ -57,6 +57,8 @@ pub struct Output {
     quiet: bool,
     bar: Option<ProgressBar>,
     last: Mutex<String>,
+    /// The last Jupyter URL shown: a replacement pod's URL is shown only when it changed.
+    last_url: Mutex<Option<String>>,
 }
 
 impl Output {
@@ -76,6 +78,7 @@ impl Output {
             quiet,
             bar,
             last: Mutex::new(String::new()),
+            last_url: Mutex::new(None),
         }
     }
 
@@ -116,6 +119,7 @@ impl Output {
 
     /// Reports an event: a JSON line, or for humans the result on stdout and the rest on stderr.
     pub fn event(&self, event: &Event) {
+        let event = &self.dedupe_url(event);
         if self.json {
             if let Ok(line) = serde_json::to_string(event) {
                 println_flush(&line);
@@ -136,6 +140,30 @@ impl Output {
             Event::Reconnecting { reason } => self.note(&format!("reconnecting: {reason}")),
             Event::Error { .. } | Event::Closed => {}
         }
+    }
+
+    /// Remembers the URL of `ready`; drops an unchanged URL from `pod-replaced`.
+    fn dedupe_url(&self, event: &Event) -> Event {
+        let Ok(mut last) = self.last_url.lock() else {
+            return event.clone();
+        };
+        match event {
+            Event::Ready { url: Some(url), .. } => *last = Some(url.clone()),
+            Event::PodReplaced {
+                pod,
+                url: Some(url),
+            } => {
+                if last.as_deref() == Some(url.as_str()) {
+                    return Event::PodReplaced {
+                        pod: pod.clone(),
+                        url: None,
+                    };
+                }
+                *last = Some(url.clone());
+            }
+            _ => {}
+        }
+        event.clone()
     }
 
     /// Whether results go out as JSON.

@@ -5,7 +5,10 @@
 mod agent;
 mod common;
 mod errors;
+#[cfg(unix)]
+mod faults;
 mod local;
 mod ssh;
 #[cfg(unix)]
 mod via;
+mod kind;
