@@ -12,3 +12,4 @@ mod ssh;
 #[cfg(unix)]
 mod via;
 mod kind;
+mod cli;
