@@ -292,7 +292,7 @@ impl Topology {
             .iter()
             .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
             .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
-            .filter(|cmd| cmd.contains("podtun agent") || cmd.contains("/podtun agent"))
+            .filter(|cmd| cmd.contains("podtun agent"))
             .collect()
     }
 }
