@@ -238,7 +238,12 @@ except PermissionError:
     print("denied")
     sys.exit(0)
 s.settimeout(10)
-s.sendall(b"PING\r\n")
+try:
+    s.sendall(b"PING\r\n")
+except (BrokenPipeError, ConnectionResetError):
+    # The agent may drop the connection before the PING is written.
+    print("got:")
+    sys.exit(0)
 data = b""
 while True:
     try:
