@@ -7,6 +7,7 @@
     load.py latency ADDR COUNT              COUNT sequential connects, one redis PING each
     load.py hold ADDR COUNT --pid L=PID ... --netns NS
                                             COUNT open redis connections, then memory figures
+    load.py pipes NS                        how many `podtun agent pipe` processes run in NS
     load.py report RESULTS                  the table
 
 Server protocol: the client sends one line, `sink N\\n` or `source N\\n`. For `sink` the server
@@ -32,6 +33,8 @@ PERIOD = (1 << 20) + 7
 # Bound on any single socket operation (a stalled path fails instead of hanging).
 IO_TIMEOUT = 30.0
 RECV_BUF = 1 << 20
+# How long `podtun agent pipe` processes get to exit after their connections closed.
+PIPES_GONE = 5.0
 
 
 def pattern():
@@ -287,6 +290,15 @@ def status_kib(pid, field):
     raise KeyError(field)
 
 
+def pss_kib(pid):
+    """Proportional set size: the process's share of the pages it shares with others."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 def netns_pids(name):
     """Pids of the processes whose network namespace is `ip netns` namespace NAME."""
     ino = os.stat(f"/var/run/netns/{name}").st_ino
@@ -327,16 +339,24 @@ def hold(args):
         out[label + "_hwm_kib"] = status_kib(pid, "VmHWM")
         out[label + "_rss_kib"] = status_kib(pid, "VmRSS")
     if args.netns:
-        pipes = [
-            p
-            for p in netns_pids(args.netns)
-            if b"agent" in cmdline(p) and b"pipe" in cmdline(p)
-        ]
+        pipes = agent_pipes(args.netns)
         out["pipes"] = len(pipes)
-        out["pipes_rss_kib"] = sum(status_kib(p, "VmRSS") for p in pipes if os.path.exists(f"/proc/{p}"))
+        out["pipes_rss_kib"] = sum(status_kib(p, "VmRSS") for p in pipes)
+        out["pipes_pss_kib"] = sum(pss_kib(p) for p in pipes)
     for sock in socks:
         sock.close()
+    if args.netns and out["pipes"]:
+        # Each pipe is one SSH session on the login host: they must end with their connections.
+        deadline = time.monotonic() + PIPES_GONE
+        while agent_pipes(args.netns) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        out["pipes_left"] = len(agent_pipes(args.netns))
     print(json.dumps(out))
+
+
+def agent_pipes(netns):
+    """The `podtun agent pipe` processes in `ip netns` namespace NETNS."""
+    return [p for p in netns_pids(netns) if cmdline(p)[1:3] == [b"agent", b"pipe"]]
 
 
 # ---------------------------------------------------------------- report
@@ -429,6 +449,9 @@ def main():
     s.add_argument("--pid", action="append", default=[], metavar="LABEL=PID")
     s.add_argument("--netns")
     s.set_defaults(fn=hold)
+    s = sub.add_parser("pipes")
+    s.add_argument("netns")
+    s.set_defaults(fn=lambda a: print(len(agent_pipes(a.netns))))
     s = sub.add_parser("report")
     s.add_argument("results")
     s.set_defaults(fn=report)
