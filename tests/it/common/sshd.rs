@@ -192,15 +192,40 @@ impl Sshd {
             ip: ip.to_string(),
             port,
         };
-        sshd.wait_listening();
+        sshd.wait_listening(0);
         sshd
     }
 
-    fn wait_listening(&mut self) {
+    /// Stops this sshd (if the test has not killed it already) and starts it again in `ns`
+    /// with the same config and host key, as an admin restarting the service would. Sessions
+    /// it served live in processes of their own: a test that wants them gone kills them.
+    pub fn restart(&mut self, ns: &Netns) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let started_before = self.log().matches("Server listening on").count();
+        let d = self.dir.path();
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("sshd.log"))
+            .expect("sshd.log");
+        self.child = ns
+            .command("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("restart sshd");
+        self.wait_listening(started_before);
+    }
+
+    /// Waits for the log's `started_before + 1`-th "Server listening on".
+    fn wait_listening(&mut self, started_before: usize) {
         let deadline = Instant::now() + SSHD_START_TIMEOUT;
         loop {
             let log = self.log();
-            if log.contains("Server listening on") {
+            if log.matches("Server listening on").count() > started_before {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
