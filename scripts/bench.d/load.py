@@ -383,7 +383,7 @@ ROWS = [
     ("upgrades", "upgrades / connection", "{:.2f}"),
     ("api_waits", "connections waiting on API", "{}"),
 ]
-RATIO_ROWS = {"up_mbps", "down_mbps", "lat_p50_ms", "lat_p99_ms", "set_ops", "get_ops"}
+RATIO_ROWS = {"up_mbps", "down_mbps", "lat_p50_ms", "lat_p99_ms", "set_ops", "get_ops", "laptop_mib"}
 
 
 def report(args):
@@ -411,6 +411,8 @@ def report(args):
         for ref, ref_name in (("direct", "direct"), ("ssh", "ssh -L")):
             cells = []
             base = values.get((ref, key))
+            if base is None:
+                continue
             for path, _ in PATHS:
                 v = values.get((path, key))
                 ok = path in PODTUN and isinstance(v, (int, float)) and isinstance(base, (int, float)) and base
