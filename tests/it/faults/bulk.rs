@@ -18,8 +18,9 @@ const BULK: u64 = 1 << 30;
 /// The transfer alone, for comparison.
 const BASELINE: u64 = 128 << 20;
 
-/// Bound on one 1 GiB transfer (a debug build on both ends of the port-forward, 2 cores).
-const BULK_TIMEOUT: Duration = Duration::from_secs(150);
+/// Bound on one 1 GiB transfer: a debug build on both ends of the port-forward moves 8-13 MB/s
+/// on 2 shared cores (126 s measured with the other fault tests running next to it).
+const BULK_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn rate(bytes: u64, took: Duration) -> String {
     format!("{:.1} MB/s", bytes as f64 / took.as_secs_f64() / 1e6)
