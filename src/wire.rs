@@ -54,7 +54,14 @@ pub struct Hello {
     pub v: u32,
     /// What to forward.
     pub request: Request,
+    /// The laptop sends an empty line at least this often (seconds); when several go missing,
+    /// the link is dead even if SSH has not noticed yet, and the agent exits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_secs: Option<u64>,
 }
+
+/// How often the laptop tells the agent it is still there.
+pub const HEARTBEAT_SECS: u64 = 10;
 
 /// One forwarded port as the cluster side resolved it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +199,7 @@ mod tests {
                 ports: vec![],
                 timeout_secs: 120,
             },
+            heartbeat_secs: None,
         };
         let line = serde_json::to_string(&hello).unwrap();
         assert!(

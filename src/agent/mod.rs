@@ -14,6 +14,8 @@ pub mod socket;
 use std::future::Future;
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -33,6 +35,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Bound on the laptop's first line (it sends it as soon as it sees our `hello`).
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Missed heartbeats after which the agent gives up on the laptop.
+const HEARTBEATS_MISSED: u32 = 3;
 
 /// Longest first line accepted from the laptop.
 const MAX_HELLO: u64 = 64 * 1024;
@@ -93,8 +98,16 @@ async fn serve(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         protocol: PROTOCOL,
     });
     let (first, first_rx) = oneshot::channel();
-    read_stdin(first, stop.clone());
+    let heard = Arc::new(AtomicU64::new(0));
+    read_stdin(first, stop.clone(), heard.clone());
     let hello = read_hello(first_rx).await.map_err(|e| events.fail(e))?;
+    if let Some(secs) = hello.heartbeat_secs.filter(|s| *s > 0) {
+        tokio::spawn(watch_heartbeat(
+            Duration::from_secs(secs),
+            heard,
+            stop.clone(),
+        ));
+    }
     let signals = {
         let stop = stop.clone();
         async move {
@@ -172,7 +185,11 @@ fn parse_hello(line: &str) -> anyhow::Result<Hello> {
 /// Reads stdin on a thread of its own (tokio's stdin is a blocking thread too; the exit ends
 /// it): the first line goes to `first`, then stdin is read to its end (the laptop sends nothing
 /// after its request), and its end stops the agent.
-fn read_stdin(first: oneshot::Sender<std::io::Result<String>>, stop: CancellationToken) {
+fn read_stdin(
+    first: oneshot::Sender<std::io::Result<String>>,
+    stop: CancellationToken,
+    heard: Arc<AtomicU64>,
+) {
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut line = String::new();
@@ -188,7 +205,10 @@ fn read_stdin(first: oneshot::Sender<std::io::Result<String>>, stop: Cancellatio
                     info!("stdin closed: the laptop went away");
                     break;
                 }
-                Ok(n) => debug!(bytes = n, "ignoring input after the request"),
+                // Heartbeats (empty lines): the laptop is still there.
+                Ok(_) => {
+                    heard.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     info!(%e, "stdin failed: the laptop went away");
@@ -198,6 +218,33 @@ fn read_stdin(first: oneshot::Sender<std::io::Result<String>>, stop: Cancellatio
         }
         stop.cancel();
     });
+}
+
+/// Stops the agent when the laptop's heartbeats stop: a link that died without a FIN leaves
+/// sshd (without ClientAlive) and so the agent waiting for hours otherwise.
+async fn watch_heartbeat(every: Duration, heard: Arc<AtomicU64>, stop: CancellationToken) {
+    let mut seen = heard.load(Ordering::Relaxed);
+    let mut silent = Duration::ZERO;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let now = heard.load(Ordering::Relaxed);
+        if now == seen {
+            silent += every;
+        } else {
+            (seen, silent) = (now, Duration::ZERO);
+        }
+        if silent >= every * HEARTBEATS_MISSED {
+            info!(
+                silent_secs = silent.as_secs(),
+                "no heartbeat from the laptop: the link is gone"
+            );
+            stop.cancel();
+            return;
+        }
+    }
 }
 
 /// Resolves on SIGHUP (the SSH session hung up).

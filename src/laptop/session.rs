@@ -27,7 +27,7 @@ use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::splice::splice;
 
-use crate::wire::{AgentEvent, Hello, JupyterAccess, PROTOCOL, VERSION};
+use crate::wire::{AgentEvent, Hello, JupyterAccess, HEARTBEAT_SECS, PROTOCOL, VERSION};
 
 /// Bound on the agent's `hello` after it was started (shell start-up included).
 const AGENT_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -222,9 +222,15 @@ async fn serve(
         first,
     );
     let host = session.ssh.host().to_string();
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
     loop {
         tokio::select! {
             () = &mut *shutdown => return Ended::Shutdown,
+            _ = heartbeat.tick() => {
+                if session.agent.heartbeat().await.is_err() {
+                    return Ended::Lost(format!("lost the connection to login host `{host}`"));
+                }
+            }
             () = session.ssh.closed() => return Ended::Lost(format!("lost the connection to login host `{host}`")),
             event = session.agent.next() => match event {
                 Some(AgentEvent::Error { message, hint }) => return Ended::Fatal(remote_error(&host, message, hint)),
@@ -357,6 +363,7 @@ impl Agent {
         let hello = Hello {
             v: PROTOCOL,
             request: plan.request.clone(),
+            heartbeat_secs: Some(HEARTBEAT_SECS),
         };
         let mut line = serde_json::to_vec(&hello)?;
         line.push(b'\n');
@@ -370,6 +377,11 @@ impl Agent {
             exited,
             host,
         })
+    }
+
+    /// Tells the agent the laptop is still there (an empty line).
+    async fn heartbeat(&self) -> Result<(), russh::Error> {
+        self.write.data(&b"\n"[..]).await
     }
 
     /// The next event; `None` once the agent's channel closed.

@@ -427,6 +427,26 @@ async fn agent_stops_on_sigterm_and_removes_its_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_exits_when_the_laptops_heartbeats_stop() {
+    // A link that died without a FIN: stdin stays open but nothing arrives. With a 1 s
+    // heartbeat, three missed ones end the agent (the laptop's default is every 10 s).
+    let c = cluster::start(REDIS).await;
+    let login = LoginHome::new();
+    let mut agent = Agent::spawn(&login).await;
+    let mut hello = hello(c.kubeconfig(), "pod/redis", "redis");
+    hello["heartbeat_secs"] = json!(1);
+    agent.send(&hello).await;
+    let listening = agent.wait_for("listening").await;
+    let socket = PathBuf::from(listening["sockets"][0].as_str().unwrap());
+    let status = agent.exit(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "a silent laptop ends the agent cleanly: {status}"
+    );
+    assert!(!socket.exists(), "the socket is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_refuses_another_protocol_version_with_a_hint() {
     let login = LoginHome::new();
     let mut agent = Agent::spawn(&login).await;
