@@ -32,6 +32,9 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on one client's work through the tunnel (100 MiB each way on a debug build included).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Bound on one HTTP request through the tunnel.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn shape(manifests: &[&'static str]) -> Shape {
     Shape {
         manifests: manifests.to_vec(),
@@ -129,6 +132,13 @@ async fn round_trip(t: &Topology, local: &str, len: usize) {
         same,
         "a {len}-byte value came back different ({got_len} bytes)"
     );
+}
+
+/// `GET path` on `addr`, failing the test when no response comes in time.
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    tokio::time::timeout(HTTP_TIMEOUT, http::get(addr, path))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path}: no response within {HTTP_TIMEOUT:?}"))
 }
 
 /// Connects to `addr` from the current namespace: `Ok` or why not (a silent drop counts as a
@@ -248,12 +258,10 @@ async fn jupyter_through_the_login_host() {
     let (lab, status, kernels, anonymous) = t
         .on_laptop(move || async move {
             (
-                http::get(&addr, &path).await.0,
-                http::get(&addr, &format!("/api/status?token={token}"))
-                    .await
-                    .0,
-                http::get(&addr, &format!("/api/kernels?token={token}")).await,
-                http::get(&addr, "/api/kernels").await.0,
+                get(&addr, &path).await.0,
+                get(&addr, &format!("/api/status?token={token}")).await.0,
+                get(&addr, &format!("/api/kernels?token={token}")).await,
+                get(&addr, "/api/kernels").await.0,
             )
         })
         .await;

@@ -28,6 +28,9 @@ pub const LOGIN_USER: &str = "podtun-login";
 /// A second account of the login host, which must not reach the login user's agent.
 pub const OTHER_USER: &str = "podtun-other";
 
+/// Bound on a body run inside a namespace: a hang fails the test instead of stalling the run.
+const BODY_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// How often conditions are polled while waiting on a deadline.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -355,7 +358,11 @@ where
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(body());
+            .block_on(async {
+                tokio::time::timeout(BODY_TIMEOUT, body())
+                    .await
+                    .unwrap_or_else(|_| panic!("not done within {BODY_TIMEOUT:?}"))
+            });
         let _ = tx.send(value);
     });
     match rx.await {
