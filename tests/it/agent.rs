@@ -13,6 +13,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::common::cluster;
+use crate::common::pattern;
 
 const REDIS: &[&str] = &["manifests/00-namespace.yaml", "manifests/30-redis.yaml"];
 
@@ -186,19 +187,6 @@ async fn reply(conn: &mut BufReader<UnixStream>) -> Vec<u8> {
         }
         None => line.as_bytes().to_vec(),
     }
-}
-
-/// Deterministic bytes that are not all alike, so a shifted or dropped chunk shows.
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x2545_f491;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 fn mode(path: &Path) -> u32 {

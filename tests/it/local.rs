@@ -4,23 +4,11 @@ use std::time::Duration;
 
 use crate::common::cluster;
 use crate::common::http;
+use crate::common::pattern;
 use crate::common::podtun::Podtun;
 use crate::common::redis::Redis;
 
 const REDIS: &[&str] = &["manifests/00-namespace.yaml", "manifests/30-redis.yaml"];
-
-/// Deterministic bytes that are not all alike, so a shifted or dropped chunk shows.
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_answers_ping_and_round_trips_10_mib() {
@@ -66,28 +54,7 @@ async fn fifty_concurrent_connections_all_succeed() {
         &["redis", "redis", "-n", "demo", "-p", "0"],
     );
     let (local, _) = p.ready().await;
-    let tasks: Vec<_> = (0..50)
-        .map(|i| {
-            let local = local.clone();
-            tokio::spawn(async move {
-                let mut r = Redis::connect(&local).await?;
-                let key = format!("k{i}");
-                let val = format!("v{i}").repeat(100);
-                r.call(&[b"SET", key.as_bytes(), val.as_bytes()]).await?;
-                let got = r.call(&[b"GET", key.as_bytes()]).await?;
-                Ok::<_, std::io::Error>(got == Some(val.into_bytes()))
-            })
-        })
-        .collect();
-    let mut ok = 0;
-    for t in tasks {
-        if matches!(
-            tokio::time::timeout(Duration::from_secs(60), t).await,
-            Ok(Ok(Ok(true)))
-        ) {
-            ok += 1;
-        }
-    }
+    let ok = crate::common::redis::concurrent_set_get(&local, 50).await;
     assert_eq!(
         ok, 50,
         "all 50 concurrent connections round-trip their value"

@@ -13,6 +13,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpStream;
 
 use crate::common::http;
+use crate::common::pattern;
 use crate::common::podtun::{self, Podtun};
 use crate::common::redis::Redis;
 use crate::common::sshd::run;
@@ -40,26 +41,6 @@ fn shape(manifests: &[&'static str]) -> Shape {
         manifests: manifests.to_vec(),
         ..Default::default()
     }
-}
-
-/// Deterministic bytes with a period (1 MiB + 7) that no frame or buffer size divides, so a
-/// shifted, dropped or repeated chunk shows; built by copying, which stays fast unoptimized.
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x6d2b_79f5;
-    let period: Vec<u8> = (0..(1 << 20) + 7)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
-    let mut out = Vec::with_capacity(len + period.len());
-    while out.len() < len {
-        out.extend_from_slice(&period);
-    }
-    out.truncate(len);
-    out
 }
 
 /// `podtun PRESET TARGET -n demo -p 0 --via VIA --kubeconfig (login's) [--remote-bin BIN]`.
@@ -283,31 +264,7 @@ async fn redis_through_the_login_host_100_mib_and_50_connections() {
 
     let addr = local.clone();
     let ok = t
-        .on_laptop(move || async move {
-            let tasks: Vec<_> = (0..50)
-                .map(|i| {
-                    let addr = addr.clone();
-                    tokio::spawn(async move {
-                        let mut r = Redis::connect(&addr).await?;
-                        let key = format!("k{i}");
-                        let val = format!("v{i}").repeat(100);
-                        r.call(&[b"SET", key.as_bytes(), val.as_bytes()]).await?;
-                        let got = r.call(&[b"GET", key.as_bytes()]).await?;
-                        Ok::<_, std::io::Error>(got == Some(val.into_bytes()))
-                    })
-                })
-                .collect();
-            let mut ok = 0;
-            for task in tasks {
-                if matches!(
-                    tokio::time::timeout(CLIENT_TIMEOUT, task).await,
-                    Ok(Ok(Ok(true)))
-                ) {
-                    ok += 1;
-                }
-            }
-            ok
-        })
+        .on_laptop(move || async move { crate::common::redis::concurrent_set_get(&addr, 50).await })
         .await;
     assert_eq!(
         ok, 50,

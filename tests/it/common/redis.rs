@@ -59,3 +59,28 @@ impl Redis {
         self.reply().await
     }
 }
+
+/// SET then GET of a value of its own on `n` connections at once; how many got their value.
+pub async fn concurrent_set_get(addr: &str, n: usize) -> usize {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = addr.to_string();
+            tokio::spawn(async move {
+                let mut r = Redis::connect(&addr).await?;
+                let key = format!("conn-{i}");
+                let val = format!("value-{i}-").repeat(50);
+                r.call(&[b"SET", key.as_bytes(), val.as_bytes()]).await?;
+                let got = r.call(&[b"GET", key.as_bytes()]).await?;
+                Ok::<_, std::io::Error>(got == Some(val.into_bytes()))
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        match tokio::time::timeout(std::time::Duration::from_secs(90), task).await {
+            Ok(Ok(Ok(true))) => ok += 1,
+            other => eprintln!("a concurrent client failed: {other:?}"),
+        }
+    }
+    ok
+}

@@ -20,38 +20,13 @@ pub const GRACE: Duration = Duration::from_secs(3);
 /// Margin on top of [`GRACE`] for the process to wind down on a loaded machine.
 pub const GRACE_MARGIN: Duration = Duration::from_secs(3);
 
-/// SET then GET of a value of its own on `n` connections at once; how many got their value.
-pub async fn concurrent_set_get(addr: &str, n: usize) -> usize {
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let addr = addr.to_string();
-            tokio::spawn(async move {
-                let mut r = Redis::connect(&addr).await?;
-                let key = format!("conn-{i}");
-                let val = format!("value-{i}-").repeat(50);
-                r.call(&[b"SET", key.as_bytes(), val.as_bytes()]).await?;
-                let got = r.call(&[b"GET", key.as_bytes()]).await?;
-                Ok::<_, std::io::Error>(got == Some(val.into_bytes()))
-            })
-        })
-        .collect();
-    let mut ok = 0;
-    for task in tasks {
-        match tokio::time::timeout(CLIENT_TIMEOUT, task).await {
-            Ok(Ok(Ok(true))) => ok += 1,
-            other => eprintln!("faults: a concurrent client failed: {other:?}"),
-        }
-    }
-    ok
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_connections_all_get_their_value() {
     let c = cluster::start(REDIS).await;
     let home = tempfile::tempdir().unwrap();
     let (p, local) = redis_local(&c, home.path()).await;
     let started = Instant::now();
-    let ok = concurrent_set_get(&local, 200).await;
+    let ok = crate::common::redis::concurrent_set_get(&local, 200).await;
     report("200 concurrent SET/GET", started.elapsed());
     assert_eq!(ok, 200, "every connection round-trips its own value");
     assert!(p.terminate().await.success(), "exit 0 after SIGTERM");
