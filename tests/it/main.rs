@@ -3,13 +3,13 @@
 
 #[cfg(unix)]
 mod agent;
+mod cli;
 mod common;
 mod errors;
 #[cfg(unix)]
 mod faults;
+mod kind;
 mod local;
 mod ssh;
 #[cfg(unix)]
 mod via;
-mod kind;
-mod cli;
