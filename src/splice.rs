@@ -12,7 +12,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How long a pod may stay silent after the client's EOF before the connection is closed.
-pub const QUIET_AFTER_EOF: Duration = Duration::from_secs(5);
+///
+/// A TCP peer's `close()` and `shutdown(SHUT_WR)` look the same from here, so every closed
+/// connection lingers this long on the kube leg (and, over the exec fallback, keeps its SSH
+/// session): short enough that a browser's churn of connections does not pile up, long enough
+/// for a server to start its reply (each byte from the pod restarts the wait).
+pub const QUIET_AFTER_EOF: Duration = Duration::from_secs(2);
 
 /// Buffer size of each direction (large enough for bulk transfers, small enough for 100s of
 /// connections).
