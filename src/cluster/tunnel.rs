@@ -17,6 +17,7 @@ use tracing::{debug, info};
 use super::client::{self, Cluster};
 use super::discover::{self, PortRequest, Preset, ResolvedPort, Target, TokenFind};
 use super::forward;
+use super::pool::{self, Pool, Warmup};
 use super::resolve::{self, pod_label, Progress};
 use crate::error::usage;
 use crate::splice::Moved;
@@ -84,6 +85,8 @@ pub struct Tunnel {
     /// The pod connections go to now.
     current: watch::Receiver<Pod>,
     current_tx: Arc<watch::Sender<Pod>>,
+    /// Warm port-forward pairs, one pool per forwarded remote port.
+    pools: Arc<Vec<Pool>>,
     /// The container that serves.
     pub container: String,
     /// The forwarded ports, in order.
@@ -122,7 +125,18 @@ impl Tunnel {
         let ports =
             discover::resolve_ports(&pod, spec.container.as_deref(), spec.preset, &requests)?;
         let (tx, rx) = watch::channel(pod);
+        // Only redis is known to serve many silent connections at once and to leave ending a
+        // connection to its client; others may serve one connection at a time (see `pool`).
+        let (ttl, warmup) = match spec.preset {
+            Preset::Redis => (pool::WARM_TTL, Warmup::SharedUpgrade),
+            Preset::Jupyter | Preset::Generic => (pool::WARM_TTL_UNKNOWN, Warmup::Off),
+        };
+        let pools = ports
+            .iter()
+            .map(|p| Pool::new(cluster.clone(), p.remote, ttl, warmup))
+            .collect();
         Ok(Tunnel {
+            pools: Arc::new(pools),
             cluster,
             spec: Arc::new(spec),
             current: rx,
@@ -172,7 +186,9 @@ impl Tunnel {
             .name
             .clone()
             .unwrap_or_default();
-        forward::forward(&self.cluster, &pod, remote, conn).await
+        let pool = self.pools.iter().find(|p| p.port() == remote);
+        let pool = pool.with_context(|| format!("port {remote} is not forwarded"))?;
+        forward::forward(pool, &pod, conn).await
     }
 
     /// Reads Jupyter's URL from the current pod's logs.
@@ -218,6 +234,8 @@ impl Tunnel {
             .await
             .with_context(|| format!("pod `{}` was not replaced", pod_label(&old)))?;
             self.current_tx.send_replace(found.pod.clone());
+            // Pairs opened to the old incarnation (same name after a restart) must not serve.
+            self.pools.iter().for_each(Pool::reset);
             let jupyter = match self.spec.preset {
                 Preset::Jupyter => Some(self.jupyter(&progress).await?),
                 _ => None,

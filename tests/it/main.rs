@@ -13,3 +13,4 @@ mod local;
 mod ssh;
 #[cfg(unix)]
 mod via;
+mod wsforward;
