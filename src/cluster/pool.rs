@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::anyhow;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -76,6 +77,8 @@ struct Shared {
     port: u16,
     ttl: Duration,
     warmup: Warmup,
+    /// Woken when a refill ends, whatever its outcome.
+    refilled: Notify,
     state: Mutex<State>,
 }
 
@@ -97,6 +100,7 @@ impl Pool {
             port,
             ttl,
             warmup,
+            refilled: Notify::new(),
             state: Mutex::default(),
         };
         Pool {
@@ -116,8 +120,19 @@ impl Pool {
 
     /// A stream to `pod`: a warm one when ready, else one opened now.
     pub async fn take(&self, pod: &str) -> anyhow::Result<(PodStream, Warmth)> {
+        let refilled = self.shared.refilled.notified();
+        tokio::pin!(refilled);
+        refilled.as_mut().enable();
         if let Some(stream) = self.take_warm(pod) {
             return Ok((stream, Warmth::Warm));
+        }
+        // With a refill on its way, waiting for it costs no more than an upgrade of our own
+        // (the refill is bounded like one) and saves that upgrade.
+        if self.shared.lock().refilling {
+            refilled.await;
+            if let Some(stream) = self.take_warm(pod) {
+                return Ok((stream, Warmth::Warm));
+            }
         }
         let (cluster, port) = (&self.shared.cluster, self.shared.port);
         let mut streams = wsforward::open(cluster, pod, port, 1, true).await?;
@@ -203,6 +218,7 @@ async fn refill(shared: Arc<Shared>, pod: String, generation: u64, count: usize)
             }
         }
     };
+    shared.refilled.notify_waiters();
     if reap {
         tokio::spawn(reap_expired(shared));
     }
