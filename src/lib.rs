@@ -17,6 +17,7 @@
 //! - [`splice`]: byte pumps, including the held-EOF pump towards pods.
 //! - [`output`]: results on stdout (human or `--json`), progress on stderr.
 //! - [`error`]: `error:` / `Caused by:` / `hint:` rendering and exit codes.
+//! - [`shutdown`]: Ctrl-C/SIGTERM and the grace given to open connections.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -28,6 +29,7 @@ pub mod error;
 pub mod laptop;
 pub mod output;
 pub mod plan;
+pub mod shutdown;
 pub mod splice;
 pub mod wire;
 
@@ -66,22 +68,7 @@ pub fn init_tracing(cli: &Cli) {
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    shutdown::signal().await
 }
 
 /// Runs a parsed command line until it is done or `shutdown` resolves.

@@ -309,16 +309,7 @@ async fn forward(req: &Request, events: &Events, stop: &CancellationToken) -> an
     // short grace.
     cancel.cancel();
     files.remove();
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        info!(
-            "closing connections still open after {}s",
-            SHUTDOWN_GRACE.as_secs()
-        );
-    }
+    crate::shutdown::drain(&cancel, &tracker, SHUTDOWN_GRACE).await;
     result
 }
 

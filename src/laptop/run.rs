@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
 
 use super::{listener, probe};
 use crate::cluster::discover::Preset;
@@ -106,17 +105,7 @@ pub async fn run_local(
 
 /// Stops accepting and lets open connections finish for [`SHUTDOWN_GRACE`].
 pub async fn drain(cancel: CancellationToken, tracker: TaskTracker) {
-    cancel.cancel();
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        info!(
-            "closing connections still open after {}s",
-            SHUTDOWN_GRACE.as_secs()
-        );
-    }
+    crate::shutdown::drain(&cancel, &tracker, SHUTDOWN_GRACE).await;
 }
 
 /// Waits until every local port answers through the whole chain.
