@@ -718,3 +718,74 @@ fn connect_timeout_bounds_a_silent_hop() {
         "{err}"
     );
 }
+
+/// The podtun binary on a real terminal: the password prompt appears on the pseudo-terminal,
+/// the typed password (not echoed) logs in, and what follows comes from the login host.
+#[test]
+fn binary_asks_for_the_password_on_a_terminal() {
+    use std::io::{Read, Write};
+    sshd::ensure_password_user();
+    let t = single(22, &[]);
+    let home = SshHome::new();
+    home.known_host(&t.sshd.known_hosts_line());
+    let podtun = format!(
+        "{} redis redis --via {PASSWORD_USER}@{LOGIN_IP} --remote-bin {} --kubeconfig /nonexistent/kubeconfig --no-browser",
+        env!("CARGO_BIN_EXE_podtun"),
+        env!("CARGO_BIN_EXE_podtun"),
+    );
+    // `script` gives podtun a pseudo-terminal as its controlling terminal, stdin and stdout.
+    let mut child = t
+        .laptop
+        .command("script")
+        .args(["-qefc", &podtun, "/dev/null"])
+        .env("HOME", home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + TEST_TIMEOUT;
+    let mut typed = false;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("podtun on a terminal did not finish in time; it showed:\n{seen}");
+            }
+        }
+        if !typed && seen.contains("assword") {
+            let stdin = child.stdin.as_mut().unwrap();
+            stdin.write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+            typed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        typed,
+        "podtun asked for the password on the terminal:\n{seen}"
+    );
+    assert!(
+        !seen.contains(PASSWORD),
+        "the password is not echoed:\n{seen}"
+    );
+    assert!(
+        seen.contains(&format!("on login host `{PASSWORD_USER}@{LOGIN_IP}`")),
+        "logged in: the next error comes from the login host:\n{seen}"
+    );
+    assert_eq!(status.code(), Some(1), "{seen}");
+}
