@@ -127,13 +127,7 @@ async fn upload(ssh: &SshSession, host: &str) -> anyhow::Result<String> {
     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
     let sum: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     info!(%host, size = bytes.len(), "uploading podtun to the login host");
-    let script = format!(
-        "set -e; umask 077; d=\"$HOME/.cache/podtun/{VERSION}\"; mkdir -p \"$d\"; \
-         t=\"$d/.podtun.upload.$$\"; trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; \
-         s=$(sha256sum \"$t\" 2>/dev/null || shasum -a 256 \"$t\"); s=${{s%% *}}; \
-         if [ \"$s\" != {sum} ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
-         chmod 700 \"$t\"; mv -f \"$t\" \"$d/podtun\"; trap - EXIT; echo \"$d/podtun\""
-    );
+    let script = upload_script(&sum);
     let ran = run(ssh, &script, Some(&bytes)).await?;
     let path = ran.stdout.trim();
     if ran.status != Some(0) || path.is_empty() {
@@ -145,9 +139,82 @@ async fn upload(ssh: &SshSession, host: &str) -> anyhow::Result<String> {
     Ok(sh_quote(path))
 }
 
+/// The login-host side of the upload: stdin to a temp file (0700, in a 0700 directory), its
+/// sha256 checked against `sum`, then renamed; a short or corrupted upload leaves nothing.
+fn upload_script(sum: &str) -> String {
+    format!(
+        "set -e; umask 077; d=\"$HOME/.cache/podtun/{VERSION}\"; mkdir -p \"$d\"; \
+         t=\"$d/.podtun.upload.$$\"; trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; \
+         s=$(sha256sum \"$t\" 2>/dev/null || shasum -a 256 \"$t\"); s=${{s%% *}}; \
+         if [ \"$s\" != {sum} ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
+         chmod 700 \"$t\"; mv -f \"$t\" \"$d/podtun\"; trap - EXIT; echo \"$d/podtun\""
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs the upload script in a shell with `input` on stdin and HOME in a temp dir.
+    #[cfg(unix)]
+    fn upload(input: &[u8], of: &[u8]) -> (std::process::Output, std::path::PathBuf) {
+        use std::io::Write;
+        let home = std::env::temp_dir().join(format!(
+            "podtun-upload-{}-{}",
+            std::process::id(),
+            input.len()
+        ));
+        std::fs::create_dir_all(&home).unwrap();
+        let digest = ring::digest::digest(&ring::digest::SHA256, of);
+        let sum: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &upload_script(&sum)])
+            .env("HOME", &home)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        (
+            child.wait_with_output().unwrap(),
+            home.join(".cache/podtun").join(VERSION),
+        )
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_truncated_upload_leaves_nothing_and_a_whole_one_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let binary = vec![7u8; 100_000];
+        let (out, dir) = upload(&binary[..60_000], &binary);
+        assert_eq!(out.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "no binary, no temp file"
+        );
+        if let Some(home) = dir.ancestors().nth(3) {
+            std::fs::remove_dir_all(home).ok();
+        }
+
+        let (out, dir) = upload(&binary, &binary);
+        assert!(out.status.success(), "{out:?}");
+        let installed = dir.join("podtun");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            installed.display().to_string()
+        );
+        assert_eq!(std::fs::read(&installed).unwrap(), binary);
+        let mode = std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        if let Some(home) = dir.ancestors().nth(3) {
+            std::fs::remove_dir_all(home).ok();
+        }
+    }
 
     #[test]
     fn quoting() {
