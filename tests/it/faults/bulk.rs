@@ -148,3 +148,44 @@ async fn one_gib_hashes_equal_next_to_a_connection_reset_in_a_loop() {
     assert_eq!(got, format!("{want} {}", 1 << 20));
     assert!(p.terminate().await.success(), "exit 0 after SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_through_the_whole_chain_hashes_equal() {
+    use crate::common::topology::{Shape, Topology};
+    let t = Topology::start(Shape::default()).await;
+    start_sink(&t.cluster).await;
+    let kubeconfig = t.kubeconfig_arg();
+    let bin = crate::common::podtun::bin();
+    let args = [
+        "forward",
+        "sha-sink",
+        ":7000",
+        "-n",
+        "fixtures",
+        "--via",
+        &t.addrs.login,
+        "--kubeconfig",
+        &kubeconfig,
+        "--remote-bin",
+        bin,
+    ];
+    let mut p = Podtun::spawn_command(t.podtun(&args));
+    let (local, _) = p.ready().await;
+
+    // laptop ─ SSH ─ agent ─ WebSocket ─ pod, from the laptop's namespace.
+    let started = Instant::now();
+    let addr = local.clone();
+    let (want, got) = t
+        .on_laptop(move || async move {
+            tokio::time::timeout(BULK_TIMEOUT, send_hashed(&addr, BULK)).await
+        })
+        .await
+        .expect("1 GiB through the whole chain did not go through in time");
+    let took = started.elapsed();
+    assert_eq!(got, format!("{want} {BULK}"), "the sink hashed other bytes");
+    report(
+        &format!("1 GiB through the whole chain ({})", rate(BULK, took)),
+        took,
+    );
+    assert!(p.terminate().await.success(), "exit 0 after SIGTERM");
+}
