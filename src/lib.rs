@@ -58,12 +58,16 @@ pub fn init_tracing(cli: &Cli) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    // The agent's stderr ends up in the laptop's log, which stamps each line itself.
+    let _ = match &cli.command {
+        Command::Agent(_) => builder.without_time().try_init(),
+        _ => builder.try_init(),
+    };
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

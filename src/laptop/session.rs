@@ -105,7 +105,12 @@ pub async fn run_via(
             let listeners =
                 match run::bind_all(plan, &session.resolved, early.take().unwrap_or_default()) {
                     Ok(l) => l,
-                    Err(e) => break Err(e),
+                    Err(e) => {
+                        // Nothing half-started: the agent goes with its connection.
+                        session.agent.stop().await;
+                        session.ssh.disconnect().await;
+                        break Err(e);
+                    }
                 };
             let mut addrs = Vec::new();
             for (index, listener) in listeners.into_iter().enumerate() {
@@ -130,12 +135,9 @@ pub async fn run_via(
         session.ssh.disconnect().await;
         match ended {
             Ended::Shutdown => break Ok(()),
-            Ended::Fatal(e) if first => break Err(e),
             Ended::Fatal(e) => break Err(e),
             Ended::Lost(reason) => {
-                out.event(&Event::Reconnecting {
-                    reason: reason.clone(),
-                });
+                out.event(&Event::Reconnecting { reason });
                 failures += 1;
                 let pause = backoff(failures);
                 tokio::select! {
