@@ -10,6 +10,7 @@
 //!
 //! # Layout (in data-flow order)
 //! - [`cli`]: the raw flags; [`plan`]: flags → a checked [`plan::Plan`].
+//! - [`accept`]: the accept loop both sides share (one task per connection).
 //! - [`laptop`]: the local listeners, readiness probes through the whole chain, and the run loop.
 //! - [`wire`]: the laptop ↔ agent JSON-line protocol (events also drive local mode).
 //! - [`cluster`]: the kube client (with TCP_NODELAY), pure discovery (target, ports, token),
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accept;
 #[cfg(unix)]
 pub mod agent;
 pub mod cli;

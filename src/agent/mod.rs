@@ -281,7 +281,8 @@ async fn forward(req: &Request, events: &Events, stop: &CancellationToken) -> an
     let tracker = TaskTracker::new();
     for (listener, port) in listeners.into_iter().zip(&tunnel.ports) {
         let (tunnel, remote) = (tunnel.clone(), port.remote);
-        socket::serve(listener, uid, cancel.clone(), &tracker, move |conn| {
+        let listener = socket::Private { listener, uid };
+        crate::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
             let tunnel = tunnel.clone();
             async move { tunnel.forward(remote, conn).await.map(|_| ()) }
         });

@@ -3,7 +3,6 @@
 //! the (shared) login host, and nothing is left behind when the agent ends.
 
 use std::fs::{self, DirBuilder, Permissions};
-use std::future::Future;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,10 +10,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use tokio::net::{UnixListener, UnixStream};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Span};
 
+use crate::accept::Accept;
 use crate::error::hinted;
 
 /// Bound on probing a leftover socket: a live agent answers at once, a dead one refuses at once.
@@ -170,62 +168,38 @@ pub fn bind(dir: &Path, count: usize) -> anyhow::Result<(SocketFiles, Vec<UnixLi
     Ok((files, listeners))
 }
 
-/// Accepts connections until `cancel` fires. A peer that is not `uid` is dropped; each other
-/// connection runs `handle` in its own task on `tracker`.
-pub fn serve<F, Fut>(
-    listener: UnixListener,
-    uid: u32,
-    cancel: CancellationToken,
-    tracker: &TaskTracker,
-    handle: F,
-) where
-    F: Fn(UnixStream) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let inner = tracker.clone();
-    tracker.spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = cancel.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let conn = match accepted {
-                Ok((conn, _)) => conn,
-                Err(e) => {
-                    // EMFILE and friends: keep the listener, let the load pass.
-                    warn!(%e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let peer = match conn.peer_cred() {
-                Ok(cred) if cred.uid() == uid => cred,
-                Ok(cred) => {
-                    warn!(
-                        peer_uid = cred.uid(),
-                        peer_pid = cred.pid(),
-                        "refused a connection from another user"
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    warn!(%e, "refused a connection whose peer is unknown");
-                    continue;
-                }
-            };
-            let task = handle(conn);
-            let span = info_span!("conn", peer = peer.pid().unwrap_or_default());
-            inner.spawn(
-                async move {
-                    debug!("accepted");
-                    if let Err(e) = task.await {
-                        debug!("connection ended: {e:#}");
-                    }
-                }
-                .instrument(span),
-            );
+/// One of the agent's sockets, with the only uid allowed to connect to it.
+pub struct Private {
+    /// The socket.
+    pub listener: UnixListener,
+    /// Our uid: a peer with another is turned away.
+    pub uid: u32,
+}
+
+impl Accept for Private {
+    type Conn = UnixStream;
+
+    async fn accept(&self) -> io::Result<Option<(UnixStream, Span)>> {
+        let (conn, _) = self.listener.accept().await?;
+        match conn.peer_cred() {
+            Ok(cred) if cred.uid() == self.uid => {
+                let span = info_span!("conn", peer = cred.pid().unwrap_or_default());
+                Ok(Some((conn, span)))
+            }
+            Ok(cred) => {
+                warn!(
+                    peer_uid = cred.uid(),
+                    peer_pid = cred.pid(),
+                    "refused a connection from another user"
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                warn!(%e, "refused a connection whose peer is unknown");
+                Ok(None)
+            }
         }
-    });
+    }
 }
 
 #[cfg(test)]

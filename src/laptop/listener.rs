@@ -1,15 +1,13 @@
-//! The local listeners and their accept loops: one task per accepted connection, errors logged
-//! and dropped without stopping the listener.
+//! The local listeners: binding (the port the user named, else the remote port, else any) and
+//! their connections for the shared accept loop (TCP_NODELAY, a span per peer).
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{anyhow, Context};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{info_span, Span};
 
+use crate::accept::Accept;
 use crate::error::hinted;
 
 /// Binds the local end of a forward.
@@ -51,43 +49,12 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// Accepts connections until `cancel` fires; each runs `handle` in its own task on `tracker`.
-pub fn serve<F, Fut>(
-    listener: TcpListener,
-    cancel: CancellationToken,
-    tracker: &TaskTracker,
-    handle: F,
-) where
-    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let inner = tracker.clone();
-    tracker.spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = cancel.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (conn, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: keep the listener, let the load pass.
-                    warn!(%e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            conn.set_nodelay(true).ok();
-            let task = handle(conn);
-            inner.spawn(
-                async move {
-                    debug!("accepted");
-                    if let Err(e) = task.await {
-                        debug!("connection ended: {e:#}");
-                    }
-                }
-                .instrument(info_span!("conn", %peer)),
-            );
-        }
-    });
+impl Accept for TcpListener {
+    type Conn = TcpStream;
+
+    async fn accept(&self) -> std::io::Result<Option<(TcpStream, Span)>> {
+        let (conn, peer) = TcpListener::accept(self).await?;
+        conn.set_nodelay(true).ok();
+        Ok(Some((conn, info_span!("conn", %peer))))
+    }
 }

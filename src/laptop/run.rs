@@ -76,7 +76,7 @@ pub async fn run_local(
     for (listener, port) in listeners.into_iter().zip(&resolved.ports) {
         locals.push(listener.local_addr()?);
         let (tunnel, remote) = (tunnel.clone(), port.remote);
-        listener::serve(listener, cancel.clone(), &tracker, move |conn| {
+        crate::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
             let tunnel = tunnel.clone();
             async move { tunnel.forward(remote, conn).await.map(|_| ()) }
         });

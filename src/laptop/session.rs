@@ -18,7 +18,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::install;
-use super::listener;
 use super::run::{self, Resolved};
 use super::ssh::{OpenError, SshOptions, SshSession};
 use crate::cluster::discover::Preset;
@@ -116,7 +115,7 @@ pub async fn run_via(
             for (index, listener) in listeners.into_iter().enumerate() {
                 addrs.push(listener.local_addr()?);
                 let link_rx = link_rx.clone();
-                listener::serve(listener, cancel.clone(), &tracker, move |conn| {
+                crate::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
                     let link_rx = link_rx.clone();
                     async move {
                         let link = wait_link(link_rx).await?;
