@@ -214,54 +214,9 @@ fn ensure_other_user() {
     }
 }
 
-/// Connects to `socket` as the second user, sends a PING, and says what happened: `denied`,
-/// or `got:` and the bytes read before EOF or a reset.
+/// Connects to `socket` as the second user and sends a PING: `denied`, or `got:` and the reply.
 fn connect_as_other_user(socket: &Path) -> String {
-    const SCRIPT: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-try:
-    s.connect(sys.argv[1])
-except PermissionError:
-    print("denied")
-    sys.exit(0)
-s.settimeout(10)
-try:
-    s.sendall(b"PING\r\n")
-except (BrokenPipeError, ConnectionResetError):
-    # The agent may drop the connection before the PING is written.
-    print("got:")
-    sys.exit(0)
-data = b""
-while True:
-    try:
-        chunk = s.recv(100)
-    except ConnectionResetError:
-        break
-    if not chunk:
-        break
-    data += chunk
-print("got:" + data.decode())
-"#;
-    let out = std::process::Command::new("setpriv")
-        .args([
-            &format!("--reuid={OTHER_USER}"),
-            &format!("--regid={OTHER_USER}"),
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            SCRIPT,
-        ])
-        .arg(socket)
-        .current_dir("/")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "connect as {OTHER_USER}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    crate::common::ping_unix_socket_as(std::process::Command::new("setpriv"), OTHER_USER, socket)
 }
 
 /// The pid of a process that has exited.

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use crate::common::cluster;
 use crate::common::http;
-use crate::common::pattern;
 use crate::common::podtun::Podtun;
 use crate::common::redis::Redis;
+use crate::common::{pattern, redis_local};
 
 const REDIS: &[&str] = &["manifests/00-namespace.yaml", "manifests/30-redis.yaml"];
 
@@ -48,12 +48,7 @@ async fn redis_answers_ping_and_round_trips_10_mib() {
 async fn fifty_concurrent_connections_all_succeed() {
     let c = cluster::start(REDIS).await;
     let home = tempfile::tempdir().unwrap();
-    let mut p = Podtun::spawn(
-        c.kubeconfig(),
-        home.path(),
-        &["redis", "redis", "-n", "demo", "-p", "0"],
-    );
-    let (local, _) = p.ready().await;
+    let (p, local) = redis_local(&c, home.path()).await;
     let ok = crate::common::redis::concurrent_set_get(&local, 50).await;
     assert_eq!(
         ok, 50,

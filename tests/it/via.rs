@@ -417,45 +417,9 @@ async fn uploads_itself_once_then_reuses_it_and_no_install_refuses() {
     );
 }
 
-/// Connects to `socket` as `user` and sends a redis PING: prints `denied`, or `got:` and the
-/// reply.
-const CONNECT_SCRIPT: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-try:
-    s.connect(sys.argv[1])
-except PermissionError:
-    print("denied")
-    sys.exit(0)
-s.settimeout(10)
-s.sendall(b"PING\r\n")
-data = b""
-while not data.endswith(b"\r\n"):
-    try:
-        chunk = s.recv(100)
-    except (ConnectionResetError, TimeoutError):
-        break
-    if not chunk:
-        break
-    data += chunk
-print("got:" + data.decode().strip())
-"#;
-
+/// Connects to `socket` on the login host as `user` and sends a PING: `denied` or `got:REPLY`.
 fn connect_as(t: &Topology, user: &str, socket: &std::path::Path) -> String {
-    let out = run(t
-        .login
-        .command("setpriv")
-        .args([
-            &format!("--reuid={user}"),
-            &format!("--regid={user}"),
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            CONNECT_SCRIPT,
-        ])
-        .arg(socket)
-        .current_dir("/"));
-    out.trim().to_string()
+    crate::common::ping_unix_socket_as(t.login.command("setpriv"), user, socket)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

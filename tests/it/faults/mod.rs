@@ -10,11 +10,9 @@ mod hostile;
 mod link;
 mod pods;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::cluster::Cluster;
-use crate::common::podtun::Podtun;
 use crate::common::redis::Redis;
 
 pub const REDIS: &[&str] = &["manifests/00-namespace.yaml", "manifests/30-redis.yaml"];
@@ -89,17 +87,7 @@ pub async fn start_sink(c: &Cluster) {
     c.ready("fixtures", "sha-sink").await;
 }
 
-/// `podtun redis redis -n demo -p 0` in local mode, ready.
-pub async fn redis_local(c: &Cluster, home: &Path) -> (Podtun, String) {
-    let mut p = Podtun::spawn(
-        c.kubeconfig(),
-        home,
-        &["redis", "redis", "-n", "demo", "-p", "0"],
-    );
-    let (local, ready) = p.ready().await;
-    assert_eq!(ready["pod"], "redis", "{ready}");
-    (p, local)
-}
+pub use crate::common::redis_local;
 
 /// PING on a new connection: `Ok` with the reply's text, or why not.
 pub async fn try_ping(addr: &str) -> Result<String, String> {
