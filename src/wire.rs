@@ -8,7 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::client::ClusterRef;
 
 /// Protocol version; a mismatch is an error with a hint, never undefined behaviour.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
+
+/// The first byte the laptop sends on every connection to an agent socket. The agent opens
+/// the pod side of a connection only once it arrives, so the laptop may open SSH channels to
+/// the socket ahead of need and hold them idle without the pod seeing a connection.
+pub const STREAM_OPEN: u8 = b'+';
 
 /// podtun's version, which the agent must share with the laptop.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -203,7 +208,7 @@ mod tests {
         };
         let line = serde_json::to_string(&hello).unwrap();
         assert!(
-            line.starts_with(r#"{"v":1,"request":{"target":"pod/jupyter""#),
+            line.starts_with(r#"{"v":2,"request":{"target":"pod/jupyter""#),
             "{line}"
         );
         let back: Hello = serde_json::from_str(&line).unwrap();

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +29,7 @@ use crate::cli::AgentArgs;
 use crate::cluster::discover::Preset;
 use crate::cluster::tunnel::{Spec, Tunnel};
 use crate::error::{hint_of, hinted, UsageError};
-use crate::wire::{AgentEvent, Hello, Request, PROTOCOL, VERSION};
+use crate::wire::{AgentEvent, Hello, Request, PROTOCOL, STREAM_OPEN, VERSION};
 
 /// How long open connections may finish once the agent is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -282,9 +283,15 @@ async fn forward(req: &Request, events: &Events, stop: &CancellationToken) -> an
     for (listener, port) in listeners.into_iter().zip(&tunnel.ports) {
         let (tunnel, remote) = (tunnel.clone(), port.remote);
         let listener = socket::Private { listener, uid };
+        let stop = cancel.clone();
         crate::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
-            let tunnel = tunnel.clone();
-            async move { tunnel.forward(remote, conn).await.map(|_| ()) }
+            let (tunnel, stop) = (tunnel.clone(), stop.clone());
+            async move {
+                match opened(conn, &stop).await? {
+                    Some(conn) => tunnel.forward(remote, conn).await.map(|_| ()),
+                    None => Ok(()),
+                }
+            }
         });
     }
     let sockets = files
@@ -314,8 +321,31 @@ async fn forward(req: &Request, events: &Events, stop: &CancellationToken) -> an
     result
 }
 
+/// Waits for the laptop's [`STREAM_OPEN`] on a new socket connection: `None` when the
+/// connection closes (or the agent stops) first, as a channel the laptop opened ahead of need
+/// and never used does.
+async fn opened<C>(mut conn: C, stop: &CancellationToken) -> anyhow::Result<Option<C>>
+where
+    C: AsyncRead + Unpin,
+{
+    let mut first = [0u8; 1];
+    let read = tokio::select! {
+        read = conn.read(&mut first) => read.context("could not read the connection's first byte")?,
+        () = stop.cancelled() => return Ok(None),
+    };
+    match (read, first[0]) {
+        (0, _) => Ok(None),
+        (_, STREAM_OPEN) => Ok(Some(conn)),
+        (_, other) => Err(anyhow!(
+            "a connection to the agent's socket began with byte {other:#04x}, not podtun's; closed"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncWriteExt;
+
     use super::*;
 
     #[test]
@@ -331,9 +361,34 @@ mod tests {
         assert!(hint_of(&err).is_some());
     }
 
+    #[tokio::test]
+    async fn a_socket_connection_waits_for_the_laptops_first_byte() {
+        let stop = CancellationToken::new();
+        // In use: the byte is taken, what follows is left for the pod.
+        let (mut laptop, agent) = tokio::io::duplex(64);
+        laptop.write_all(b"+PING\r\n").await.unwrap();
+        let mut conn = opened(agent, &stop).await.unwrap().expect("opened");
+        let mut rest = [0u8; 6];
+        conn.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"PING\r\n");
+        // Opened ahead of need and closed unused: nothing to forward.
+        let (laptop, agent) = tokio::io::duplex(64);
+        drop(laptop);
+        assert!(opened(agent, &stop).await.unwrap().is_none());
+        // Another protocol: refused.
+        let (mut laptop, agent) = tokio::io::duplex(64);
+        laptop.write_all(b"PING\r\n").await.unwrap();
+        let err = opened(agent, &stop).await.unwrap_err();
+        assert!(format!("{err:#}").contains("0x50"), "{err:#}");
+        // Idle when the agent stops: let go at once.
+        let (_laptop, agent) = tokio::io::duplex(64);
+        stop.cancel();
+        assert!(opened(agent, &stop).await.unwrap().is_none());
+    }
+
     #[test]
     fn a_request_of_our_protocol_is_read() {
-        let line = r#"{"v":1,"request":{"target":"pod/redis","namespace":"demo","preset":"redis","timeout_secs":5}}"#;
+        let line = r#"{"v":2,"request":{"target":"pod/redis","namespace":"demo","preset":"redis","timeout_secs":5}}"#;
         let hello = parse_hello(line).unwrap();
         assert_eq!(hello.request.target, "pod/redis");
         assert_eq!(hello.request.cluster.namespace.as_deref(), Some("demo"));

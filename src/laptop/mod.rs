@@ -15,3 +15,4 @@ mod ssh_handler;
 mod ssh_hostkey;
 mod ssh_prompt;
 mod ssh_route;
+pub mod transport;

@@ -1,12 +1,9 @@
 //! Via mode: one SSH connection to the login host, the agent started over an exec channel,
-//! and one SSH channel per local connection to the agent's private socket
-//! (`direct-streamlocal@openssh.com`, or `podtun agent pipe SOCKET` when the server refuses
-//! stream-local forwarding).
+//! and one SSH channel per local connection to the agent's private socket ([`Transport`]).
 
 use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,16 +12,16 @@ use russh::ChannelMsg;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::install;
 use super::run::{self, Resolved};
-use super::ssh::{OpenError, SshOptions, SshSession};
+use super::ssh::{SshOptions, SshSession};
+use super::transport::Transport;
 use crate::cluster::discover::Preset;
 use crate::error::hinted;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::splice::splice;
 
 use crate::wire::{AgentEvent, Hello, JupyterAccess, HEARTBEAT_SECS, PROTOCOL, VERSION};
 
@@ -42,8 +39,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// A working path to the agent's sockets; replaced on every reconnection.
 struct Link {
-    transport: Transport,
-    sockets: Vec<String>,
+    transport: Arc<Transport>,
 }
 
 /// One established connection to the login host with its agent.
@@ -119,8 +115,7 @@ pub async fn run_via(
                     let link_rx = link_rx.clone();
                     async move {
                         let link = wait_link(link_rx).await?;
-                        let socket = link.sockets.get(index).context("no socket for this port")?;
-                        link.transport.forward(socket, conn).await
+                        link.transport.forward(index, conn).await
                     }
                 });
             }
@@ -180,12 +175,7 @@ async fn establish(plan: &Plan, out: &Output) -> anyhow::Result<Established> {
         }
     };
     let link = Arc::new(Link {
-        transport: Transport {
-            ssh: ssh.clone(),
-            bin,
-            exec_fallback: AtomicBool::new(false),
-        },
-        sockets,
+        transport: Transport::start(ssh.clone(), bin, sockets),
     });
     Ok(Established {
         ssh,
@@ -279,44 +269,6 @@ fn remote_error(host: &str, message: String, hint: Option<String>) -> anyhow::Er
     match hint {
         Some(hint) => hinted(err, hint),
         None => err,
-    }
-}
-
-/// How connections reach the agent's sockets.
-struct Transport {
-    ssh: SshSession,
-    bin: String,
-    /// Set once the server refused stream-local forwarding.
-    exec_fallback: AtomicBool,
-}
-
-impl Transport {
-    /// Carries one local connection to `socket` on the login host.
-    async fn forward(&self, socket: &str, conn: tokio::net::TcpStream) -> anyhow::Result<()> {
-        let channel = if self.exec_fallback.load(Ordering::Relaxed) {
-            self.pipe(socket).await?
-        } else {
-            match self.ssh.open_streamlocal(socket).await {
-                Ok(channel) => channel,
-                // The agent reported this socket as listening: a refusal means the server
-                // does not allow stream-local forwarding.
-                Err(OpenError::Prohibited { .. } | OpenError::Refused { .. }) => {
-                    if !self.exec_fallback.swap(true, Ordering::Relaxed) {
-                        info!(host = %self.ssh.host(), "stream-local forwarding refused by the server; using the exec fallback (podtun agent pipe)");
-                    }
-                    self.pipe(socket).await?
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let moved = splice(conn, channel.into_stream()).await?;
-        debug!(up = moved.up, down = moved.down, "connection closed");
-        Ok(())
-    }
-
-    async fn pipe(&self, socket: &str) -> anyhow::Result<russh::Channel<russh::client::Msg>> {
-        let command = format!("exec {} agent pipe {}", self.bin, install::sh_quote(socket));
-        self.ssh.exec(&command).await
     }
 }
 

@@ -102,7 +102,7 @@ impl Agent {
         };
         let hello = agent.next_event(EVENT_TIMEOUT).await;
         assert_eq!(hello["event"], "hello", "first line: {hello}");
-        assert_eq!(hello["protocol"], 1);
+        assert_eq!(hello["protocol"], ::podtun::wire::PROTOCOL);
         assert_eq!(hello["version"], env!("CARGO_PKG_VERSION"));
         agent
     }
@@ -151,7 +151,7 @@ impl Agent {
 /// The laptop's first line.
 fn hello(kubeconfig: &Path, target: &str, preset: &str) -> Value {
     json!({
-        "v": 1,
+        "v": ::podtun::wire::PROTOCOL,
         "request": {
             "target": target,
             "namespace": "demo",
@@ -219,6 +219,15 @@ fn connect_as_other_user(socket: &Path) -> String {
     crate::common::ping_unix_socket_as(std::process::Command::new("setpriv"), OTHER_USER, socket)
 }
 
+/// A connection to an agent socket, opened as the laptop opens one (its first byte).
+async fn open_socket(socket: &Path) -> UnixStream {
+    let mut conn = UnixStream::connect(socket).await.unwrap();
+    conn.write_all(&[::podtun::wire::STREAM_OPEN])
+        .await
+        .unwrap();
+    conn
+}
+
 /// The pid of a process that has exited.
 fn dead_pid() -> u32 {
     let mut child = std::process::Command::new("true").spawn().unwrap();
@@ -267,7 +276,7 @@ async fn agent_forwards_redis_over_a_private_socket_and_cleans_up() {
     assert!(keep.exists(), "other files are left alone");
 
     // redis through the socket: PING and a 1 MiB round trip.
-    let mut conn = BufReader::new(UnixStream::connect(&socket).await.unwrap());
+    let mut conn = BufReader::new(open_socket(&socket).await);
     conn.get_mut().write_all(&resp(&[b"PING"])).await.unwrap();
     assert_eq!(reply(&mut conn).await, b"+PONG");
     let value = pattern(1 << 20);
@@ -302,11 +311,12 @@ async fn agent_forwards_redis_over_a_private_socket_and_cleans_up() {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 
-    // The exec fallback: `podtun agent pipe SOCKET` carries a PING both ways; redis closing the
-    // connection (QUIT) ends the pipe, and stdin's EOF still lets the reply through.
-    let out = pipe(&socket, b"PING\r\nQUIT\r\n").await;
+    // The exec fallback: `podtun agent pipe SOCKET` carries a PING both ways (after the
+    // laptop's first byte); redis closing the connection (QUIT) ends the pipe, and stdin's EOF
+    // still lets the reply through.
+    let out = pipe(&socket, b"+PING\r\nQUIT\r\n").await;
     assert_eq!(out, b"+PONG\r\n+OK\r\n");
-    let out = pipe(&socket, b"PING\r\n").await;
+    let out = pipe(&socket, b"+PING\r\n").await;
     assert_eq!(out, b"+PONG\r\n");
 
     // The laptop goes away: the agent exits 0 and removes its socket, nothing else.
@@ -448,7 +458,7 @@ async fn agent_reports_jupyters_token_after_listening() {
     assert!(secret.len() >= 16, "a real token");
 
     // The token opens Jupyter's API through the socket.
-    let mut conn = UnixStream::connect(&socket).await.unwrap();
+    let mut conn = open_socket(&socket).await;
     let base = token["base_path"].as_str().unwrap().trim_end_matches('/');
     let request = format!(
         "GET {base}/api/status?token={secret} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
@@ -487,7 +497,7 @@ async fn agent_follows_a_restart_and_reports_a_lost_pod_without_leaving_its_sock
     c.tc.restart_pod("demo", "redis").await.unwrap();
     let replaced = agent.wait_for("pod-replaced").await;
     assert_eq!(replaced["pod"], "redis");
-    let mut conn = BufReader::new(UnixStream::connect(&socket).await.unwrap());
+    let mut conn = BufReader::new(open_socket(&socket).await);
     conn.get_mut().write_all(&resp(&[b"PING"])).await.unwrap();
     assert_eq!(reply(&mut conn).await, b"+PONG");
     drop(conn);

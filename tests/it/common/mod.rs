@@ -20,8 +20,9 @@ pub fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Connects to a Unix socket and sends a redis PING: prints `denied` when the connect is not
-/// permitted, else `got:` and the reply (empty when the other end dropped the connection).
+/// Connects to a Unix socket and sends a redis PING (after the agent's `+`, as the laptop
+/// opens a connection): prints `denied` when the connect is not permitted, else `got:` and the
+/// reply (empty when the other end dropped the connection).
 const PING_UNIX_SOCKET: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
@@ -33,7 +34,7 @@ except PermissionError:
 s.settimeout(10)
 data = b""
 try:
-    s.sendall(b"PING\r\n")
+    s.sendall(b"+PING\r\n")
     while not data.endswith(b"\r\n"):
         chunk = s.recv(100)
         if not chunk:

@@ -116,8 +116,9 @@ async fn the_laptop_names_both_versions_when_the_agent_speaks_another_protocol()
     report("agent of protocol 99 → laptop error", started.elapsed());
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     let want = format!(
-        "is podtun 9.9.9 (protocol 99); this podtun is {} (protocol 1)",
-        env!("CARGO_PKG_VERSION")
+        "is podtun 9.9.9 (protocol 99); this podtun is {} (protocol {})",
+        env!("CARGO_PKG_VERSION"),
+        ::podtun::wire::PROTOCOL
     );
     assert!(out.stderr.contains(&want), "{}", out.stderr);
     assert!(out.stderr.contains("hint:"), "{}", out.stderr);
