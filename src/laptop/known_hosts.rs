@@ -35,6 +35,16 @@ pub(crate) enum Verdict {
     },
 }
 
+/// The name a host's key is recorded under, as OpenSSH looks it up: `HostKeyAlias` as it is
+/// written (no port: the alias is how a tunnelled or forwarded port names its host), else
+/// [`host_key_name`] of the host and port.
+pub(crate) fn lookup_name(alias: Option<&str>, hostname: &str, port: u16) -> String {
+    match alias {
+        Some(alias) => alias.to_string(),
+        None => host_key_name(hostname, port),
+    }
+}
+
 /// The name OpenSSH records: `host`, or `[host]:port` when the port is not 22.
 pub(crate) fn host_key_name(host: &str, port: u16) -> String {
     if port == 22 {
@@ -199,6 +209,14 @@ pub(crate) fn learn(file: &Path, name: &str, key: &PublicKey, hashed: bool) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_key_alias_is_looked_up_without_the_port() {
+        assert_eq!(lookup_name(None, "login", 22), "login");
+        assert_eq!(lookup_name(None, "login", 2222), "[login]:2222");
+        assert_eq!(lookup_name(Some("login"), "127.0.0.1", 2200), "login");
+        assert_eq!(lookup_name(Some("login"), "127.0.0.1", 22), "login");
+    }
 
     const ED_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
     const ED_B: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIA6rWI3G2sz07DnfFlrouTcysQlj2P+jpNSOEWD9OJ3X";

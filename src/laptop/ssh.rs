@@ -311,14 +311,14 @@ fn hop_config(cfg: &HostConfig) -> russh::client::Config {
     let mut config = client_config();
     config.keepalive_interval = Some(cfg.alive_interval);
     config.keepalive_max = cfg.alive_count_max;
-    let host = cfg.host_key_alias.as_deref().unwrap_or(&cfg.hostname);
+    let name = known_hosts::lookup_name(cfg.host_key_alias.as_deref(), &cfg.hostname, cfg.port);
     let files: Vec<PathBuf> = cfg
         .known_hosts_files
         .iter()
         .chain(&cfg.global_known_hosts_files)
         .cloned()
         .collect();
-    let known = known_hosts::known_algorithms(&files, &known_hosts::host_key_name(host, cfg.port));
+    let known = known_hosts::known_algorithms(&files, &name);
     if !known.is_empty() {
         let mut keys = config.preferred.key.to_vec();
         let rsa = |a: &Algorithm| matches!(a, Algorithm::Rsa { .. });

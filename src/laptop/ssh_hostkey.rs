@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context};
 use russh::keys::{Algorithm, HashAlg, PublicKey};
 use tracing::info;
 
-use super::known_hosts::{check, host_key_name, learn, Verdict};
+use super::known_hosts::{check, learn, lookup_name, Verdict};
 use super::ssh_config::{HostConfig, Strict};
 use super::ssh_prompt::Ui;
 use crate::error::hinted;
@@ -26,7 +26,7 @@ fn key_type(key: &PublicKey) -> String {
 /// Decides whether to trust `key` for the hop `cfg`, asking or learning as configured.
 pub(crate) async fn verify(cfg: &HostConfig, key: &PublicKey, ui: &Ui) -> anyhow::Result<()> {
     let host = cfg.host_key_alias.as_deref().unwrap_or(&cfg.hostname);
-    let name = host_key_name(host, cfg.port);
+    let name = lookup_name(cfg.host_key_alias.as_deref(), &cfg.hostname, cfg.port);
     let shown = format!("{host}:{}", cfg.port);
     let files: Vec<PathBuf> = cfg
         .known_hosts_files
