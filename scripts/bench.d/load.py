@@ -8,6 +8,9 @@
     load.py hold ADDR COUNT --pid L=PID ... --netns NS
                                             COUNT open redis connections, then memory figures
     load.py pipes NS                        how many `podtun agent pipe` processes run in NS
+    load.py wan --listen A --to B --rtt-ms N
+                                            a TCP relay that delays every byte N/2 ms each
+                                            way: a laptop-to-login-host link with a real RTT
     load.py report RESULTS                  the table
 
 Server protocol: the client sends one line, `sink N\\n` or `source N\\n`. For `sink` the server
@@ -20,6 +23,7 @@ stderr when a figure cannot be trusted (short transfer, digest mismatch, failed 
 """
 
 import argparse
+import asyncio
 import hashlib
 import json
 import math
@@ -359,6 +363,66 @@ def agent_pipes(netns):
     return [p for p in netns_pids(netns) if cmdline(p)[1:3] == [b"agent", b"pipe"]]
 
 
+# ---------------------------------------------------------------- a link with a round-trip time
+
+
+def wan(args):
+    """Relays connections from --listen to --to, each chunk delivered rtt/2 after it was read,
+    in order, both ways (EOF too). Bandwidth is not shaped: it is for latency figures."""
+    delay = args.rtt_ms / 2000
+
+    async def pump(reader, writer):
+        queue = asyncio.Queue()
+
+        async def read():
+            while True:
+                data = await reader.read(1 << 16)
+                await queue.put((time.monotonic() + delay, data))
+                if not data:
+                    return
+
+        async def write():
+            while True:
+                due, data = await queue.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        try:
+            await asyncio.gather(read(), write())
+        except OSError:
+            writer.close()
+
+    async def handle(reader, writer):
+        host, port = parse_addr(args.to)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+        except OSError as err:
+            print(f"load wan: {args.to}: {err}", file=sys.stderr, flush=True)
+            writer.close()
+            return
+        for w in (writer, up_writer):
+            w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        writer.close()
+        up_writer.close()
+
+    async def main():
+        host, port = parse_addr(args.listen)
+        server = await asyncio.start_server(handle, host, port)
+        print(f"load wan: {args.listen} -> {args.to}, {args.rtt_ms} ms RTT", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
 # ---------------------------------------------------------------- report
 
 PATHS = [
@@ -376,6 +440,7 @@ ROWS = [
     ("down_mbps", "download MB/s (sha256 ok)", "{:.0f}"),
     ("lat_p50_ms", "connect+PING p50 ms", "{:.2f}"),
     ("lat_p99_ms", "connect+PING p99 ms", "{:.2f}"),
+    ("wan_p50_ms", "connect+PING p50 ms, WAN", "{:.2f}"),
     ("set_ops", "redis SET ops/s", "{:.0f}"),
     ("get_ops", "redis GET ops/s", "{:.0f}"),
     ("laptop_mib", "peak RSS laptop MiB @100", "{:.1f}"),
@@ -383,7 +448,7 @@ ROWS = [
     ("upgrades", "upgrades / connection", "{:.2f}"),
     ("api_waits", "connections waiting on API", "{}"),
 ]
-RATIO_ROWS = {"up_mbps", "down_mbps", "lat_p50_ms", "lat_p99_ms", "set_ops", "get_ops", "laptop_mib"}
+RATIO_ROWS = {"up_mbps", "down_mbps", "lat_p50_ms", "lat_p99_ms", "wan_p50_ms", "set_ops", "get_ops", "laptop_mib"}
 
 
 def report(args):
@@ -454,6 +519,11 @@ def main():
     s = sub.add_parser("pipes")
     s.add_argument("netns")
     s.set_defaults(fn=lambda a: print(len(agent_pipes(a.netns))))
+    s = sub.add_parser("wan")
+    s.add_argument("--listen", required=True)
+    s.add_argument("--to", required=True)
+    s.add_argument("--rtt-ms", type=float, required=True)
+    s.set_defaults(fn=wan)
     s = sub.add_parser("report")
     s.add_argument("results")
     s.set_defaults(fn=report)
