@@ -5,6 +5,7 @@
     load.py digest N                        sha256 of the first N bytes of the pattern
     load.py bulk ADDR up|down N DIGEST      1 connection, N bytes one way; prints JSON
     load.py latency ADDR COUNT              COUNT sequential connects, one redis PING each
+    load.py percentiles FILE                p50/p99 of the times `latency --samples` collected
     load.py hold ADDR COUNT --pid L=PID ... --netns NS
                                             COUNT open redis connections, then memory figures
     load.py pipes NS                        how many `podtun agent pipe` processes run in NS
@@ -271,6 +272,9 @@ def latency(args):
             sys.exit(f"latency: connection {i + 1} of {args.count} via {args.addr} failed: {err}")
         times.append(time.perf_counter() - t0)
         sock.close()
+    if args.samples:
+        with open(args.samples, "a") as f:
+            f.writelines(f"{t * 1000:.4f}\n" for t in times)
     times.sort()
     ms = lambda v: round(v * 1000, 3)  # noqa: E731
     print(
@@ -284,6 +288,14 @@ def latency(args):
             }
         )
     )
+
+
+def percentiles(args):
+    with open(args.samples) as f:
+        times = sorted(float(line) for line in f if line.strip())
+    if not times:
+        sys.exit(f"percentiles: no samples in {args.samples}")
+    print(json.dumps({"p50_ms": round(percentile(times, 50), 3), "p99_ms": round(percentile(times, 99), 3), "count": len(times)}))
 
 
 def status_kib(pid, field):
@@ -509,7 +521,11 @@ def main():
     s.add_argument("count", type=int)
     s.add_argument("--gap", type=float, default=0, help="seconds to wait between connections")
     s.add_argument("--over", type=float, help="also count the connections that took at least this many ms")
+    s.add_argument("--samples", help="append each connection's time (ms, one per line) to this file")
     s.set_defaults(fn=latency)
+    s = sub.add_parser("percentiles")
+    s.add_argument("samples", help="a --samples file of `latency`")
+    s.set_defaults(fn=percentiles)
     s = sub.add_parser("hold")
     s.add_argument("addr")
     s.add_argument("count", type=int)
