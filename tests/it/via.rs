@@ -349,6 +349,49 @@ async fn exec_fallback_when_the_server_refuses_stream_local_forwarding() {
     assert!(p.terminate().await.success());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_of_one_connection_at_a_time_answers_every_request() {
+    // podtun keeps SSH channels to the agent open ahead of need; were the agent to open the
+    // pod side for them, this server would sit on an idle connection and answer nobody.
+    let t = Topology::start(shape(&[
+        "tests/fixtures/pods/00-namespace.yaml",
+        "tests/fixtures/pods/one-at-a-time.yaml",
+    ]))
+    .await;
+    let kubeconfig = t.kubeconfig_arg();
+    let args = [
+        "forward",
+        "pod/one-at-a-time",
+        "-n",
+        "fixtures",
+        "-p",
+        "0",
+        "--via",
+        &t.addrs.login,
+        "--kubeconfig",
+        &kubeconfig,
+        "--remote-bin",
+        podtun::bin(),
+    ];
+    let mut p = Podtun::spawn_command(t.podtun(&args));
+    let (local, ready) = p.ready().await;
+    assert_eq!(ready["remote_port"], 8000, "{ready}");
+    // Bursts of requests at once, as a browser makes them: more than the channels kept warm.
+    for round in 0..5 {
+        let addr = local.clone();
+        let answers = t
+            .on_laptop(move || async move {
+                futures::future::join_all((0..4).map(|_| get(&addr, "/"))).await
+            })
+            .await;
+        for (status, body) in answers {
+            assert_eq!(status, 200, "round {round}: {body}");
+            assert!(body.ends_with("ok\n"), "round {round}: {body}");
+        }
+    }
+    assert!(p.terminate().await.success());
+}
+
 /// Collects podtun's stderr (and echoes it, so a failing test shows it).
 fn capture_stderr(p: &mut Podtun) -> Arc<Mutex<String>> {
     let seen = Arc::new(Mutex::new(String::new()));
