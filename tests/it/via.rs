@@ -358,22 +358,8 @@ async fn a_server_of_one_connection_at_a_time_answers_every_request() {
         "tests/fixtures/pods/one-at-a-time.yaml",
     ]))
     .await;
-    let kubeconfig = t.kubeconfig_arg();
-    let args = [
-        "forward",
-        "pod/one-at-a-time",
-        "-n",
-        "fixtures",
-        "-p",
-        "0",
-        "--via",
-        &t.addrs.login,
-        "--kubeconfig",
-        &kubeconfig,
-        "--remote-bin",
-        podtun::bin(),
-    ];
-    let mut p = Podtun::spawn_command(t.podtun(&args));
+    let args = ["forward", "pod/one-at-a-time", "-n", "fixtures", "-p", "0"];
+    let mut p = Podtun::spawn_command(t.podtun_via(&args));
     let (local, ready) = p.ready().await;
     assert_eq!(ready["remote_port"], 8000, "{ready}");
     // Bursts of requests at once, as a browser makes them: more than the channels kept warm.

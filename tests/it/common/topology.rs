@@ -268,6 +268,22 @@ impl Topology {
         self.kubeconfig.display().to_string()
     }
 
+    /// [`Topology::podtun`] with `args` and then `--via LOGIN --kubeconfig (the login host's)
+    /// --remote-bin (the built binary)`.
+    pub fn podtun_via(&self, args: &[&str]) -> tokio::process::Command {
+        let kubeconfig = self.kubeconfig_arg();
+        let via = [
+            "--via",
+            &self.addrs.login,
+            "--kubeconfig",
+            &kubeconfig,
+            "--remote-bin",
+            podtun::bin(),
+        ];
+        let all: Vec<&str> = args.iter().copied().chain(via).collect();
+        self.podtun(&all)
+    }
+
     /// Runs `body` inside the laptop's namespace (its sockets are the laptop's).
     pub async fn on_laptop<F, Fut, T>(&self, body: F) -> T
     where

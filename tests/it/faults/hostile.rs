@@ -377,21 +377,8 @@ async fn a_login_host_that_closes_right_after_auth() {
         ..Default::default()
     })
     .await;
-    let kubeconfig = t.kubeconfig_arg();
-    let args = [
-        "redis",
-        "redis",
-        "-n",
-        "demo",
-        "--via",
-        &t.addrs.login,
-        "--kubeconfig",
-        &kubeconfig,
-        "--remote-bin",
-        podtun::bin(),
-    ];
     let started = Instant::now();
-    let out = podtun::finish(t.podtun(&args)).await;
+    let out = podtun::finish(t.podtun_via(&["redis", "redis", "-n", "demo"])).await;
     let took = started.elapsed();
     report("ForceCommand /bin/false → error", took);
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::clients::{all_end, open_connections, GRACE, GRACE_MARGIN};
 use super::{pong_within, report, wait_until, REDIS};
-use crate::common::podtun::{self, Podtun};
+use crate::common::podtun::Podtun;
 use crate::common::redis::Redis;
 use crate::common::sshd::run;
 use crate::common::topology::{Shape, Topology, LOGIN_USER};
@@ -44,22 +44,8 @@ fn laptop_ssh_config(t: &Topology, extra: &str) {
 
 /// `podtun redis redis --via LOGIN` on the laptop with the built binary as the agent; ready.
 async fn redis_via(t: &Topology) -> (Podtun, String) {
-    let kubeconfig = t.kubeconfig_arg();
-    let args = [
-        "redis",
-        "redis",
-        "-n",
-        "demo",
-        "-p",
-        "0",
-        "--via",
-        &t.addrs.login,
-        "--kubeconfig",
-        &kubeconfig,
-        "--remote-bin",
-        podtun::bin(),
-    ];
-    let mut p = Podtun::spawn_command(t.podtun(&args));
+    let args = ["redis", "redis", "-n", "demo", "-p", "0"];
+    let mut p = Podtun::spawn_command(t.podtun_via(&args));
     let (local, ready) = p.ready().await;
     assert_eq!(ready["pod"], "redis", "{ready}");
     (p, local)
