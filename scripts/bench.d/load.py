@@ -76,6 +76,20 @@ def read_line(sock, limit=256):
     return data.decode().strip()
 
 
+def recv_digest(sock, n):
+    """Reads exactly n bytes from sock; their sha256 in hex (ConnectionError on an early EOF)."""
+    h = hashlib.sha256()
+    view = memoryview(bytearray(RECV_BUF))
+    left = n
+    while left > 0:
+        got = sock.recv_into(view, min(left, RECV_BUF))
+        if not got:
+            raise ConnectionError(f"EOF after {n - left} of {n} bytes")
+        h.update(view[:got])
+        left -= got
+    return h.hexdigest()
+
+
 def parse_addr(addr):
     host, _, port = addr.rpartition(":")
     return host, int(port)
@@ -98,17 +112,7 @@ class Handler(socketserver.BaseRequestHandler):
             mode, n = read_line(sock).split()
             n = int(n)
             if mode == "sink":
-                h = hashlib.sha256()
-                buf = bytearray(RECV_BUF)
-                view = memoryview(buf)
-                left = n
-                while left > 0:
-                    got = sock.recv_into(view, min(left, RECV_BUF))
-                    if not got:
-                        raise ConnectionError(f"sink: EOF after {n - left} of {n} bytes")
-                    h.update(view[:got])
-                    left -= got
-                sock.sendall(h.hexdigest().encode() + b"\n")
+                sock.sendall(recv_digest(sock, n).encode() + b"\n")
             elif mode == "source":
                 send_pattern(sock, n, self.server.pattern)
             else:
@@ -219,18 +223,11 @@ def bulk(args):
         where = "the server"
     else:
         sock.sendall(f"source {n}\n".encode())
-        h = hashlib.sha256()
-        buf = bytearray(RECV_BUF)
-        view = memoryview(buf)
-        left = n
-        while left > 0:
-            k = sock.recv_into(view, min(left, RECV_BUF))
-            if not k:
-                sys.exit(f"bulk down: SHORT TRANSFER: EOF after {n - left} of {n} bytes")
-            h.update(view[:k])
-            left -= k
+        try:
+            got = recv_digest(sock, n)
+        except ConnectionError as err:
+            sys.exit(f"bulk down: SHORT TRANSFER: {err}")
         t1 = time.perf_counter()
-        got = h.hexdigest()
         where = "the client"
     sock.close()
     if got != args.digest:

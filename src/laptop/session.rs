@@ -37,17 +37,13 @@ const RECONNECT_MIN: Duration = Duration::from_secs(1);
 /// Longest pause between two reconnection attempts.
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
-/// A working path to the agent's sockets; replaced on every reconnection.
-struct Link {
-    transport: Arc<Transport>,
-}
-
 /// One established connection to the login host with its agent.
 struct Established {
     ssh: SshSession,
     agent: Agent,
     resolved: Resolved,
-    link: Arc<Link>,
+    /// The way to the agent's sockets; replaced on every reconnection.
+    link: Arc<Transport>,
     jupyter: Option<JupyterAccess>,
 }
 
@@ -68,7 +64,7 @@ pub async fn run_via(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut early = Some(run::bind_named(plan)?);
-    let (link_tx, link_rx) = watch::channel::<Option<Arc<Link>>>(None);
+    let (link_tx, link_rx) = watch::channel::<Option<Arc<Transport>>>(None);
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut locals: Option<Vec<SocketAddr>> = None;
@@ -115,7 +111,7 @@ pub async fn run_via(
                     let link_rx = link_rx.clone();
                     async move {
                         let link = wait_link(link_rx).await?;
-                        link.transport.forward(index, conn).await
+                        link.forward(index, conn).await
                     }
                 });
             }
@@ -174,9 +170,7 @@ async fn establish(plan: &Plan, out: &Output) -> anyhow::Result<Established> {
             return Err(e);
         }
     };
-    let link = Arc::new(Link {
-        transport: Transport::start(ssh.clone(), bin, sockets),
-    });
+    let link = Transport::start(ssh.clone(), bin, sockets);
     Ok(Established {
         ssh,
         agent,
@@ -233,7 +227,9 @@ async fn serve(
 }
 
 /// Waits (bounded) until the link to the login host is up.
-async fn wait_link(mut link: watch::Receiver<Option<Arc<Link>>>) -> anyhow::Result<Arc<Link>> {
+async fn wait_link(
+    mut link: watch::Receiver<Option<Arc<Transport>>>,
+) -> anyhow::Result<Arc<Transport>> {
     let up = tokio::time::timeout(LINK_WAIT, link.wait_for(Option::is_some)).await;
     match up {
         Ok(Ok(guard)) => guard.clone().context("no link"),

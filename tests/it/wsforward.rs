@@ -8,7 +8,7 @@ use podtun::cluster::pool::{Pool, Warmth, Warmup, POOL_SIZE, WARM_TTL};
 use podtun::cluster::{forward, wsforward};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::common::cluster;
+use crate::common::{cluster, pattern, wait_until};
 
 const REDIS: &[&str] = &["manifests/00-namespace.yaml", "manifests/30-redis.yaml"];
 /// Bound on one redis call or one stream ending.
@@ -68,28 +68,6 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Resp<S> {
         self.0.read_exact(&mut data).await?;
         data.truncate(len);
         Ok(data)
-    }
-}
-
-/// Deterministic bytes that are not all alike, so a shifted or dropped chunk shows.
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x2545_f491;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-/// Waits until `check` holds, polling, or fails the test after `within`.
-async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -7,6 +7,18 @@ pub mod redis;
 pub mod sshd;
 pub mod topology;
 
+/// Polls `check` until it holds or `within` passes, then fails with `what`.
+pub async fn wait_until(what: &str, within: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Deterministic bytes that are not all alike, so a shifted or dropped chunk shows.
 pub fn pattern(len: usize) -> Vec<u8> {
     let mut x: u32 = 0x9e37_79b9;

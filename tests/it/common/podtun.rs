@@ -89,16 +89,21 @@ impl Podtun {
     /// SIGTERM, then the exit status (bounded).
     pub async fn terminate(mut self) -> ExitStatus {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
+            sigterm(pid);
         }
         tokio::time::timeout(Duration::from_secs(15), self.child.wait())
             .await
             .expect("podtun did not exit within 15s of SIGTERM")
             .expect("wait for podtun")
     }
+}
+
+/// Sends SIGTERM to `pid`; whether `kill` succeeded.
+pub fn sigterm(pid: u32) -> bool {
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// What a finished podtun printed.

@@ -387,17 +387,7 @@ where
     }
 }
 
-/// Polls `check` until it returns true or `within` passes; then fails with `what`.
-pub async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
+pub use super::wait_until;
 
 /// uid and gid of `user`.
 pub fn ids(user: &str) -> (u32, u32) {

@@ -9,8 +9,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::{report, start_sink};
-use crate::common::cluster;
 use crate::common::podtun::Podtun;
+use crate::common::{cluster, pattern};
 
 /// What goes through: 1 GiB.
 const BULK: u64 = 1 << 30;
@@ -26,24 +26,12 @@ fn rate(bytes: u64, took: Duration) -> String {
     format!("{:.1} MB/s", bytes as f64 / took.as_secs_f64() / 1e6)
 }
 
-/// Deterministic bytes with a period (1 MiB + 7) that no frame or buffer size divides, so a
-/// shifted, dropped or repeated chunk changes the hash.
-fn period() -> Vec<u8> {
-    let mut x: u32 = 0x1b87_3593;
-    (0..(1 << 20) + 7)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 /// Sends `len` bytes (length-prefixed) to the sink at `addr`, hashing them on the way; returns
 /// the local hex sha256 and the sink's answer line (`HEX COUNT`).
 async fn send_hashed(addr: &str, len: u64) -> (String, String) {
-    let block = period();
+    // A period (1 MiB + 7) that no frame or buffer size divides, so a shifted, dropped or
+    // repeated chunk changes the hash.
+    let block = pattern((1 << 20) + 7);
     let mut conn = TcpStream::connect(addr).await.expect("connect to the sink");
     conn.set_nodelay(true).expect("nodelay");
     let (rd, mut wr) = conn.split();

@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 
 use super::{redis_local, report, REDIS};
 use crate::common::cluster;
+use crate::common::podtun::sigterm;
 use crate::common::redis::Redis;
 
 /// Bound on one client's work when many run at once on 2 cores.
@@ -149,13 +150,9 @@ async fn sigterm_with_fifty_open_connections_exits_0_within_the_grace() {
     let (mut p, local) = redis_local(&c, home.path()).await;
     let open = open_connections(&local, 50).await;
 
-    let pid = p.child.id().expect("pid").to_string();
+    let pid = p.child.id().expect("pid");
     let signalled = Instant::now();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(sigterm(pid));
     p.wait_for("closed", GRACE + GRACE_MARGIN).await;
     let status = tokio::time::timeout(GRACE + GRACE_MARGIN, p.child.wait())
         .await

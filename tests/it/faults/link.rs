@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::clients::{all_end, open_connections, GRACE, GRACE_MARGIN};
 use super::{pong_within, report, wait_until, REDIS};
-use crate::common::podtun::Podtun;
+use crate::common::podtun::{sigterm, Podtun};
 use crate::common::redis::Redis;
 use crate::common::sshd::run;
 use crate::common::topology::{Shape, Topology, LOGIN_USER};
@@ -248,18 +248,14 @@ async fn an_idle_connection_survives_sshd_keepalive_bounds() {
 async fn sigterm_via_with_fifty_open_connections_leaves_nothing_behind() {
     let t = topology().await;
     let (mut p, local) = redis_via(&t).await;
-    let pid = p.child.id().expect("pid").to_string();
+    let pid = p.child.id().expect("pid");
     // `ip netns exec` execs podtun: the pid is podtun's.
     let addr = local.clone();
     let signalled = t
         .on_laptop(move || async move {
             let open = open_connections(&addr, 50).await;
             let signalled = Instant::now();
-            assert!(std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success());
+            assert!(sigterm(pid));
             all_end(open, GRACE + GRACE_MARGIN).await;
             signalled
         })

@@ -121,14 +121,7 @@ pub async fn pong_within(addr: &str, since: Instant, within: Duration) -> Durati
     }
 }
 
-/// Polls `check` until it holds or `within` passes, then fails with `what`.
-pub async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(POLL).await;
-    }
-}
+pub use crate::common::wait_until;
 
 /// Prints a measured recovery time (shown with `--nocapture`).
 pub fn report(what: &str, took: Duration) {
