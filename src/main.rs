@@ -19,6 +19,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(podtun::run(cli, podtun::shutdown_signal()));
     // A task stuck on a dead network must not delay the exit.
     runtime.shutdown_background();
+    // Stopped while a password was being typed: echo comes back on.
+    podtun::laptop::restore_terminal();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

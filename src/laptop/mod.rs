@@ -14,5 +14,6 @@ mod ssh_config_g;
 mod ssh_handler;
 mod ssh_hostkey;
 mod ssh_prompt;
+pub use ssh_prompt::restore_terminal;
 mod ssh_route;
 pub mod transport;

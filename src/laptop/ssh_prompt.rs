@@ -68,7 +68,7 @@ impl Ui {
 
 fn ask_tty(text: &str, echo: bool) -> std::io::Result<String> {
     if !echo {
-        return rpassword::prompt_password(text);
+        return hidden::ask(text);
     }
     let mut tty = std::fs::OpenOptions::new()
         .read(true)
@@ -79,4 +79,75 @@ fn ask_tty(text: &str, echo: bool) -> std::io::Result<String> {
     let mut line = String::new();
     std::io::BufReader::new(tty).read_line(&mut line)?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Restores the terminal if podtun stops (Ctrl-C, an error) while a secret is being typed, so
+/// the shell does not come back without echo.
+pub fn restore_terminal() {
+    #[cfg(unix)]
+    hidden::restore(true);
+}
+
+#[cfg(not(unix))]
+mod hidden {
+    pub(super) fn ask(text: &str) -> std::io::Result<String> {
+        rpassword::prompt_password(text)
+    }
+}
+
+#[cfg(unix)]
+mod hidden {
+    use std::io::{BufRead, Write};
+    use std::sync::Mutex;
+
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions, Termios};
+
+    /// The terminal and its settings from before echo was turned off, while a secret is asked.
+    static SAVED: Mutex<Option<(std::fs::File, Termios)>> = Mutex::new(None);
+
+    /// Asks on `/dev/tty` with echo off. Echo goes off before the prompt is written: a user who
+    /// types as soon as the prompt shows must never see the secret on the screen.
+    pub(super) fn ask(text: &str) -> std::io::Result<String> {
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")?;
+        let saved = tcgetattr(&tty)?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        // The Enter key still moves to the next line.
+        quiet.local_modes.insert(LocalModes::ECHONL);
+        *lock() = Some((tty.try_clone()?, saved));
+        // Without discarding input: what is typed from here on is read, not echoed.
+        let answer = tcsetattr(&tty, OptionalActions::Now, &quiet)
+            .map_err(std::io::Error::from)
+            .and_then(|()| read_line(&tty, text));
+        restore(false);
+        answer
+    }
+
+    fn read_line(mut tty: &std::fs::File, text: &str) -> std::io::Result<String> {
+        tty.write_all(text.as_bytes())?;
+        tty.flush()?;
+        let mut line = String::new();
+        std::io::BufReader::new(tty).read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+
+    /// Puts the terminal back as it was; `interrupted`: the answer was not finished, so the
+    /// cursor still sits after the prompt and what podtun prints next needs a new line.
+    pub(super) fn restore(interrupted: bool) {
+        if let Some((mut tty, saved)) = lock().take() {
+            let _ = tcsetattr(&tty, OptionalActions::Now, &saved);
+            if interrupted {
+                let _ = tty.write_all(b"\n");
+            }
+        }
+    }
+
+    fn lock() -> std::sync::MutexGuard<'static, Option<(std::fs::File, Termios)>> {
+        SAVED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }

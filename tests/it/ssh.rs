@@ -719,25 +719,20 @@ fn connect_timeout_bounds_a_silent_hop() {
     );
 }
 
-/// The podtun binary on a real terminal: the password prompt appears on the pseudo-terminal,
-/// the typed password (not echoed) logs in, and what follows comes from the login host.
-#[test]
-fn binary_asks_for_the_password_on_a_terminal() {
-    use std::io::{Read, Write};
-    sshd::ensure_password_user();
-    let t = single(22, &[]);
-    let home = SshHome::new();
-    home.known_host(&t.sshd.known_hosts_line());
-    let podtun = format!(
-        "{} redis redis --via {PASSWORD_USER}@{LOGIN_IP} --remote-bin {} --kubeconfig /nonexistent/kubeconfig --no-browser",
-        env!("CARGO_BIN_EXE_podtun"),
-        env!("CARGO_BIN_EXE_podtun"),
-    );
-    // `script` gives podtun a pseudo-terminal as its controlling terminal, stdin and stdout.
+/// Runs `shell` under `script`, which gives it a pseudo-terminal as its controlling terminal,
+/// stdin and stdout. Once the terminal shows a password prompt, `at_prompt` types into it.
+/// Returns everything the terminal showed and the exit code.
+fn on_a_terminal(
+    t: &Single,
+    home: &SshHome,
+    shell: &str,
+    at_prompt: impl FnOnce(&mut std::process::ChildStdin),
+) -> (String, Option<i32>) {
+    use std::io::Read;
     let mut child = t
         .laptop
         .command("script")
-        .args(["-qefc", &podtun, "/dev/null"])
+        .args(["-qefc", shell, "/dev/null"])
         .env("HOME", home.path())
         .env_remove("SSH_AUTH_SOCK")
         .stdin(std::process::Stdio::piped())
@@ -757,7 +752,7 @@ fn binary_asks_for_the_password_on_a_terminal() {
     });
     let mut seen = String::new();
     let deadline = std::time::Instant::now() + TEST_TIMEOUT;
-    let mut typed = false;
+    let mut at_prompt = Some(at_prompt);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
@@ -765,20 +760,45 @@ fn binary_asks_for_the_password_on_a_terminal() {
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
-                panic!("podtun on a terminal did not finish in time; it showed:\n{seen}");
+                panic!("the terminal session did not finish in time; it showed:\n{seen}");
             }
         }
-        if !typed && seen.contains("assword") {
-            let stdin = child.stdin.as_mut().unwrap();
-            stdin.write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
-            typed = true;
+        if seen.contains("assword:") {
+            if let Some(type_in) = at_prompt.take() {
+                type_in(child.stdin.as_mut().unwrap());
+            }
         }
     }
     let status = child.wait().unwrap();
     assert!(
-        typed,
+        at_prompt.is_none(),
         "podtun asked for the password on the terminal:\n{seen}"
     );
+    (seen, status.code())
+}
+
+/// The podtun command line for the password user, run on the laptop.
+fn podtun_as_password_user() -> String {
+    format!(
+        "{} redis redis --via {PASSWORD_USER}@{LOGIN_IP} --remote-bin {} --kubeconfig /nonexistent/kubeconfig --no-browser",
+        env!("CARGO_BIN_EXE_podtun"),
+        env!("CARGO_BIN_EXE_podtun"),
+    )
+}
+
+/// The podtun binary on a real terminal: the password prompt appears on the pseudo-terminal,
+/// the typed password (not echoed) logs in, and what follows comes from the login host.
+#[test]
+fn binary_asks_for_the_password_on_a_terminal() {
+    use std::io::Write;
+    sshd::ensure_password_user();
+    let t = single(22, &[]);
+    let home = SshHome::new();
+    home.known_host(&t.sshd.known_hosts_line());
+    // Typed the moment the prompt shows, as a quick typist (or a password manager) does.
+    let (seen, code) = on_a_terminal(&t, &home, &podtun_as_password_user(), |stdin| {
+        stdin.write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    });
     assert!(
         !seen.contains(PASSWORD),
         "the password is not echoed:\n{seen}"
@@ -787,5 +807,39 @@ fn binary_asks_for_the_password_on_a_terminal() {
         seen.contains(&format!("on login host `{PASSWORD_USER}@{LOGIN_IP}`")),
         "logged in: the next error comes from the login host:\n{seen}"
     );
-    assert_eq!(status.code(), Some(1), "{seen}");
+    assert_eq!(code, Some(1), "{seen}");
+}
+
+/// Ctrl-C at the password prompt stops podtun and gives the shell its terminal back with echo
+/// on: what the user types next is visible again.
+#[test]
+fn ctrl_c_at_the_password_prompt_leaves_echo_on() {
+    use std::io::Write;
+    sshd::ensure_password_user();
+    let t = single(22, &[]);
+    let home = SshHome::new();
+    home.known_host(&t.sshd.known_hosts_line());
+    // After podtun exits, the same terminal reports its settings.
+    let shell = format!(
+        "{}; echo podtun-exit=$?; stty -a",
+        podtun_as_password_user()
+    );
+    let (seen, code) = on_a_terminal(&t, &home, &shell, |stdin| {
+        // The terminal's interrupt character: the kernel sends SIGINT to podtun.
+        stdin.write_all(b"\x03").unwrap();
+    });
+    assert_eq!(code, Some(0), "{seen}");
+    let exit = seen
+        .split("podtun-exit=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("podtun stopped:\n{seen}"));
+    // DESIGN.md's contract: Ctrl-C with everything cleaned up exits 0.
+    assert_eq!(exit, "0", "podtun stopped cleanly on Ctrl-C:\n{seen}");
+    let settings = seen.split("podtun-exit=").nth(1).unwrap_or_default();
+    let flags: Vec<&str> = settings.split([' ', ';', '\r', '\n']).collect();
+    assert!(
+        flags.contains(&"echo") && !flags.contains(&"-echo"),
+        "echo is back on after Ctrl-C:\n{seen}"
+    );
 }
