@@ -29,6 +29,7 @@ pub mod cli;
 pub mod cluster;
 pub mod error;
 pub mod laptop;
+pub mod mux;
 pub mod output;
 pub mod plan;
 pub mod shutdown;

@@ -8,12 +8,15 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::client::ClusterRef;
 
 /// Protocol version; a mismatch is an error with a hint, never undefined behaviour.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
-/// The first byte the laptop sends on every connection to an agent socket. The agent opens
-/// the pod side of a connection only once it arrives, so the laptop may open SSH channels to
-/// the socket ahead of need and hold them idle without the pod seeing a connection.
+/// First byte of a connection to an agent socket that is one connection to the pod (tools
+/// and tests; the agent opens the pod side only once it arrives).
 pub const STREAM_OPEN: u8 = b'+';
+
+/// First byte of a connection to an agent socket that carries many connections to the pod,
+/// multiplexed ([`crate::mux`]): the laptop's way, one SSH channel per socket.
+pub const MUX_OPEN: u8 = b'*';
 
 /// podtun's version, which the agent must share with the laptop.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -208,7 +211,7 @@ mod tests {
         };
         let line = serde_json::to_string(&hello).unwrap();
         assert!(
-            line.starts_with(r#"{"v":2,"request":{"target":"pod/jupyter""#),
+            line.starts_with(r#"{"v":3,"request":{"target":"pod/jupyter""#),
             "{line}"
         );
         let back: Hello = serde_json::from_str(&line).unwrap();

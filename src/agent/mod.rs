@@ -23,13 +23,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::cli::AgentArgs;
 use crate::cluster::discover::Preset;
 use crate::cluster::tunnel::{Spec, Tunnel};
 use crate::error::{hint_of, hinted, UsageError};
-use crate::wire::{AgentEvent, Hello, Request, PROTOCOL, STREAM_OPEN, VERSION};
+use crate::wire::{AgentEvent, Hello, Request, MUX_OPEN, PROTOCOL, STREAM_OPEN, VERSION};
 
 /// How long open connections may finish once the agent is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -284,12 +284,28 @@ async fn forward(req: &Request, events: &Events, stop: &CancellationToken) -> an
         let (tunnel, remote) = (tunnel.clone(), port.remote);
         let listener = socket::Private { listener, uid };
         let stop = cancel.clone();
+        let streams = tracker.clone();
         crate::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
-            let (tunnel, stop) = (tunnel.clone(), stop.clone());
+            let (tunnel, stop, streams) = (tunnel.clone(), stop.clone(), streams.clone());
             async move {
                 match opened(conn, &stop).await? {
-                    Some(conn) => tunnel.forward(remote, conn).await.map(|_| ()),
-                    None => Ok(()),
+                    Opened::Stream(conn) => tunnel.forward(remote, conn).await.map(|_| ()),
+                    Opened::Mux(conn) => {
+                        crate::mux::serve(conn, &stop, |stream| {
+                            let tunnel = tunnel.clone();
+                            streams.spawn(
+                                async move {
+                                    if let Err(e) = tunnel.forward(remote, stream).await {
+                                        debug!("connection ended: {e:#}");
+                                    }
+                                }
+                                .in_current_span(),
+                            );
+                        })
+                        .await;
+                        Ok(())
+                    }
+                    Opened::Unused => Ok(()),
                 }
             }
         });
@@ -321,21 +337,31 @@ async fn forward(req: &Request, events: &Events, stop: &CancellationToken) -> an
     result
 }
 
-/// Waits for the laptop's [`STREAM_OPEN`] on a new socket connection: `None` when the
-/// connection closes (or the agent stops) first, as a channel the laptop opened ahead of need
-/// and never used does.
-async fn opened<C>(mut conn: C, stop: &CancellationToken) -> anyhow::Result<Option<C>>
+/// What a connection to an agent socket turned out to be, by its first byte.
+#[derive(Debug)]
+enum Opened<C> {
+    /// [`STREAM_OPEN`]: one connection to the pod.
+    Stream(C),
+    /// [`MUX_OPEN`]: many, multiplexed.
+    Mux(C),
+    /// Closed (or the agent stopped) before its first byte.
+    Unused,
+}
+
+/// Waits for a new socket connection's first byte. The pod side is opened only after it.
+async fn opened<C>(mut conn: C, stop: &CancellationToken) -> anyhow::Result<Opened<C>>
 where
     C: AsyncRead + Unpin,
 {
     let mut first = [0u8; 1];
     let read = tokio::select! {
         read = conn.read(&mut first) => read.context("could not read the connection's first byte")?,
-        () = stop.cancelled() => return Ok(None),
+        () = stop.cancelled() => return Ok(Opened::Unused),
     };
     match (read, first[0]) {
-        (0, _) => Ok(None),
-        (_, STREAM_OPEN) => Ok(Some(conn)),
+        (0, _) => Ok(Opened::Unused),
+        (_, STREAM_OPEN) => Ok(Opened::Stream(conn)),
+        (_, MUX_OPEN) => Ok(Opened::Mux(conn)),
         (_, other) => Err(anyhow!(
             "a connection to the agent's socket began with byte {other:#04x}, not podtun's; closed"
         )),
@@ -367,14 +393,26 @@ mod tests {
         // In use: the byte is taken, what follows is left for the pod.
         let (mut laptop, agent) = tokio::io::duplex(64);
         laptop.write_all(b"+PING\r\n").await.unwrap();
-        let mut conn = opened(agent, &stop).await.unwrap().expect("opened");
+        let Opened::Stream(mut conn) = opened(agent, &stop).await.unwrap() else {
+            panic!("a single stream");
+        };
         let mut rest = [0u8; 6];
         conn.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"PING\r\n");
-        // Opened ahead of need and closed unused: nothing to forward.
+        // Closed before its first byte: nothing to forward.
         let (laptop, agent) = tokio::io::duplex(64);
         drop(laptop);
-        assert!(opened(agent, &stop).await.unwrap().is_none());
+        assert!(matches!(
+            opened(agent, &stop).await.unwrap(),
+            Opened::Unused
+        ));
+        // Multiplexed.
+        let (mut laptop, agent) = tokio::io::duplex(64);
+        laptop.write_all(b"*").await.unwrap();
+        assert!(matches!(
+            opened(agent, &stop).await.unwrap(),
+            Opened::Mux(_)
+        ));
         // Another protocol: refused.
         let (mut laptop, agent) = tokio::io::duplex(64);
         laptop.write_all(b"PING\r\n").await.unwrap();
@@ -383,12 +421,15 @@ mod tests {
         // Idle when the agent stops: let go at once.
         let (_laptop, agent) = tokio::io::duplex(64);
         stop.cancel();
-        assert!(opened(agent, &stop).await.unwrap().is_none());
+        assert!(matches!(
+            opened(agent, &stop).await.unwrap(),
+            Opened::Unused
+        ));
     }
 
     #[test]
     fn a_request_of_our_protocol_is_read() {
-        let line = r#"{"v":2,"request":{"target":"pod/redis","namespace":"demo","preset":"redis","timeout_secs":5}}"#;
+        let line = r#"{"v":3,"request":{"target":"pod/redis","namespace":"demo","preset":"redis","timeout_secs":5}}"#;
         let hello = parse_hello(line).unwrap();
         assert_eq!(hello.request.target, "pod/redis");
         assert_eq!(hello.request.cluster.namespace.as_deref(), Some("demo"));

@@ -1,8 +1,9 @@
 //! `podtun agent pipe SOCKET`: the fallback transport for SSH servers that refuse stream-local
-//! forwarding. The laptop runs it on an exec channel per connection; it splices stdin/stdout to
-//! the running agent's socket, passing each EOF on.
+//! forwarding. The laptop runs it on one exec channel per agent socket; it splices stdin/stdout
+//! to the running agent's socket, passing each EOF on. The bytes are opaque here: the laptop's
+//! connections are multiplexed inside them ([`crate::mux`]).
 //!
-//! Plain threads and blocking I/O: one connection, two directions, nothing to multiplex.
+//! Plain threads and blocking I/O: one connection, two directions.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;

@@ -1,5 +1,5 @@
 //! Via mode: one SSH connection to the login host, the agent started over an exec channel,
-//! and one SSH channel per local connection to the agent's private socket ([`Transport`]).
+//! and one SSH channel per agent socket carrying every local connection to it ([`Transport`]).
 
 use std::future::Future;
 use std::io::IsTerminal;

@@ -340,6 +340,29 @@ async fn exec_fallback_when_the_server_refuses_stream_local_forwarding() {
     let (local, _) = p.ready().await;
     ping(&t, &local).await;
     round_trip(&t, &local, 10 << 20).await;
+    // More connections open at once than sshd's MaxSessions (10 by default) allows sessions:
+    // they all answer, and they share one `podtun agent pipe` on the login host.
+    let addr = local.clone();
+    let login = t.login.name().to_string();
+    let (pongs, pipes) = t
+        .on_laptop(move || async move {
+            let mut conns = Vec::new();
+            for _ in 0..30 {
+                conns.push(Redis::connect(&addr).await.expect("connect"));
+            }
+            let mut pongs = Vec::new();
+            for conn in &mut conns {
+                pongs.push(conn.call(&[b"PING"]).await.expect("PING"));
+            }
+            // Counted while all 30 are open.
+            (pongs, agent_pipes(&login))
+        })
+        .await;
+    assert!(
+        pongs.iter().all(|p| p.as_deref() == Some(&b"+PONG"[..])),
+        "{pongs:?}"
+    );
+    assert_eq!(pipes.len(), 1, "30 open connections, one pipe: {pipes:?}");
     wait_until(
         "podtun -v says it uses the exec fallback",
         Duration::from_secs(5),
@@ -351,8 +374,8 @@ async fn exec_fallback_when_the_server_refuses_stream_local_forwarding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_of_one_connection_at_a_time_answers_every_request() {
-    // podtun keeps SSH channels to the agent open ahead of need; were the agent to open the
-    // pod side for them, this server would sit on an idle connection and answer nobody.
+    // podtun opens its SSH channel to the agent before any connection arrives; were the agent
+    // to open a pod side for it, this server would sit on an idle connection and answer nobody.
     let t = Topology::start(shape(&[
         "tests/fixtures/pods/00-namespace.yaml",
         "tests/fixtures/pods/one-at-a-time.yaml",
@@ -362,7 +385,7 @@ async fn a_server_of_one_connection_at_a_time_answers_every_request() {
     let mut p = Podtun::spawn_command(t.podtun_via(&args));
     let (local, ready) = p.ready().await;
     assert_eq!(ready["remote_port"], 8000, "{ready}");
-    // Bursts of requests at once, as a browser makes them: more than the channels kept warm.
+    // Bursts of requests at once, as a browser makes them.
     for round in 0..5 {
         let addr = local.clone();
         let answers = t
@@ -376,6 +399,22 @@ async fn a_server_of_one_connection_at_a_time_answers_every_request() {
         }
     }
     assert!(p.terminate().await.success());
+}
+
+/// The `podtun agent pipe` processes in network namespace `ns` (the login host).
+fn agent_pipes(ns: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .expect("ip netns pids");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|raw| String::from_utf8_lossy(&raw).contains("agent\0pipe"))
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// Collects podtun's stderr (and echoes it, so a failing test shows it).
