@@ -669,7 +669,10 @@ fn keepalives_detect_a_silent_server() {
         sshd::run(
             std::process::Command::new("sh")
                 .arg("-c")
-                .arg(format!("kill -STOP $(ip netns pids {frozen})")),
+                // A process that ended meanwhile (sshd's pre-auth child) is no error.
+                .arg(format!(
+                    "for p in $(ip netns pids {frozen}); do kill -STOP $p 2>/dev/null; done; true"
+                )),
         );
         let started = tokio::time::Instant::now();
         tokio::time::timeout(Duration::from_secs(15), session.closed())
@@ -733,6 +736,8 @@ fn on_a_terminal(
         .laptop
         .command("script")
         .args(["-qefc", shell, "/dev/null"])
+        // The same shell whatever the environment's: `script` runs `$SHELL -c`.
+        .env("SHELL", "/bin/sh")
         .env("HOME", home.path())
         .env_remove("SSH_AUTH_SOCK")
         .stdin(std::process::Stdio::piped())
@@ -819,9 +824,11 @@ fn ctrl_c_at_the_password_prompt_leaves_echo_on() {
     let t = single(22, &[]);
     let home = SshHome::new();
     home.known_host(&t.sshd.known_hosts_line());
-    // After podtun exits, the same terminal reports its settings.
+    // As an interactive shell does, job control (`set -m`) gives podtun a foreground process
+    // group of its own, so Ctrl-C reaches podtun and not the shell. After podtun exits, the
+    // same terminal reports its settings.
     let shell = format!(
-        "{}; echo podtun-exit=$?; stty -a",
+        "set -m; {}; echo podtun-exit=$?; stty -a",
         podtun_as_password_user()
     );
     let (seen, code) = on_a_terminal(&t, &home, &shell, |stdin| {
