@@ -318,16 +318,27 @@ impl Drop for MuxStream {
     }
 }
 
-/// Writes queued frames, coalescing those queued together into one flush.
+/// Frames at least this large are written as they are, without a copy into the buffer.
+const WRITE_DIRECT: usize = 16 * 1024;
+
+/// Writes queued frames, coalescing the small ones queued together into one write.
 async fn write_frames<W>(mut rx: mpsc::UnboundedReceiver<Bytes>, conn: W) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
     let mut conn = BufWriter::with_capacity(IO_BUF, conn);
-    while let Some(frame) = rx.recv().await {
-        conn.write_all(&frame).await?;
-        while let Ok(frame) = rx.try_recv() {
-            conn.write_all(&frame).await?;
+    while let Some(mut frame) = rx.recv().await {
+        loop {
+            if frame.len() >= WRITE_DIRECT {
+                conn.flush().await?;
+                conn.get_mut().write_all(&frame).await?;
+            } else {
+                conn.write_all(&frame).await?;
+            }
+            match rx.try_recv() {
+                Ok(next) => frame = next,
+                Err(_) => break,
+            }
         }
         conn.flush().await?;
     }
