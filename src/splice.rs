@@ -31,27 +31,23 @@ pub const FIRST_BUF_SIZE: usize = 4 * 1024;
 /// One direction's buffer, grown while reads fill it.
 struct Buffer {
     bytes: Vec<u8>,
-    filled: bool,
 }
 
 impl Buffer {
     fn new() -> Buffer {
         Buffer {
             bytes: vec![0; FIRST_BUF_SIZE],
-            filled: false,
         }
     }
 
-    /// Reads once from `from`; the bytes read are `self.bytes[..n]`. Cancel-safe as
-    /// `from.read()` is.
+    /// Reads once from `from`; the bytes read are `self.bytes[..n]`. A read that fills the
+    /// buffer doubles it (up to [`BUF_SIZE`]) for the next one; growing keeps the bytes read.
+    /// Cancel-safe as `from.read()` is.
     async fn read_from<R: AsyncRead + Unpin>(&mut self, from: &mut R) -> io::Result<usize> {
-        if self.filled && self.bytes.len() < BUF_SIZE {
-            let grown = (self.bytes.len() * 2).min(BUF_SIZE);
-            self.bytes.resize(grown, 0);
-        }
-        self.filled = false;
         let n = from.read(&mut self.bytes).await?;
-        self.filled = n == self.bytes.len();
+        if n == self.bytes.len() && n < BUF_SIZE {
+            self.bytes.resize((n * 2).min(BUF_SIZE), 0);
+        }
         Ok(n)
     }
 }
