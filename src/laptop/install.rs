@@ -31,9 +31,42 @@ pub fn remote_path(path: &str) -> String {
     }
 }
 
-/// Runs `command` on the login host, sending `input` on its stdin, and collects its output.
+/// Shells whose `-l -c` runs the user's login scripts: the command then runs in `/bin/sh`
+/// under the environment they set up. Any other login shell is replaced by `/bin/sh -l`.
+const LOGIN_SHELLS: &str = "bash|zsh|ksh|ksh93|mksh|dash|ash|sh|fish";
+
+/// `command` (POSIX sh) as the user's login shell runs it: PATH, `KUBECONFIG` and the rest of
+/// what `~/.profile`, `~/.bash_profile` or `/etc/profile.d` export are set, as in an
+/// interactive `ssh HOST`. sshd's own `SHELL -c` alone reads none of them.
+pub fn in_login_shell(command: &str) -> String {
+    let inner = format!("exec /bin/sh -c {}", sh_quote(command));
+    format!(
+        "case \"${{SHELL##*/}}\" in {LOGIN_SHELLS}) ;; *) SHELL=/bin/sh ;; esac; \
+         exec \"$SHELL\" -l -c {}",
+        sh_quote(&inner)
+    )
+}
+
+/// The line a remote command prints before its own output: what login scripts print comes
+/// before it and is skipped.
+const OUTPUT_MARK: &str = "--- podtun output ---";
+
+/// The output after [`OUTPUT_MARK`]'s line; nothing when the mark never came.
+fn after_mark(stdout: &str) -> &str {
+    match stdout.find(OUTPUT_MARK) {
+        Some(at) => {
+            let rest = &stdout[at + OUTPUT_MARK.len()..];
+            rest.strip_prefix('\n').unwrap_or(rest)
+        }
+        None => "",
+    }
+}
+
+/// Runs `command` on the login host in the user's login environment, sending `input` on its
+/// stdin, and collects its output (without what login scripts printed before it).
 async fn run(ssh: &SshSession, command: &str, input: Option<&[u8]>) -> anyhow::Result<Ran> {
-    let channel = ssh.exec(command).await?;
+    let marked = format!("echo '{OUTPUT_MARK}'; {command}");
+    let channel = ssh.exec(&in_login_shell(&marked)).await?;
     let (mut read, write) = channel.split();
     if let Some(bytes) = input {
         write
@@ -51,8 +84,13 @@ async fn run(ssh: &SshSession, command: &str, input: Option<&[u8]>) -> anyhow::R
             _ => {}
         }
     }
+    let stdout = String::from_utf8_lossy(&stdout);
+    let noise = stdout.split(OUTPUT_MARK).next().unwrap_or_default().trim();
+    if !noise.is_empty() {
+        debug!(host = %ssh.host(), "login shell: {noise}");
+    }
     Ok(Ran {
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stdout: after_mark(&stdout).to_string(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
         status,
     })
@@ -214,6 +252,39 @@ mod tests {
         if let Some(home) = dir.ancestors().nth(3) {
             std::fs::remove_dir_all(home).ok();
         }
+    }
+
+    /// A login shell that prints a banner and exports a variable from `~/.profile`: the
+    /// command sees the variable, and its output is found after the mark.
+    #[cfg(unix)]
+    #[test]
+    fn commands_run_in_the_login_environment_past_banners() {
+        for shell in ["/bin/sh", "/bin/bash", "/bin/false"] {
+            let home = tempfile::tempdir().unwrap();
+            std::fs::write(
+                home.path().join(".profile"),
+                "echo 'Welcome to the login host'\nexport PODTUN_FROM_PROFILE='it'\\''s set'\n",
+            )
+            .unwrap();
+            let marked =
+                format!("echo '{OUTPUT_MARK}'; printf '%s\\n' \"$PODTUN_FROM_PROFILE\" \"$0\"");
+            let out = std::process::Command::new("sh")
+                .args(["-c", &in_login_shell(&marked)])
+                .env("HOME", home.path())
+                .env("SHELL", shell)
+                .env_remove("PODTUN_FROM_PROFILE")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{shell}: {out:?}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.starts_with("Welcome"), "{shell}: {stdout}");
+            assert_eq!(
+                after_mark(&stdout),
+                "it's set\n/bin/sh\n",
+                "{shell}: {stdout}"
+            );
+        }
+        assert_eq!(after_mark("no mark at all\n"), "");
     }
 
     #[test]

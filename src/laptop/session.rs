@@ -284,7 +284,10 @@ impl Agent {
         } else {
             ""
         };
-        let channel = ssh.exec(&format!("exec {bin} agent{verbose}")).await?;
+        // In the login environment, so that the agent's kubectl settings (KUBECONFIG from
+        // ~/.profile) are the user's; what login scripts print is skipped until `hello`.
+        let command = install::in_login_shell(&format!("exec {bin} agent{verbose}"));
+        let channel = ssh.exec(&command).await?;
         let (read, write) = channel.split();
         let (tx, mut events) = mpsc::channel(64);
         let (exited_tx, exited) = tokio::sync::watch::channel(false);

@@ -580,3 +580,39 @@ async fn unknown_login_host_key_is_refused_without_a_terminal() {
         t.sshd.log()
     );
 }
+
+/// DSMLP-like: KUBECONFIG comes only from the login host's `~/.profile`, which also prints a
+/// banner on stdout. podtun finds (uploads) itself and the agent finds the cluster, with no
+/// `--kubeconfig` and no `~/.kube/config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfig_from_the_login_profile_and_a_banner() {
+    let t = Topology::start(shape(REDIS)).await;
+    let elsewhere = t.login_home.path().join("cluster.yaml");
+    std::fs::rename(&t.kubeconfig, &elsewhere).expect("move the kubeconfig");
+    std::fs::write(
+        t.login_home.path().join(".profile"),
+        "echo 'Welcome to the login host: be nice to others'\nexport KUBECONFIG=\"$HOME/cluster.yaml\"\n",
+    )
+    .expect("write ~/.profile");
+
+    let via = [
+        "redis",
+        "redis",
+        "-n",
+        "demo",
+        "-p",
+        "0",
+        "--via",
+        &t.addrs.login,
+    ];
+    let mut p = Podtun::spawn_command(t.podtun(&via));
+    let (local, ready) = p.ready().await;
+    assert_eq!(ready["pod"], "redis", "{ready}");
+    ping(&t, &local).await;
+    assert!(p.terminate().await.success());
+    assert!(
+        t.login_home.installed_binary().exists(),
+        "the upload went through the banner"
+    );
+    login_host_is_clean(&t, "SIGTERM").await;
+}
