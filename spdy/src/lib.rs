@@ -1,0 +1,24 @@
+//! SPDY/3.1 framing, as the kubelet and kubectl speak it for `pods/portforward`.
+//!
+//! ```text
+//!   bytes ──► Codec (Decoder) ──► Frame ──► the session (podtun, testcluster)
+//!   Frame ──► Codec (Encoder) ──► bytes
+//! ```
+//!
+//! - `frame`: the frame types and their flags.
+//! - `headers`: name/value header blocks (lowercase names, values joined by NUL).
+//! - `zlib`: header-block compression with the SPDY/3 dictionary, one context per direction.
+//! - `codec`: a `tokio_util::codec` `Decoder` and `Encoder` over whole frames, with bounded frame
+//!   and header-block sizes: malformed input is an [`Error`] for the session, never a panic.
+//!
+//! Only framing lives here: stream state, flow control and pairing are the session's.
+
+mod codec;
+mod frame;
+mod headers;
+mod zlib;
+
+pub use codec::{data_frame_header, Codec, Error, MAX_CONTROL_FRAME, MAX_HEADER_BLOCK};
+pub use frame::{Frame, RstStatus, Setting, GOAWAY_OK, MAX_STREAM_ID, VERSION};
+pub use headers::Headers;
+pub use zlib::dictionary;
