@@ -12,6 +12,7 @@ use kube::api::LogParams;
 use kube::runtime::watcher;
 use kube::Api;
 use tokio::time::Instant;
+use tracing::debug;
 
 use super::client::Cluster;
 use super::discover::{self, PodState, Target, TokenFind};
@@ -135,19 +136,78 @@ async fn not_found(cluster: &Cluster, target: &Target, selector: Option<&str>) -
             "check `-n` (see `kubectl get namespaces`)",
         );
     }
+    // The user may not be able to run kubectl where they are (the laptop, in via mode): say
+    // what there is instead of pointing to a command.
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let names: Vec<String> = match pods.list(&Default::default()).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect(),
+        Err(e) => {
+            debug!(%e, "could not list the pods of `{ns}`");
+            Vec::new()
+        }
+    };
     match (target, selector) {
         (Target::Pod(name), _) => hinted(
             anyhow!("pod `{ns}/{name}` not found"),
-            format!("see `kubectl -n {ns} get pods`"),
+            pods_hint(ns, &nearest_first(name, names)),
         ),
-        (_, sel) => hinted(
-            anyhow!(
-                "no pod matches `{}` in namespace `{ns}`",
-                sel.unwrap_or("?")
-            ),
-            format!("see `kubectl -n {ns} get pods -l {}`", sel.unwrap_or("?")),
-        ),
+        (_, sel) => {
+            let mut names = names;
+            names.sort();
+            hinted(
+                anyhow!(
+                    "no pod matches `{}` in namespace `{ns}`",
+                    sel.unwrap_or("?")
+                ),
+                pods_hint(ns, &names),
+            )
+        }
     }
+}
+
+/// Pods listed in a hint at most; the rest are counted.
+const PODS_IN_HINT: usize = 8;
+
+/// `pods in namespace `NS`: a, b, c` (or that it has none).
+fn pods_hint(ns: &str, names: &[String]) -> String {
+    if names.is_empty() {
+        return format!(
+            "namespace `{ns}` has no pods (or none you may list); check `-n` and `--context`"
+        );
+    }
+    let shown = names[..names.len().min(PODS_IN_HINT)].join(", ");
+    match names.len().saturating_sub(PODS_IN_HINT) {
+        0 => format!("pods in namespace `{ns}`: {shown}"),
+        more => format!("pods in namespace `{ns}`: {shown} and {more} more"),
+    }
+}
+
+/// `names` ordered by how close each is to `wanted` (edit distance), then by name.
+fn nearest_first(wanted: &str, mut names: Vec<String>) -> Vec<String> {
+    names.sort_by_cached_key(|n| (edit_distance(wanted, n), n.clone()));
+    names
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// Waits until the target has a Ready pod and returns it.
@@ -331,4 +391,35 @@ async fn scan_log(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_mistyped_pod_name_lists_the_closest_pods_first() {
+        let pods = names(&["redis-0", "jupyter-alice-23790", "alice-23790", "web"]);
+        assert_eq!(
+            nearest_first("alice-23791", pods),
+            names(&["alice-23790", "jupyter-alice-23790", "redis-0", "web"])
+        );
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn the_hint_names_the_pods_and_counts_the_rest() {
+        assert_eq!(
+            pods_hint("demo", &names(&["a", "b"])),
+            "pods in namespace `demo`: a, b"
+        );
+        let many: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+        assert!(pods_hint("demo", &many).ends_with("p7 and 2 more"));
+        assert!(pods_hint("demo", &[]).contains("has no pods"));
+    }
 }

@@ -50,6 +50,7 @@ macro_rules! snapshot {
             filters => vec![
                 (r"\([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\)", "([UID])"),
                 (r"back-off \d+s", "back-off [TIME]"),
+                (r"-[a-z0-9]{6,10}-[a-z0-9]{5}\b", "-[HASH]-[SUFFIX]"),
             ],
         }, {
             insta::assert_snapshot!($name, $text);
@@ -61,7 +62,7 @@ macro_rules! snapshot {
 async fn cluster_side_errors_name_the_object_and_hint_the_fix() {
     let c = cluster::start(FIXTURES).await;
     let cases: &[(&str, &[&str])] = &[
-        ("unknown_pod", &["redis", "nope", "-n", "demo"]),
+        ("unknown_pod", &["redis", "rediss", "-n", "demo"]),
         ("unknown_namespace", &["redis", "redis", "-n", "nowhere"]),
         ("unknown_context", &["redis", "redis", "--context", "nope"]),
         (
