@@ -24,6 +24,14 @@ pub enum Command {
     Redis(PresetArgs),
     /// Forward any ports of a pod.
     Forward(ForwardArgs),
+    /// Start a profile of the config file (`[profiles.NAME]`).
+    Up(UpArgs),
+    /// List the tunnels running on this machine.
+    Ls(LsArgs),
+    /// Stop tunnels (as Ctrl-C would stop them).
+    Stop(StopArgs),
+    /// Print a background tunnel's progress and errors.
+    Logs(LogsArgs),
     /// Print shell completions.
     Completions {
         /// The shell to complete for.
@@ -119,6 +127,50 @@ pub struct CommonArgs {
     /// Never upload podtun to the login host.
     #[arg(long)]
     pub no_install: bool,
+    /// Run in the background once ready (see `podtun ls`, `podtun stop`, `podtun logs`).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+}
+
+/// Arguments of `up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The profile's name.
+    #[arg(value_name = "PROFILE")]
+    pub profile: String,
+    /// The pod, instead of the profile's.
+    #[arg(value_name = "TARGET")]
+    pub target: Option<String>,
+    /// Flags shared by every forward; they win over the profile's settings.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Arguments of `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// One JSON object per tunnel on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Tunnel ids (as `podtun ls` shows them) or targets (`jupyter`, `pod/jupyter`).
+    #[arg(value_name = "ID|TARGET", required_unless_present = "all")]
+    pub which: Vec<String>,
+    /// Stop every tunnel.
+    #[arg(long, conflicts_with = "which")]
+    pub all: bool,
+}
+
+/// Arguments of `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The tunnel's id (as `podtun ls` shows it) or target.
+    #[arg(value_name = "ID|TARGET")]
+    pub which: String,
 }
 
 /// Arguments of the hidden `agent` subcommand.

@@ -35,6 +35,12 @@ impl std::error::Error for Hinted {
     }
 }
 
+/// A failure already shown to the user (by a background tunnel that did not start): exit with
+/// its code and print nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("exited with status {0}")]
+pub struct Exited(pub u8);
+
 /// A usage problem found after parsing (bad `LOCAL:REMOTE`, conflicting flags): exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -95,7 +101,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                     .is_some_and(|h| is_usage(&h.inner))
         })
     }
-    if is_usage(err) {
+    if let Some(Exited(code)) = err.downcast_ref::<Exited>() {
+        *code
+    } else if is_usage(err) {
         EXIT_USAGE
     } else {
         EXIT_FAILURE
@@ -110,6 +118,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 ///   hint: …
 /// ```
 pub fn render(err: &anyhow::Error) -> String {
+    if err.downcast_ref::<Exited>().is_some() {
+        return String::new();
+    }
     let mut out = format!("error: {err}\n");
     let mut last = err.to_string();
     for cause in err.chain().skip(1) {

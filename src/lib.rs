@@ -9,7 +9,8 @@
 //! into the cluster.
 //!
 //! # Layout (in data-flow order)
-//! - [`cli`]: the raw flags; [`plan`]: flags → a checked [`plan::Plan`].
+//! - [`cli`]: the raw flags; [`config`]: the settings file fills what they leave open;
+//!   [`plan`]: flags → a checked [`plan::Plan`].
 //! - [`accept`]: the accept loop both sides share (one task per connection).
 //! - [`laptop`]: the local listeners, readiness probes through the whole chain, and the run loop.
 //! - [`wire`]: the laptop ↔ agent JSON-line protocol (events also drive local mode).
@@ -19,6 +20,8 @@
 //! - [`output`]: results on stdout (human or `--json`), progress on stderr.
 //! - [`error`]: `error:` / `Caused by:` / `hint:` rendering and exit codes.
 //! - [`shutdown`]: Ctrl-C/SIGTERM and the grace given to open connections.
+//! - [`tunnels`]: the tunnels running on this machine (state files, locks, `-d`, `ls`, `stop`,
+//!   `logs`, port memory), in the directories [`dirs`] names.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -27,6 +30,8 @@ pub mod accept;
 pub mod agent;
 pub mod cli;
 pub mod cluster;
+pub mod config;
+pub mod dirs;
 pub mod error;
 pub mod laptop;
 pub mod mux;
@@ -34,6 +39,7 @@ pub mod output;
 pub mod plan;
 pub mod shutdown;
 pub mod splice;
+pub mod tunnels;
 pub mod wire;
 
 use std::future::Future;
@@ -51,8 +57,11 @@ pub fn init_tracing(cli: &Cli) {
     let (verbose, quiet) = match &cli.command {
         Command::Jupyter(a) | Command::Redis(a) => (a.common.verbose, a.common.quiet),
         Command::Forward(a) => (a.common.verbose, a.common.quiet),
+        Command::Up(a) => (a.common.verbose, a.common.quiet),
         Command::Agent(a) => (a.verbose, false),
-        Command::Completions { .. } => (0, false),
+        Command::Completions { .. } | Command::Ls(_) | Command::Stop(_) | Command::Logs(_) => {
+            (0, false)
+        }
     };
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -84,6 +93,16 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Jupyter(args) => Plan::from_preset(args, "jupyter")?,
         Command::Redis(args) => Plan::from_preset(args, "redis")?,
         Command::Forward(args) => Plan::from_forward(args)?,
+        Command::Ls(args) => return tunnels::commands::ls(args),
+        Command::Stop(args) => return tunnels::commands::stop(args).await,
+        Command::Logs(args) => return tunnels::commands::logs(args),
+        // `config::apply` turned it into the profile's command.
+        Command::Up(args) => {
+            return Err(error::usage(
+                format!("profile `{}` was not loaded", args.profile),
+                None,
+            ))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
@@ -99,13 +118,45 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         #[cfg(not(unix))]
         Command::Agent(_) => anyhow::bail!("`podtun agent` runs on Unix login hosts only"),
     };
-    let out = Arc::new(Output::new(plan.json, plan.quiet));
+    let mut out = Output::new(plan.json, plan.quiet);
+    let detached = std::env::var(tunnels::DETACHED_ENV).ok();
+    if plan.detach && detached.is_none() {
+        return tunnels::detach::start(&plan, &out, shutdown).await;
+    }
+    let registration = match register(&plan, detached.as_deref()).await {
+        Ok(tunnels::Registered::Running(state)) => {
+            tunnels::print_running(&state, &out);
+            return Ok(());
+        }
+        Ok(tunnels::Registered::New(reg)) => Some(Arc::new(reg)),
+        Err(e) if detached.is_some() => return Err(e),
+        Err(e) => {
+            // A foreground tunnel works without its entry; `ls` and `stop` will not see it.
+            tracing::warn!("could not register the tunnel: {e:#}");
+            None
+        }
+    };
+    if let Some(reg) = &registration {
+        out.set_registration(reg.clone());
+    }
+    let id = registration.as_ref().map(|r| r.id().to_string());
+    let shutdown = async move {
+        let requested = tunnels::control::stop_requested(id.as_deref().unwrap_or_default());
+        tokio::select! {
+            () = shutdown => {}
+            () = requested, if id.is_some() => {}
+        }
+    };
+    let out = Arc::new(out);
     let result = if plan.via.is_empty() {
         laptop::run::run_local(&plan, out.clone(), shutdown).await
     } else {
         laptop::session::run_via(&plan, out.clone(), shutdown).await
     };
     out.done();
+    if let Some(reg) = &registration {
+        reg.finish(&result);
+    }
     if let Err(err) = &result {
         if out.json() {
             out.event(&Event::Error {
@@ -115,4 +166,16 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         }
     }
     result
+}
+
+/// This process's entry among the tunnels (`detached`: the id a background start gave it).
+async fn register(plan: &Plan, detached: Option<&str>) -> anyhow::Result<tunnels::Registered> {
+    match detached {
+        Some(id) => {
+            tunnels::detach::leave_terminal();
+            let paths = tunnels::Paths::with_id(&tunnels::Paths::dir()?, id);
+            tunnels::register(plan, paths, None, true).await
+        }
+        None => tunnels::register(plan, tunnels::Paths::of(plan)?, None, false).await,
+    }
 }

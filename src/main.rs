@@ -1,10 +1,19 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use podtun::cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Settings the command line left open come from the config file.
+    let cli = match podtun::config::apply(cli, &matches) {
+        Ok(cli) => cli,
+        Err(err) => {
+            eprint!("{}", podtun::error::render(&err));
+            return ExitCode::from(podtun::error::exit_code(&err));
+        }
+    };
     podtun::init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,11 +2,14 @@
 //! (a spinner on a terminal, plain lines otherwise).
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+
+use crate::tunnels::Registration;
 
 /// Events on stdout with `--json`, one object per line.
 #[derive(Debug, Clone, Serialize)]
@@ -59,7 +62,15 @@ pub struct Output {
     last: Mutex<String>,
     /// The last Jupyter URL shown: a replacement pod's URL is shown only when it changed.
     last_url: Mutex<Option<String>>,
+    /// The tunnel's entry in the state directory, kept current from the events.
+    registration: Option<Arc<Registration>>,
+    /// A background tunnel, once ready: results go to its log, nobody reads stdout any more.
+    results_to_log: AtomicBool,
 }
+
+/// The line a background tunnel writes to the podtun that started it once every forward is
+/// ready (a private pipe between the two, never a user's terminal).
+pub const DETACHED_READY: &str = "podtun:detached-ready";
 
 impl Output {
     /// `json`: events on stdout; `quiet`: no progress.
@@ -79,6 +90,34 @@ impl Output {
             bar,
             last: Mutex::new(String::new()),
             last_url: Mutex::new(None),
+            registration: None,
+            results_to_log: AtomicBool::new(false),
+        }
+    }
+
+    /// Keeps `registration` current from the events.
+    pub fn set_registration(&mut self, registration: Arc<Registration>) {
+        self.registration = Some(registration);
+    }
+
+    /// Every forward of a batch was reported ready (`first`: the first time).
+    pub fn ready_reported(&self, first: bool) {
+        let Some(reg) = &self.registration else {
+            return;
+        };
+        reg.on_ready();
+        if first && reg.detached() {
+            self.result(DETACHED_READY);
+            self.results_to_log.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A result line: on stdout, or in a background tunnel's log once it is on its own.
+    fn result(&self, line: &str) {
+        if self.results_to_log.load(Ordering::Relaxed) {
+            eprintln!("podtun: {line}");
+        } else {
+            println_flush(line);
         }
     }
 
@@ -120,21 +159,24 @@ impl Output {
     /// Reports an event: a JSON line, or for humans the result on stdout and the rest on stderr.
     pub fn event(&self, event: &Event) {
         let event = &self.dedupe_url(event);
+        if let Some(reg) = &self.registration {
+            reg.on_event(event);
+        }
         if self.json {
             if let Ok(line) = serde_json::to_string(event) {
-                println_flush(&line);
+                self.result(&line);
             }
             return;
         }
         match event {
             Event::Ready { url, local, .. } => {
                 self.done();
-                println_flush(url.as_deref().unwrap_or(local));
+                self.result(url.as_deref().unwrap_or(local));
             }
             Event::PodReplaced { pod, url } => {
                 self.note(&format!("now forwarding to pod `{pod}`"));
                 if let Some(url) = url {
-                    println_flush(url);
+                    self.result(url);
                 }
             }
             Event::Reconnecting { reason } => self.note(&format!("reconnecting: {reason}")),

@@ -37,6 +37,8 @@ pub struct Plan {
     pub browser: bool,
     /// `-q`.
     pub quiet: bool,
+    /// `-d`: run in the background once ready.
+    pub detach: bool,
 }
 
 impl Plan {
@@ -112,6 +114,7 @@ impl Plan {
             json: common.json,
             browser: !common.no_browser && !common.json,
             quiet: common.quiet,
+            detach: common.detach,
         })
     }
 }

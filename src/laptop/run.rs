@@ -167,9 +167,19 @@ pub fn bind_all(
         .iter()
         .map(|port| match early.next().flatten() {
             Some(l) => Ok(l),
-            None => listener::bind(plan.address, port.local, port.remote),
+            None => match port.local.or_else(|| recall(plan, port.remote)) {
+                // A remembered port is a preference: taken, the usual choice applies.
+                Some(p) if port.local.is_none() => listener::bind(plan.address, Some(p), p)
+                    .or_else(|_| listener::bind(plan.address, None, port.remote)),
+                _ => listener::bind(plan.address, port.local, port.remote),
+            },
         })
         .collect()
+}
+
+/// The local port this tunnel used last time for `remote`.
+fn recall(plan: &Plan, remote: u16) -> Option<u16> {
+    crate::tunnels::ports::recall(&crate::tunnels::ports::Key::of(plan), remote)
 }
 
 /// The address users should type: a wildcard listener is reached on loopback.
@@ -230,6 +240,7 @@ pub fn report_ready(
             }
         }
     }
+    out.ready_reported(first);
 }
 
 /// Cluster-side events while serving: progress lines, and the new pod (and URL) on replacement.
