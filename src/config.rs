@@ -153,10 +153,7 @@ fn load(path: &Path, named: bool) -> anyhow::Result<ConfigFile> {
         Err(e) => {
             return Err(usage(
                 format!("could not read the config file {}: {e}", path.display()),
-                Some(format!(
-                    "check `{}`, or unset it",
-                    crate::dirs::CONFIG_ENV
-                )),
+                Some(format!("check `{}`, or unset it", crate::dirs::CONFIG_ENV)),
             ))
         }
     };
@@ -200,7 +197,9 @@ fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
     let before = text.get(..offset).unwrap_or(text);
     let line_no = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let col = text.get(line_start..offset).map_or(1, |s| s.chars().count() + 1);
+    let col = text
+        .get(line_start..offset)
+        .map_or(1, |s| s.chars().count() + 1);
     let line = text[line_start..].lines().next().unwrap_or("");
     let table = before[..line_start]
         .lines()
@@ -215,9 +214,12 @@ fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
     let key = match (table, key) {
         (Some(t), Some(k)) => Some(format!("{t}.{k}")),
         (None, Some(k)) => Some(k),
-        (t, None) if line.trim().starts_with('[') => {
-            Some(line.trim().trim_matches(|c| c == '[' || c == ']').to_string()).or(t)
-        }
+        (t, None) if line.trim().starts_with('[') => Some(
+            line.trim()
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_string(),
+        )
+        .or(t),
         _ => None,
     };
     (line_no, col, key)

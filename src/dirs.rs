@@ -91,7 +91,11 @@ pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
 /// Opens (creating it 0600 if missing) a private file for reading and writing.
 pub fn private_file(path: &Path, truncate: bool) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(truncate);
+    options
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -104,8 +108,8 @@ pub fn private_file(path: &Path, truncate: bool) -> std::io::Result<File> {
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = private_file(&tmp, true)
-        .with_context(|| format!("could not write {}", tmp.display()))?;
+    let mut file =
+        private_file(&tmp, true).with_context(|| format!("could not write {}", tmp.display()))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_data())
         .with_context(|| format!("could not write {}", tmp.display()))?;

@@ -129,7 +129,10 @@ fn ignore_broken_pipe(result: std::io::Result<()>) -> anyhow::Result<()> {
 fn names(which: &str, state: &State) -> bool {
     which == state.id
         || which == state.target
-        || state.target.split_once('/').is_some_and(|(_, n)| n == which)
+        || state
+            .target
+            .split_once('/')
+            .is_some_and(|(_, n)| n == which)
 }
 
 fn not_running(which: &str) -> anyhow::Error {

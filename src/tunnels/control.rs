@@ -85,13 +85,12 @@ mod windows {
     /// Serves the tunnel's pipe; resolves on the first connection.
     pub async fn serve(id: &str) {
         let name = pipe_name(id);
-        let server = match ServerOptions::new()
-            .first_pipe_instance(true)
-            .create(&name)
-        {
+        let server = match ServerOptions::new().first_pipe_instance(true).create(&name) {
             Ok(server) => server,
             Err(e) => {
-                tracing::warn!("could not serve {name}: {e}; `podtun stop` cannot reach this tunnel");
+                tracing::warn!(
+                    "could not serve {name}: {e}; `podtun stop` cannot reach this tunnel"
+                );
                 return std::future::pending().await;
             }
         };

@@ -55,9 +55,14 @@ pub async fn start(
         const CREATE_NO_WINDOW: u32 = 0x0800_0000;
         cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
     }
-    let mut child = cmd.spawn().context("could not start the background tunnel")?;
+    let mut child = cmd
+        .spawn()
+        .context("could not start the background tunnel")?;
     let pid = child.id().unwrap_or_default();
-    let stdout = child.stdout.take().context("no pipe from the background tunnel")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("no pipe from the background tunnel")?;
     let mut lines = BufReader::new(stdout).lines();
     let mut tail = Tail::new(paths.log());
     let mut tick = tokio::time::interval(TAIL_EVERY);
@@ -138,8 +143,7 @@ impl Tail {
             return;
         };
         let mut fresh = Vec::new();
-        if file.seek(SeekFrom::Start(self.offset)).is_ok() && file.read_to_end(&mut fresh).is_ok()
-        {
+        if file.seek(SeekFrom::Start(self.offset)).is_ok() && file.read_to_end(&mut fresh).is_ok() {
             self.offset += fresh.len() as u64;
             let mut stderr = std::io::stderr().lock();
             let _ = stderr.write_all(&fresh).and_then(|()| stderr.flush());

@@ -196,8 +196,8 @@ impl Paths {
     pub async fn lock_start(&self) -> anyhow::Result<File> {
         let path = self.file("start");
         loop {
-            if let Some(file) = try_lock(&path)
-                .with_context(|| format!("could not lock {}", path.display()))?
+            if let Some(file) =
+                try_lock(&path).with_context(|| format!("could not lock {}", path.display()))?
             {
                 return Ok(file);
             }
@@ -301,7 +301,9 @@ pub async fn register(
     let lock_path = paths.file("lock");
     let deadline = tokio::time::Instant::now() + LOCK_BRIEF;
     let alive = loop {
-        match try_lock(&lock_path).with_context(|| format!("could not lock {}", lock_path.display()))? {
+        match try_lock(&lock_path)
+            .with_context(|| format!("could not lock {}", lock_path.display()))?
+        {
             Some(file) => break file,
             None if tokio::time::Instant::now() < deadline => tokio::time::sleep(LOCK_POLL).await,
             None => anyhow::bail!("tunnel `{}` is already running", paths.id),
@@ -420,10 +422,7 @@ impl Registration {
     /// The tunnel ends: a clean stop leaves nothing; a failure after ready stays for `ls` to
     /// show once.
     pub fn finish(&self, result: &anyhow::Result<()>) {
-        let was_ready = self
-            .state
-            .lock()
-            .is_ok_and(|s| !s.forwards.is_empty());
+        let was_ready = self.state.lock().is_ok_and(|s| !s.forwards.is_empty());
         match result {
             Err(e) if was_ready => self.update(|s| {
                 s.state = Phase::Failed;

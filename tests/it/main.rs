@@ -3,6 +3,8 @@
 
 #[cfg(unix)]
 mod agent;
+#[cfg(unix)]
+mod background;
 mod cli;
 mod common;
 mod errors;

@@ -26,6 +26,9 @@ pub fn command(kubeconfig: &Path, home: &Path, args: &[&str]) -> Command {
         .env("HOME", home)
         .env_remove("KUBECONFIG")
         .env_remove("RUST_LOG")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("PODTUN_CONFIG")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     cmd

@@ -258,6 +258,10 @@ impl Topology {
             .env_remove("RUST_LOG")
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("PODTUN_VIA")
+            // State and settings under the laptop's HOME, as for a user who set neither.
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("PODTUN_CONFIG")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd
