@@ -161,21 +161,20 @@ fn load(path: &Path, named: bool) -> anyhow::Result<ConfigFile> {
         let span = e.span().unwrap_or(0..0);
         at(path, &text, span.start, e.message().trim())
     })?;
-    for (where_, settings) in [("defaults", &file.defaults)] {
-        let only_profile = [
-            settings.preset.as_ref().map(Spanned::span),
-            settings.target.as_ref().map(Spanned::span),
-            settings.ports.as_ref().map(Spanned::span),
-            settings.selector.as_ref().map(Spanned::span),
-        ];
-        if let Some(span) = only_profile.into_iter().flatten().next() {
-            return Err(at(
-                path,
-                &text,
-                span.start,
-                &format!("`{where_}` cannot say what to forward; put it in a profile"),
-            ));
-        }
+    let settings = &file.defaults;
+    let only_profile = [
+        settings.preset.as_ref().map(Spanned::span),
+        settings.target.as_ref().map(Spanned::span),
+        settings.ports.as_ref().map(Spanned::span),
+        settings.selector.as_ref().map(Spanned::span),
+    ];
+    if let Some(span) = only_profile.into_iter().flatten().next() {
+        return Err(at(
+            path,
+            &text,
+            span.start,
+            "`defaults` cannot say what to forward; put it in a profile",
+        ));
     }
     Ok(file)
 }
