@@ -24,6 +24,9 @@ pub enum Command {
     Redis(PresetArgs),
     /// Forward any ports of a pod.
     Forward(ForwardArgs),
+    /// Check the way to the cluster, step by step: SSH, the login host, the API server, your
+    /// rights, your Jupyter pods.
+    Doctor(DoctorArgs),
     /// Print shell completions.
     Completions {
         /// The shell to complete for.
@@ -37,8 +40,9 @@ pub enum Command {
 /// Arguments of `jupyter` and `redis`.
 #[derive(Debug, Args)]
 pub struct PresetArgs {
-    /// The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME.
-    #[arg(value_name = "TARGET", required_unless_present = "selector")]
+    /// The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME (default: the namespace's
+    /// Running pod that fits; a choice when several do).
+    #[arg(value_name = "TARGET")]
     pub target: Option<String>,
     /// Remote port (number or container port name) instead of the discovered one.
     #[arg(long = "port", value_name = "[LOCAL:]REMOTE")]
@@ -51,13 +55,23 @@ pub struct PresetArgs {
 /// Arguments of `forward`.
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
-    /// The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME.
-    #[arg(value_name = "TARGET", required_unless_present = "selector")]
+    /// The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME (default: a choice among
+    /// the namespace's Running pods).
+    #[arg(value_name = "TARGET")]
     pub target: Option<String>,
     /// Ports to forward, as REMOTE or LOCAL:REMOTE (REMOTE: number or container port name).
     /// Without any, the pod's declared ports.
     #[arg(value_name = "[LOCAL:]REMOTE")]
     pub ports: Vec<String>,
+    /// Flags shared by every forward.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Arguments of `doctor`: the flags of a forward (only those that say how to reach the
+/// cluster matter).
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
     /// Flags shared by every forward.
     #[command(flatten)]
     pub common: CommonArgs,

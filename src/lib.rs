@@ -51,6 +51,7 @@ pub fn init_tracing(cli: &Cli) {
     let (verbose, quiet) = match &cli.command {
         Command::Jupyter(a) | Command::Redis(a) => (a.common.verbose, a.common.quiet),
         Command::Forward(a) => (a.common.verbose, a.common.quiet),
+        Command::Doctor(a) => (a.common.verbose, a.common.quiet),
         Command::Agent(a) => (a.verbose, false),
         Command::Completions { .. } => (0, false),
     };
@@ -84,6 +85,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         Command::Jupyter(args) => Plan::from_preset(args, "jupyter")?,
         Command::Redis(args) => Plan::from_preset(args, "redis")?,
         Command::Forward(args) => Plan::from_forward(args)?,
+        Command::Doctor(args) => return laptop::doctor::run(&Plan::from_doctor(args)?).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::cli::{CommonArgs, ForwardArgs, PresetArgs};
+use crate::cli::{CommonArgs, DoctorArgs, ForwardArgs, PresetArgs};
 use crate::cluster::client::ClusterRef;
 use crate::cluster::tunnel::Spec;
 use crate::error::usage;
@@ -54,6 +54,11 @@ impl Plan {
             &args.common,
             "generic",
         )
+    }
+
+    /// `podtun doctor`: the cluster flags, for the Jupyter preset without a TARGET.
+    pub fn from_doctor(args: &DoctorArgs) -> anyhow::Result<Plan> {
+        Plan::build(None, Vec::new(), &args.common, "jupyter")
     }
 
     fn build(

@@ -111,11 +111,30 @@ fn local_uname() -> String {
     format!("{os} {arch}")
 }
 
+/// What can run the agent on the login host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// `--remote-bin PATH` (quoted for the shell).
+    Given(String),
+    /// podtun of this version found there (quoted for the shell).
+    Found(String),
+    /// None there; this binary can be uploaded (same OS and architecture).
+    Upload,
+}
+
 /// The command that starts podtun on the login host (without arguments).
 pub async fn agent_binary(ssh: &SshSession, plan: &Plan) -> anyhow::Result<String> {
+    match locate(ssh, plan).await? {
+        Located::Given(bin) | Located::Found(bin) => Ok(bin),
+        Located::Upload => upload(ssh, ssh.host()).await,
+    }
+}
+
+/// Looks for what can run the agent, without changing anything on the login host.
+pub async fn locate(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Located> {
     let host = ssh.host().to_string();
     if let Some(bin) = &plan.remote_bin {
-        return Ok(remote_path(bin));
+        return Ok(Located::Given(remote_path(bin)));
     }
     let probe = format!(
         "uname -sm; for p in \"$(command -v podtun 2>/dev/null)\" \"$HOME/.cache/podtun/{VERSION}/podtun\"; do \
@@ -132,7 +151,7 @@ pub async fn agent_binary(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Strin
         {
             debug!(%host, path, version, "podtun on the login host");
             if version.trim() == want {
-                return Ok(sh_quote(path));
+                return Ok(Located::Found(sh_quote(path)));
             }
         }
     }
@@ -153,7 +172,39 @@ pub async fn agent_binary(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Strin
             ),
         ));
     }
-    upload(ssh, &host).await
+    Ok(Located::Upload)
+}
+
+/// The first line `COMMAND` prints on the login host (in the login environment), or why not.
+pub async fn first_line(ssh: &SshSession, command: &str) -> anyhow::Result<String> {
+    let ran = run(ssh, command, None).await?;
+    let line = ran
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if ran.status != Some(0) || line.is_empty() {
+        let why = ran
+            .stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        bail!(
+            "`{command}` failed on `{}` (exit status {}){}",
+            ssh.host(),
+            ran.status.map_or("unknown".to_string(), |s| s.to_string()),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            }
+        );
+    }
+    Ok(line)
 }
 
 /// Uploads this binary to `~/.cache/podtun/<version>/podtun` and returns its path.

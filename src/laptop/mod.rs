@@ -1,9 +1,11 @@
 //! The laptop side: SSH to the login host, the local listener, the session with the agent.
 
 mod auth;
+pub mod doctor;
 pub mod install;
 mod known_hosts;
 pub mod listener;
+pub mod pick;
 pub mod probe;
 pub mod run;
 pub mod session;

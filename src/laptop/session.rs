@@ -23,7 +23,9 @@ use crate::error::hinted;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 
-use crate::wire::{AgentEvent, Hello, JupyterAccess, HEARTBEAT_SECS, PROTOCOL, VERSION};
+use crate::wire::{
+    AgentEvent, Candidates, Hello, JupyterAccess, Pick, HEARTBEAT_SECS, PROTOCOL, VERSION,
+};
 
 /// Bound on the agent's `hello` after it was started (shell start-up included).
 const AGENT_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -316,6 +318,7 @@ impl Agent {
             v: PROTOCOL,
             request: plan.request.clone(),
             heartbeat_secs: Some(HEARTBEAT_SECS),
+            kind: Default::default(),
         };
         let mut line = serde_json::to_vec(&hello)?;
         line.push(b'\n');
@@ -358,6 +361,7 @@ impl Agent {
                     return Err(remote_error(&self.host, message, hint))
                 }
                 ev @ AgentEvent::Resolved { .. } => resolved = Resolved::from_event(&ev),
+                AgentEvent::Candidates(offered) => self.answer(&offered, out).await?,
                 AgentEvent::Listening { sockets: s } => {
                     sockets = Some(s);
                     if preset != Preset::Jupyter {
@@ -377,6 +381,28 @@ impl Agent {
             (Some(r), Some(s)) if s.len() == r.ports.len() => Ok((r, s, None)),
             _ => bail!("the agent on `{}` reported no usable sockets", self.host),
         }
+    }
+
+    /// Several pods fit and no TARGET was given: the user's choice (or none, without a
+    /// terminal) goes back to the agent. Heartbeats go on while the user thinks.
+    async fn answer(&self, offered: &Candidates, out: &Output) -> anyhow::Result<()> {
+        let choice = super::pick::choose(offered, out);
+        tokio::pin!(choice);
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
+        let choice = loop {
+            tokio::select! {
+                choice = &mut choice => break choice,
+                _ = heartbeat.tick() => { self.heartbeat().await.ok(); }
+            }
+        };
+        let mut line = serde_json::to_vec(&Pick {
+            pick: choice.as_ref().ok().cloned(),
+        })?;
+        line.push(b'\n');
+        self.write.data(&line[..]).await.with_context(|| {
+            format!("could not send the choice to the agent on `{}`", self.host)
+        })?;
+        choice.map(|_| ())
     }
 
     /// Closes the agent's stdin (it removes its sockets and exits) and waits a little for it.
