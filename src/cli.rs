@@ -100,8 +100,8 @@ pub struct CommonArgs {
     /// Container of the pod (default: the one the preset fits, else the first).
     #[arg(short, long, value_name = "NAME")]
     pub container: Option<String>,
-    /// Pick the pod by label selector instead of by name.
-    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "target")]
+    /// Pick the pod by label selector instead of by name (not with a TARGET).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
     pub selector: Option<String>,
     /// Local port (default: the remote port if free, else any free port).
     #[arg(short = 'p', long, value_name = "PORT")]

@@ -42,6 +42,7 @@ pub mod netns;
 mod podlog;
 pub mod portforward;
 mod respond;
+mod review;
 mod runtime;
 mod selector;
 mod server;
@@ -54,4 +55,4 @@ mod workloads;
 mod handle;
 
 pub use auth::USER_NAME;
-pub use handle::{Config, TestCluster};
+pub use handle::{Config, TestCluster, UserSpec};

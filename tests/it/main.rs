@@ -5,11 +5,15 @@
 mod agent;
 mod cli;
 mod common;
+#[cfg(unix)]
+mod doctor;
 mod errors;
 #[cfg(unix)]
 mod faults;
 mod kind;
 mod local;
+#[cfg(unix)]
+mod pick;
 mod ssh;
 #[cfg(unix)]
 mod via;
