@@ -312,6 +312,20 @@ mod tests {
     }
 
     #[test]
+    fn the_reason_names_the_binding_as_the_rbac_authorizer_does() {
+        let store = store_with_role();
+        let user = User::Named(USER_NAME.into());
+        assert_eq!(
+            decide(&store, &user, &attrs("list", Kind::Pod, None, "demo", None)).as_deref(),
+            Some(r#"RBAC: allowed by RoleBinding "b/demo" of Role "r" to User "podtun-user""#)
+        );
+        assert_eq!(
+            decide(&store, &user, &attrs("delete", Kind::Pod, None, "demo", Some("x"))),
+            None
+        );
+    }
+
+    #[test]
     fn forbidden_message_matches_the_api_server() {
         let user = User::Named(USER_NAME.into());
         assert_eq!(
