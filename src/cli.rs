@@ -24,8 +24,7 @@ pub enum Command {
     Redis(PresetArgs),
     /// Forward any ports of a pod.
     Forward(ForwardArgs),
-    /// Check the way to the cluster, step by step: SSH, the login host, the API server, your
-    /// rights, your Jupyter pods.
+    /// Check each step from here to the pods: SSH, login host, API server, rights.
     Doctor(DoctorArgs),
     /// Print shell completions.
     Completions {
