@@ -320,7 +320,11 @@ mod tests {
             Some(r#"RBAC: allowed by RoleBinding "b/demo" of Role "r" to User "podtun-user""#)
         );
         assert_eq!(
-            decide(&store, &user, &attrs("delete", Kind::Pod, None, "demo", Some("x"))),
+            decide(
+                &store,
+                &user,
+                &attrs("delete", Kind::Pod, None, "demo", Some("x"))
+            ),
             None
         );
     }
