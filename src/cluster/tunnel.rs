@@ -102,6 +102,15 @@ impl Tunnel {
     ) -> anyhow::Result<Tunnel> {
         progress("connecting to the cluster");
         let cluster = client::connect(cluster).await?;
+        Tunnel::start_with(cluster, spec, progress).await
+    }
+
+    /// [`Tunnel::start`] on a client built elsewhere (kubectl mode: through `kubectl proxy`).
+    pub async fn start_with(
+        cluster: Cluster,
+        spec: Spec,
+        progress: Progress<'_>,
+    ) -> anyhow::Result<Tunnel> {
         let found = resolve::wait_for_pod(
             &cluster,
             &spec.target,

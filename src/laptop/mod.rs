@@ -3,6 +3,7 @@
 mod auth;
 pub mod install;
 mod known_hosts;
+pub mod kubectl;
 pub mod listener;
 pub mod probe;
 pub mod run;
