@@ -17,6 +17,8 @@
 //! Pairing streams into port-forward connections is the caller's.
 
 mod codec;
+#[cfg(test)]
+mod fixtures;
 mod frame;
 mod headers;
 mod session;

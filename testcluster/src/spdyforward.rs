@@ -121,14 +121,14 @@ where
             },
         };
         let session = match transport {
-            Transport::Classic => Session::new(upgraded, Role::Server, kubelet_config()),
+            Transport::Classic => Session::new(Tap::new(upgraded), Role::Server, kubelet_config()),
             Transport::Tunnel => {
                 let config = WebSocketConfig::default()
                     .max_frame_size(Some(MAX_MESSAGE))
                     .max_message_size(Some(MAX_MESSAGE));
                 let ws =
                     WebSocketStream::from_raw_socket(upgraded, WsRole::Server, Some(config)).await;
-                Session::new(WsIo::new(ws), Role::Server, kubelet_config())
+                Session::new(Tap::new(WsIo::new(ws)), Role::Server, kubelet_config())
             }
         };
         tokio::select! {
@@ -550,6 +550,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
             Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => Poll::Ready(Ok(())),
             Err(err) => Poll::Ready(Err(io::Error::other(err))),
         }
+    }
+}
+
+/// The environment variable naming a directory where every SPDY session's bytes are recorded
+/// (`N.client` as received, `N.server` as sent): how the codec's fixtures of kubectl's frames
+/// were captured. Unset, nothing is recorded.
+pub const TAP_ENV: &str = "TESTCLUSTER_SPDY_TAP";
+
+/// A byte stream that appends what crosses it to two files, when [`TAP_ENV`] is set.
+struct Tap<T> {
+    io: T,
+    files: Option<(std::fs::File, std::fs::File)>,
+}
+
+impl<T> Tap<T> {
+    fn new(io: T) -> Tap<T> {
+        static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let files = std::env::var_os(TAP_ENV).and_then(|dir| {
+            let n = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::path::PathBuf::from(dir);
+            let open = |name: String| std::fs::File::create(dir.join(name)).ok();
+            Some((open(format!("{n}.client"))?, open(format!("{n}.server"))?))
+        });
+        Tap { io, files }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        let Tap { files, .. } = &mut *self;
+        if let Some((client, _)) = files.as_mut() {
+            let _ = io::Write::write_all(client, &buf.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
+        if let Some((_, server)) = self.files.as_mut() {
+            let _ = io::Write::write_all(server, &buf[..n]);
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
