@@ -9,6 +9,8 @@ mod errors;
 #[cfg(unix)]
 mod faults;
 mod kind;
+#[cfg(unix)]
+mod kubectl_portforward;
 mod local;
 mod ssh;
 #[cfg(unix)]
