@@ -5,6 +5,7 @@ pub mod install;
 mod known_hosts;
 pub mod listener;
 pub mod probe;
+pub mod release;
 pub mod run;
 pub mod session;
 pub mod ssh;
