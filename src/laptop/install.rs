@@ -185,7 +185,11 @@ pub async fn agent_binary(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Strin
         .candidates
         .iter()
         .map(|(path, version)| {
-            let version = if version.is_empty() { "no version" } else { version };
+            let version = if version.is_empty() {
+                "no version"
+            } else {
+                version
+            };
             format!("{path} is {version}")
         })
         .collect();
@@ -213,7 +217,9 @@ pub async fn agent_binary(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Strin
         match upload(ssh, &bytes, found.gzip).await {
             Ok(path) => return Ok(path),
             Err(Upload::DoesNotRun(why)) => {
-                tried.push(format!("uploading this podtun: it does not run there: {why}"));
+                tried.push(format!(
+                    "uploading this podtun: it does not run there: {why}"
+                ));
             }
             Err(Upload::Failed(e)) => {
                 tried.push(format!("uploading this podtun: {e:#}"));
@@ -315,7 +321,11 @@ async fn upload(ssh: &SshSession, bytes: &[u8], gzip: bool) -> Result<String, Up
 
 /// A remote command's message on one line, bounded.
 fn quote_output(text: &str) -> String {
-    let line: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let line: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let line = line.join("; ");
     match line.char_indices().nth(400) {
         Some((at, _)) => format!("`{}…`", &line[..at]),
@@ -386,7 +396,10 @@ mod tests {
     #[cfg(unix)]
     fn script(version: &str, status: u8) -> Vec<u8> {
         let fd = if status == 0 { 1 } else { 2 };
-        let mut text = format!("#!/bin/sh\necho {} >&{fd}\nexit {status}\n", sh_quote(version));
+        let mut text = format!(
+            "#!/bin/sh\necho {} >&{fd}\nexit {status}\n",
+            sh_quote(version)
+        );
         for i in 0..5000 {
             text.push_str(&format!("# padding {i}\n"));
         }

@@ -109,7 +109,9 @@ pub async fn agent_build(target: &str) -> anyhow::Result<Build> {
         .with_context(|| format!("could not download {archive_url}"))?;
     let got = sha256_hex(&archive);
     if got != want {
-        bail!("{archive_url} does not match its checksum: SHA256SUMS has {want}, the download {got}");
+        bail!(
+            "{archive_url} does not match its checksum: SHA256SUMS has {want}, the download {got}"
+        );
     }
     let inner = format!("podtun-{VERSION}-{target}/podtun");
     let bytes = tokio::task::spawn_blocking(move || unpack(&archive, &inner))
@@ -174,7 +176,9 @@ fn file_url_path(rest: &str) -> anyhow::Result<PathBuf> {
     let raw = rest.as_bytes();
     let mut i = 0;
     while i < raw.len() {
-        let hex = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = raw
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (raw[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(b)) => {
                 bytes.push(b);
@@ -470,10 +474,7 @@ mod tests {
 
     #[test]
     fn targets_from_uname() {
-        assert_eq!(
-            target_for("Linux x86_64"),
-            Some("x86_64-unknown-linux-gnu")
-        );
+        assert_eq!(target_for("Linux x86_64"), Some("x86_64-unknown-linux-gnu"));
         assert_eq!(
             target_for("Linux aarch64\n"),
             Some("aarch64-unknown-linux-gnu")
@@ -511,7 +512,10 @@ mod tests {
         let base: http::Uri = "https://github.com/o/r/releases/download/v1/x.tar.gz"
             .parse()
             .unwrap();
-        assert_eq!(resolve(&base, "https://cdn.example/a"), "https://cdn.example/a");
+        assert_eq!(
+            resolve(&base, "https://cdn.example/a"),
+            "https://cdn.example/a"
+        );
         assert_eq!(resolve(&base, "/a/b"), "https://github.com/a/b");
         assert_eq!(resolve(&base, "//cdn.example/a"), "https://cdn.example/a");
         assert_eq!(
@@ -527,7 +531,11 @@ mod tests {
     fn unpacks_the_binary_from_a_tar_gz() {
         let work = tempfile::tempdir().unwrap();
         let long = "d".repeat(120);
-        for (format, dir) in [("gnu", "podtun-1-t"), ("pax", "podtun-1-t"), ("gnu", &*long)] {
+        for (format, dir) in [
+            ("gnu", "podtun-1-t"),
+            ("pax", "podtun-1-t"),
+            ("gnu", &*long),
+        ] {
             let stage = work.path().join(format!("stage-{format}-{}", dir.len()));
             std::fs::create_dir_all(stage.join(dir)).unwrap();
             let binary: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();

@@ -10,6 +10,8 @@ mod errors;
 mod faults;
 mod kind;
 mod local;
+#[cfg(unix)]
+mod release;
 mod ssh;
 #[cfg(unix)]
 mod via;
