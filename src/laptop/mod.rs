@@ -6,6 +6,7 @@ mod known_hosts;
 pub mod kubectl;
 pub mod listener;
 pub mod probe;
+pub mod release;
 pub mod run;
 pub mod session;
 pub mod ssh;

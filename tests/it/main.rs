@@ -12,6 +12,8 @@ mod kind;
 #[cfg(unix)]
 mod kubectl_portforward;
 mod local;
+#[cfg(unix)]
+mod release;
 mod ssh;
 #[cfg(unix)]
 mod via;
