@@ -188,7 +188,7 @@ fn laptop_cache(t: &Topology) -> PathBuf {
 }
 
 /// `podtun PRESET PRESET -n demo -p 0 --via LOGIN --kubeconfig (login's)` as a foreign build
-/// fetching releases from `releases`, with the laptop's cache in its home.
+/// fetching releases from `releases`, with the laptop's cache in its home (`--agent podtun`).
 fn foreign(t: &Topology, preset: &str, releases: &str) -> tokio::process::Command {
     let kubeconfig = t.kubeconfig_arg();
     let mut cmd = t.podtun(&[
@@ -203,7 +203,9 @@ fn foreign(t: &Topology, preset: &str, releases: &str) -> tokio::process::Comman
         "--kubeconfig",
         &kubeconfig,
     ]);
+    // podtun's agent only: in auto mode a failed download goes on to kubectl mode.
     cmd.env("PODTUN_TEST_FOREIGN_BUILD", "1")
+        .env("PODTUN_AGENT", "podtun")
         .env("PODTUN_RELEASES_URL", releases)
         .env("XDG_CACHE_HOME", t.home.path().join(".cache"));
     cmd
