@@ -132,6 +132,21 @@ pub struct CommonArgs {
     /// Never upload podtun to the login host.
     #[arg(long)]
     pub no_install: bool,
+    /// What runs on the login host: podtun's agent, only kubectl (`kubectl proxy` on a private
+    /// socket), or auto (podtun when it is there or can be uploaded, else kubectl).
+    #[arg(long, value_name = "MODE", value_enum, hide_possible_values = true, default_value_t = AgentMode::Auto, env = "PODTUN_AGENT")]
+    pub agent: AgentMode,
+}
+
+/// `--agent`: what runs on the login host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentMode {
+    /// podtun of this version when it is there or can be uploaded, else kubectl.
+    Auto,
+    /// podtun's agent (found there or uploaded).
+    Podtun,
+    /// Nothing but kubectl: the laptop runs the cluster half over `kubectl proxy`.
+    Kubectl,
 }
 
 /// Arguments of the hidden `agent` subcommand.

@@ -65,6 +65,17 @@ pub async fn run(req: &Request, emit: &(dyn Fn(Check) + Send + Sync)) {
         format!("{context}, server {url}, namespace `{}`", cluster.namespace),
         None,
     ));
+    run_on(&cluster, &url, emit).await;
+}
+
+/// The checks from the API server's on, on a client built elsewhere (kubectl mode: through
+/// `kubectl proxy`); `url` names the server in the lines.
+pub async fn run_on(cluster: &Cluster, url: &str, emit: &(dyn Fn(Check) + Send + Sync)) {
+    let skip_rest = |from: &[&str], why: &str| {
+        for name in from {
+            emit(check(name, CheckStatus::Skipped, why.to_string(), None));
+        }
+    };
     match cluster.client.apiserver_version().await {
         Ok(v) => emit(check(
             "API server",
@@ -83,11 +94,11 @@ pub async fn run(req: &Request, emit: &(dyn Fn(Check) + Send + Sync)) {
             return;
         }
     }
-    emit(namespace(&cluster).await);
+    emit(namespace(cluster).await);
     for (sub, verbs) in RIGHTS {
-        emit(rights(&cluster, *sub, verbs).await);
+        emit(rights(cluster, *sub, verbs).await);
     }
-    emit(jupyter_pods(&cluster).await);
+    emit(jupyter_pods(cluster).await);
 }
 
 fn failed(name: &str, err: &anyhow::Error) -> Check {

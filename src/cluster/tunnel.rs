@@ -118,12 +118,22 @@ impl Tunnel {
     /// [`Tunnel::start`], with `choose` asked when no TARGET was given and several pods fit.
     pub async fn start_with(
         cluster: &client::ClusterRef,
-        mut spec: Spec,
+        spec: Spec,
         progress: Progress<'_>,
         choose: Choose<'_>,
     ) -> anyhow::Result<Tunnel> {
         progress("connecting to the cluster");
         let cluster = client::connect(cluster).await?;
+        Tunnel::start_on(cluster, spec, progress, choose).await
+    }
+
+    /// [`Tunnel::start_with`] on a client built elsewhere (kubectl mode: through `kubectl proxy`).
+    pub async fn start_on(
+        cluster: Cluster,
+        mut spec: Spec,
+        progress: Progress<'_>,
+        choose: Choose<'_>,
+    ) -> anyhow::Result<Tunnel> {
         if spec.target == Target::Any {
             let name = pick::pick(&cluster, spec.preset, progress, choose).await?;
             spec.target = Target::Pod(name);

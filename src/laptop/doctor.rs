@@ -15,6 +15,7 @@ use russh::ChannelMsg;
 use super::install::{self, Located};
 use super::ssh::{SshOptions, SshSession};
 use super::ssh_route;
+use crate::cli::AgentMode;
 use crate::error::hinted;
 use crate::plan::Plan;
 use crate::wire::{AgentEvent, Check, CheckStatus, Hello, Kind, HEARTBEAT_SECS, PROTOCOL, VERSION};
@@ -167,95 +168,185 @@ async fn via(plan: &Plan, show: &mut dyn FnMut(Check)) {
             return;
         }
     };
-    let bin = login_host(plan, &ssh, show).await;
-    match bin {
-        Some(bin) => match agent_checks(plan, &ssh, &bin, show).await {
-            Ok(()) => {}
-            Err(e) => show(failed("cluster", &e)),
-        },
+    let (bin, kubectl) = login_host(plan, &ssh, show).await;
+    let result = match (bin, plan.agent) {
+        (Some(bin), AgentMode::Auto | AgentMode::Podtun) => {
+            Some(agent_checks(plan, &ssh, &bin, show).await)
+        }
+        (None, AgentMode::Auto | AgentMode::Kubectl) if kubectl => {
+            Some(kubectl_checks(plan, &ssh, show).await)
+        }
+        _ => None,
+    };
+    match result {
+        Some(Ok(())) => {}
+        Some(Err(e)) => show(failed("cluster", &e)),
         None => skip(
             show,
             &["cluster"],
-            "nothing can run the agent on the login host",
+            "nothing can reach the cluster from the login host",
         ),
     }
     ssh.disconnect().await;
 }
 
-/// What can run on the login host: the agent's binary (uploaded if that is how podtun would
-/// run), and kubectl for the record. `None` when nothing can run the agent.
-async fn login_host(plan: &Plan, ssh: &SshSession, show: &mut dyn FnMut(Check)) -> Option<String> {
-    const NAME: &str = "podtun on the login host";
-    let bin = match install::locate(ssh, plan).await {
-        Ok(Located::Given(bin)) => {
-            match install::first_line(ssh, &format!("{bin} --version")).await {
-                Ok(version) if version == format!("podtun {VERSION}") => {
-                    show(check(
-                        NAME,
-                        CheckStatus::Ok,
-                        format!("--remote-bin {bin}: {version}"),
-                        None,
-                    ));
-                    Some(bin)
-                }
-                Ok(version) => {
-                    show(check(NAME, CheckStatus::Failed, format!("--remote-bin {bin} is {version}, not podtun {VERSION}"),
-                    Some("install the same version there, or drop --remote-bin to let podtun upload itself".into())));
-                    None
-                }
-                Err(e) => {
-                    show(failed(
-                        NAME,
-                        &hinted(e, "check the path given to --remote-bin"),
-                    ));
-                    None
-                }
-            }
+/// The cluster checks through `kubectl proxy` on the login host, shown as they come.
+async fn kubectl_checks(
+    plan: &Plan,
+    ssh: &SshSession,
+    show: &mut dyn FnMut(Check),
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let emit = move |c: Check| {
+        let _ = tx.send(c);
+    };
+    let work = tokio::time::timeout(
+        AGENT_CHECKS_TIMEOUT,
+        super::kubectl::doctor(ssh, plan, &emit),
+    );
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            Some(c) = rx.recv() => show(c),
+            done = &mut work => break done,
         }
-        Ok(Located::Found(bin)) => {
-            show(check(
+    };
+    while let Ok(c) = rx.try_recv() {
+        show(c);
+    }
+    result.unwrap_or_else(|_| {
+        Err(anyhow!(
+            "the cluster checks did not finish within {}s",
+            AGENT_CHECKS_TIMEOUT.as_secs()
+        ))
+    })
+}
+
+/// What can run on the login host, as `--agent` would choose: the agent's binary (uploaded if
+/// that is how podtun would run; `None` when it cannot run or is not wanted), and whether
+/// kubectl is there (for kubectl mode).
+async fn login_host(
+    plan: &Plan,
+    ssh: &SshSession,
+    show: &mut dyn FnMut(Check),
+) -> (Option<String>, bool) {
+    const NAME: &str = "podtun on the login host";
+    const KUBECTL: &str = "kubectl on the login host";
+    let located = match plan.agent {
+        AgentMode::Kubectl => None,
+        AgentMode::Auto | AgentMode::Podtun => Some(install::locate(ssh, plan).await),
+    };
+    let mut held = Vec::new();
+    let bin = match located {
+        None => {
+            held.push(check(
                 NAME,
-                CheckStatus::Ok,
-                format!("podtun {VERSION} at {bin}"),
+                CheckStatus::Skipped,
+                "not used (--agent kubectl)",
                 None,
             ));
-            Some(bin)
+            None
         }
-        Ok(Located::Upload) => match install::agent_binary(ssh, plan).await {
-            Ok(bin) => {
-                show(check(
+        Some(located) => match located {
+            Ok(Located::Given(bin)) => {
+                match install::first_line(ssh, &format!("{bin} --version")).await {
+                    Ok(version) if version == format!("podtun {VERSION}") => {
+                        held.push(check(
+                            NAME,
+                            CheckStatus::Ok,
+                            format!("--remote-bin {bin}: {version}"),
+                            None,
+                        ));
+                        Some(bin)
+                    }
+                    Ok(version) => {
+                        held.push(check(NAME, CheckStatus::Failed, format!("--remote-bin {bin} is {version}, not podtun {VERSION}"),
+                    Some("install the same version there, or drop --remote-bin to let podtun upload itself".into())));
+                        None
+                    }
+                    Err(e) => {
+                        held.push(failed(
+                            NAME,
+                            &hinted(e, "check the path given to --remote-bin"),
+                        ));
+                        None
+                    }
+                }
+            }
+            Ok(Located::Found(bin)) => {
+                held.push(check(
                     NAME,
                     CheckStatus::Ok,
-                    format!("none of version {VERSION} there; uploaded this one to {bin}"),
+                    format!("podtun {VERSION} at {bin}"),
                     None,
                 ));
                 Some(bin)
             }
+            Ok(Located::Upload) => match install::agent_binary(ssh, plan).await {
+                Ok(bin) => {
+                    held.push(check(
+                        NAME,
+                        CheckStatus::Ok,
+                        format!("none of version {VERSION} there; uploaded this one to {bin}"),
+                        None,
+                    ));
+                    Some(bin)
+                }
+                Err(e) => {
+                    held.push(failed(NAME, &e));
+                    None
+                }
+            },
             Err(e) => {
-                show(failed(NAME, &e));
+                held.push(failed(NAME, &e));
                 None
             }
         },
-        Err(e) => {
-            show(failed(NAME, &e));
-            None
-        }
     };
-    match install::first_line(ssh, "kubectl version --client 2>&1").await {
-        Ok(line) => show(check(
-            "kubectl on the login host",
-            CheckStatus::Ok,
-            line,
-            None,
-        )),
-        Err(_) => show(check(
-            "kubectl on the login host",
-            CheckStatus::Note,
-            "not found (podtun's agent does not need it)",
-            None,
-        )),
+    let (kubectl, kubectl_line) = match install::first_line(ssh, "kubectl version --client 2>&1")
+        .await
+    {
+        Ok(line) => (true, check(KUBECTL, CheckStatus::Ok, line, None)),
+        Err(_)
+            if plan.agent == AgentMode::Podtun
+                || (plan.agent == AgentMode::Auto && bin.is_some()) =>
+        {
+            (
+                false,
+                check(
+                    KUBECTL,
+                    CheckStatus::Note,
+                    "not found (podtun's agent does not need it)",
+                    None,
+                ),
+            )
+        }
+        Err(e) => (
+            false,
+            failed(
+                KUBECTL,
+                &hinted(
+                    e,
+                    "install kubectl there or add it to PATH in ~/.profile; kubectl mode needs it",
+                ),
+            ),
+        ),
+    };
+    // In auto mode kubectl mode stands in for an agent that cannot run: not a failure.
+    for mut c in held {
+        if plan.agent == AgentMode::Auto
+            && bin.is_none()
+            && kubectl
+            && c.status == CheckStatus::Failed
+        {
+            c.status = CheckStatus::Note;
+            c.detail = format!("{} (kubectl mode will be used)", c.detail);
+            c.hint = None;
+        }
+        show(c);
     }
-    bin
+    show(kubectl_line);
+    (bin, kubectl)
 }
 
 /// Starts `BIN agent` for the cluster checks and shows each as it comes.

@@ -96,7 +96,7 @@ pub async fn run_local(
         _ => None,
     };
     wait_usable(plan, &locals, jupyter.as_ref(), &progress).await?;
-    report_ready(plan, &out, &resolved, &locals, jupyter.as_ref(), true);
+    report_ready(plan, &out, &resolved, &locals, jupyter.as_ref(), true, None);
 
     let supervise = async {
         let emit = |ev: AgentEvent| on_agent_event(&out, &locals, ev);
@@ -212,6 +212,7 @@ pub fn report_ready(
     locals: &[SocketAddr],
     jupyter: Option<&JupyterAccess>,
     first: bool,
+    agent: Option<&'static str>,
 ) {
     out.done();
     if let Some(note) = jupyter.and_then(|j| j.note.as_deref()) {
@@ -236,6 +237,7 @@ pub fn report_ready(
             local: reachable(*local).to_string(),
             remote_port: port.remote,
             url: url.clone(),
+            agent,
         });
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
         if let Some(url) = url.filter(|_| first && plan.browser && terminal) {

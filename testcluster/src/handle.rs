@@ -357,9 +357,20 @@ impl TestCluster {
         self.cluster().knobs.stall(for_);
     }
 
-    /// How many port-forward WebSocket upgrades were served.
+    /// How many port-forward upgrades were served (every transport).
     pub fn portforward_upgrades(&self) -> u64 {
         self.cluster().knobs.upgrades()
+    }
+
+    /// How many port-forward upgrades were served over `transport`.
+    pub fn portforward_upgrades_over(&self, transport: crate::Transport) -> u64 {
+        self.cluster().knobs.upgrades_over(transport)
+    }
+
+    /// Serves `transport` for new port-forwards, or stops serving it (as an API server or a
+    /// proxy that lacks it: a tunnel request then reaches the kubelet as a plain WebSocket).
+    pub fn set_portforward_transport(&self, transport: crate::Transport, on: bool) {
+        self.cluster().knobs.set_transport(transport, on);
     }
 
     /// Stops serving, kills every pod's processes, removes their network namespaces and waits

@@ -11,9 +11,12 @@ mod errors;
 #[cfg(unix)]
 mod faults;
 mod kind;
+#[cfg(unix)]
+mod kubectl_portforward;
 mod local;
 #[cfg(unix)]
 mod pick;
+mod release;
 mod ssh;
 #[cfg(unix)]
 mod via;

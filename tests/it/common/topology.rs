@@ -260,6 +260,7 @@ impl Topology {
             .env_remove("RUST_LOG")
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("PODTUN_VIA")
+            .env_remove("PODTUN_AGENT")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd
