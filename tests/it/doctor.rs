@@ -141,7 +141,9 @@ async fn doctor_names_a_missing_podtun_with_no_install() {
         &kubeconfig,
         "--no-install",
     ];
-    let done = podtun::finish(t.podtun(&args)).await;
+    let mut podtun_only = args.to_vec();
+    podtun_only.extend(["--agent", "podtun"]);
+    let done = podtun::finish(t.podtun(&podtun_only)).await;
     assert_eq!(done.status.code(), Some(1), "{}", done.stdout);
     passed(&done.stdout, "authentication");
     failed(&done.stdout, "podtun on the login host");
@@ -152,6 +154,24 @@ async fn doctor_names_a_missing_podtun_with_no_install() {
     );
     assert!(
         line(&done.stdout, "cluster").starts_with('-'),
+        "{}",
+        done.stdout
+    );
+
+    // In auto mode the same login host serves through kubectl mode: the missing podtun is a
+    // note, and the cluster checks run through kubectl proxy there.
+    let done = podtun::finish(t.podtun(&args)).await;
+    assert_eq!(done.status.code(), Some(0), "{}", done.stdout);
+    let note = line(&done.stdout, "podtun on the login host");
+    assert!(
+        note.starts_with('!') && note.contains("kubectl mode"),
+        "{}",
+        done.stdout
+    );
+    passed(&done.stdout, "kubectl on the login host");
+    passed(&done.stdout, "rights on pods/portforward");
+    assert!(
+        line(&done.stdout, "API server").contains("kubectl proxy"),
         "{}",
         done.stdout
     );
