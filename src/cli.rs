@@ -32,6 +32,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Print a background tunnel's progress and errors.
     Logs(LogsArgs),
+    /// Check each step from here to the pods: SSH, login host, API server, rights.
+    Doctor(DoctorArgs),
     /// Print shell completions.
     Completions {
         /// The shell to complete for.
@@ -45,8 +47,9 @@ pub enum Command {
 /// Arguments of `jupyter` and `redis`.
 #[derive(Debug, Args)]
 pub struct PresetArgs {
-    /// The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME.
-    #[arg(value_name = "TARGET", required_unless_present = "selector")]
+    /// The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME (default: the namespace's
+    /// Running pod that fits; a choice when several do).
+    #[arg(value_name = "TARGET")]
     pub target: Option<String>,
     /// Remote port (number or container port name) instead of the discovered one.
     #[arg(long = "port", value_name = "[LOCAL:]REMOTE")]
@@ -59,13 +62,23 @@ pub struct PresetArgs {
 /// Arguments of `forward`.
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
-    /// The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME.
-    #[arg(value_name = "TARGET", required_unless_present = "selector")]
+    /// The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME (default: a choice among
+    /// the namespace's Running pods).
+    #[arg(value_name = "TARGET")]
     pub target: Option<String>,
     /// Ports to forward, as REMOTE or LOCAL:REMOTE (REMOTE: number or container port name).
     /// Without any, the pod's declared ports.
     #[arg(value_name = "[LOCAL:]REMOTE")]
     pub ports: Vec<String>,
+    /// Flags shared by every forward.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Arguments of `doctor`: the flags of a forward (only those that say how to reach the
+/// cluster matter).
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
     /// Flags shared by every forward.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -94,8 +107,8 @@ pub struct CommonArgs {
     /// Container of the pod (default: the one the preset fits, else the first).
     #[arg(short, long, value_name = "NAME")]
     pub container: Option<String>,
-    /// Pick the pod by label selector instead of by name.
-    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "target")]
+    /// Pick the pod by label selector instead of by name (not with a TARGET).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
     pub selector: Option<String>,
     /// Local port (default: the remote port if free, else any free port).
     #[arg(short = 'p', long, value_name = "PORT")]
@@ -127,6 +140,10 @@ pub struct CommonArgs {
     /// Never upload podtun to the login host.
     #[arg(long)]
     pub no_install: bool,
+    /// What runs on the login host: podtun's agent, only kubectl (`kubectl proxy` on a private
+    /// socket), or auto (podtun when it is there or can be uploaded, else kubectl).
+    #[arg(long, value_name = "MODE", value_enum, hide_possible_values = true, default_value_t = AgentMode::Auto, env = "PODTUN_AGENT")]
+    pub agent: AgentMode,
     /// Run in the background once ready (see `podtun ls`, `podtun stop`, `podtun logs`).
     #[arg(short = 'd', long)]
     pub detach: bool,
@@ -171,6 +188,17 @@ pub struct LogsArgs {
     /// The tunnel's id (as `podtun ls` shows it) or target.
     #[arg(value_name = "ID|TARGET")]
     pub which: String,
+}
+
+/// `--agent`: what runs on the login host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentMode {
+    /// podtun of this version when it is there or can be uploaded, else kubectl.
+    Auto,
+    /// podtun's agent (found there or uploaded).
+    Podtun,
+    /// Nothing but kubectl: the laptop runs the cluster half over `kubectl proxy`.
+    Kubectl,
 }
 
 /// Arguments of the hidden `agent` subcommand.

@@ -58,6 +58,7 @@ pub fn init_tracing(cli: &Cli) {
         Command::Jupyter(a) | Command::Redis(a) => (a.common.verbose, a.common.quiet),
         Command::Forward(a) => (a.common.verbose, a.common.quiet),
         Command::Up(a) => (a.common.verbose, a.common.quiet),
+        Command::Doctor(a) => (a.common.verbose, a.common.quiet),
         Command::Agent(a) => (a.verbose, false),
         Command::Completions { .. } | Command::Ls(_) | Command::Stop(_) | Command::Logs(_) => {
             (0, false)
@@ -103,6 +104,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
                 None,
             ))
         }
+        Command::Doctor(args) => return laptop::doctor::run(&Plan::from_doctor(args)?).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -28,6 +28,9 @@ pub enum Event {
         /// Jupyter's URL (with its token), if any.
         #[serde(skip_serializing_if = "Option::is_none")]
         url: Option<String>,
+        /// What runs on the login host (`podtun` or `kubectl`); absent in local mode.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        agent: Option<&'static str>,
     },
     /// The connection to the login host was lost; podtun is reconnecting.
     Reconnecting {
@@ -232,10 +235,11 @@ mod tests {
             local: "127.0.0.1:8888".into(),
             remote_port: 8888,
             url: Some("http://127.0.0.1:8888/lab?token=t".into()),
+            agent: Some("kubectl"),
         };
         assert_eq!(
             serde_json::to_string(&ev).unwrap(),
-            r#"{"event":"ready","target":"pod/jupyter","pod":"jupyter","local":"127.0.0.1:8888","remote_port":8888,"url":"http://127.0.0.1:8888/lab?token=t"}"#
+            r#"{"event":"ready","target":"pod/jupyter","pod":"jupyter","local":"127.0.0.1:8888","remote_port":8888,"url":"http://127.0.0.1:8888/lab?token=t","agent":"kubectl"}"#
         );
         assert_eq!(
             serde_json::to_string(&Event::Closed).unwrap(),

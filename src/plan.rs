@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::cli::{CommonArgs, ForwardArgs, PresetArgs};
+use crate::cli::{AgentMode, CommonArgs, DoctorArgs, ForwardArgs, PresetArgs};
 use crate::cluster::client::ClusterRef;
 use crate::cluster::tunnel::Spec;
 use crate::error::usage;
@@ -31,6 +31,8 @@ pub struct Plan {
     pub remote_bin: Option<String>,
     /// `--no-install`.
     pub no_install: bool,
+    /// `--agent`.
+    pub agent: AgentMode,
     /// `--json`.
     pub json: bool,
     /// Open the browser on Jupyter's URL.
@@ -56,6 +58,11 @@ impl Plan {
             &args.common,
             "generic",
         )
+    }
+
+    /// `podtun doctor`: the cluster flags, for the Jupyter preset without a TARGET.
+    pub fn from_doctor(args: &DoctorArgs) -> anyhow::Result<Plan> {
+        Plan::build(None, Vec::new(), &args.common, "jupyter")
     }
 
     fn build(
@@ -111,6 +118,7 @@ impl Plan {
             ssh_config: common.ssh_config.clone(),
             remote_bin: common.remote_bin.clone(),
             no_install: common.no_install,
+            agent: common.agent,
             json: common.json,
             browser: !common.no_browser && !common.json,
             quiet: common.quiet,

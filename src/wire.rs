@@ -66,6 +66,13 @@ pub struct Hello {
     /// the link is dead even if SSH has not noticed yet, and the agent exits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_secs: Option<u64>,
+    /// What to do with the request (absent: forward).
+    #[serde(default, skip_serializing_if = "is_forward")]
+    pub kind: Kind,
+}
+
+fn is_forward(kind: &Kind) -> bool {
+    *kind == Kind::Forward
 }
 
 /// How often the laptop tells the agent it is still there.
@@ -140,6 +147,11 @@ pub enum AgentEvent {
         #[serde(default)]
         jupyter: Option<JupyterAccess>,
     },
+    /// No TARGET and several pods fit: the laptop answers with a [`Pick`] line (the user's
+    /// choice, or none when nobody can choose).
+    Candidates(Candidates),
+    /// What the cluster checks of `podtun doctor` found, one event per check.
+    Check(Check),
     /// A failure on the cluster side.
     Error {
         /// What failed.
@@ -148,6 +160,80 @@ pub enum AgentEvent {
         #[serde(default)]
         hint: Option<String>,
     },
+}
+
+/// The pods that fit a preset when no TARGET was given, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidates {
+    /// The namespace they are in.
+    pub namespace: String,
+    /// `jupyter`, `redis` or `generic`.
+    pub preset: String,
+    /// The pods, newest first.
+    pub pods: Vec<Candidate>,
+}
+
+/// One pod that fits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The pod's name.
+    pub name: String,
+    /// When it was created (RFC 3339), if known.
+    #[serde(default)]
+    pub created: Option<String>,
+    /// Whether it is Ready.
+    #[serde(default)]
+    pub ready: bool,
+    /// What made it fit (`image quay.io/jupyter/base-notebook`, `port 6379`).
+    #[serde(default)]
+    pub why: String,
+}
+
+/// The laptop's answer to [`AgentEvent::Candidates`]: the pod chosen, or `None` when nobody
+/// can choose (no terminal); the agent then fails with the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pick {
+    /// The chosen pod's name.
+    pub pick: Option<String>,
+}
+
+/// What the laptop's first line asks of the agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Forward the request's target (the default).
+    #[default]
+    Forward,
+    /// Run the cluster checks of `podtun doctor` and exit.
+    Doctor,
+}
+
+/// One line of `podtun doctor`: a check, whether it passed, and what to do when not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// What was checked (`API server`, `namespace`, …).
+    pub name: String,
+    /// How it went.
+    pub status: CheckStatus,
+    /// What was found.
+    pub detail: String,
+    /// What to do, when it failed.
+    #[serde(default)]
+    pub hint: Option<String>,
+}
+
+/// The outcome of a [`Check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckStatus {
+    /// Passed.
+    Ok,
+    /// Worth knowing, not a failure.
+    Note,
+    /// Failed: podtun will not work until it is fixed.
+    Failed,
+    /// Not run, because an earlier check failed.
+    Skipped,
 }
 
 impl AgentEvent {
@@ -208,6 +294,7 @@ mod tests {
                 timeout_secs: 120,
             },
             heartbeat_secs: None,
+            kind: Kind::Forward,
         };
         let line = serde_json::to_string(&hello).unwrap();
         assert!(

@@ -11,14 +11,21 @@
 //! - `codec`: a `tokio_util::codec` `Decoder` and `Encoder` over whole frames, with bounded frame
 //!   and header-block sizes: malformed input is an [`Error`] for the session, never a panic.
 //!
-//! Only framing lives here: stream state, flow control and pairing are the session's.
+//! - `session`: a session over any tokio byte stream, for the client (opens streams, pipelined)
+//!   or the server (accepts them): streams with half-close, resets, PING, GOAWAY, flow control.
+//!
+//! Pairing streams into port-forward connections is the caller's.
 
 mod codec;
+#[cfg(test)]
+mod fixtures;
 mod frame;
 mod headers;
+mod session;
 mod zlib;
 
 pub use codec::{data_frame_header, Codec, Error, MAX_CONTROL_FRAME, MAX_HEADER_BLOCK};
 pub use frame::{Frame, RstStatus, Setting, GOAWAY_OK, MAX_STREAM_ID, VERSION};
 pub use headers::Headers;
+pub use session::{Config, Role, Session, Stream, DEFAULT_WINDOW, SETTINGS_INITIAL_WINDOW_SIZE};
 pub use zlib::dictionary;

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -29,7 +30,10 @@ use crate::cli::AgentArgs;
 use crate::cluster::discover::Preset;
 use crate::cluster::tunnel::{Spec, Tunnel};
 use crate::error::{hint_of, hinted, UsageError};
-use crate::wire::{AgentEvent, Hello, Request, MUX_OPEN, PROTOCOL, STREAM_OPEN, VERSION};
+use crate::wire::{
+    AgentEvent, Candidates, Check, Hello, Kind, Pick, Request, MUX_OPEN, PROTOCOL, STREAM_OPEN,
+    VERSION,
+};
 
 /// How long open connections may finish once the agent is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -39,6 +43,12 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Missed heartbeats after which the agent gives up on the laptop.
 const HEARTBEATS_MISSED: u32 = 3;
+
+/// Bound on the user's choice among several pods.
+const PICK_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// The laptop's answers, read off stdin.
+type Answers = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Pick>>>;
 
 /// Longest first line accepted from the laptop.
 const MAX_HELLO: u64 = 64 * 1024;
@@ -100,7 +110,8 @@ async fn serve(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     });
     let (first, first_rx) = oneshot::channel();
     let heard = Arc::new(AtomicU64::new(0));
-    read_stdin(first, stop.clone(), heard.clone());
+    let (answers_tx, answers) = mpsc::unbounded_channel();
+    read_stdin(first, answers_tx, stop.clone(), heard.clone());
     let hello = read_hello(first_rx).await.map_err(|e| events.fail(e))?;
     if let Some(secs) = hello.heartbeat_secs.filter(|s| *s > 0) {
         tokio::spawn(watch_heartbeat(
@@ -120,7 +131,17 @@ async fn serve(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
             stop.cancel();
         }
     };
-    let work = forward(&hello.request, &events, &stop);
+    let answers = Arc::new(tokio::sync::Mutex::new(answers));
+    let work = async {
+        match hello.kind {
+            Kind::Forward => forward(&hello.request, &events, &answers, &stop).await,
+            Kind::Doctor => {
+                let emit = |check: Check| events.emit(&AgentEvent::Check(check));
+                crate::cluster::doctor::run(&hello.request, &emit).await;
+                Ok(())
+            }
+        }
+    };
     tokio::pin!(work);
     let finished = tokio::select! {
         res = &mut work => Some(res),
@@ -184,10 +205,11 @@ fn parse_hello(line: &str) -> anyhow::Result<Hello> {
 }
 
 /// Reads stdin on a thread of its own (tokio's stdin is a blocking thread too; the exit ends
-/// it): the first line goes to `first`, then stdin is read to its end (the laptop sends nothing
-/// after its request), and its end stops the agent.
+/// it): the first line goes to `first`, then each line is a heartbeat (empty) or an answer
+/// (a [`Pick`], sent to `answers`); the end of stdin stops the agent.
 fn read_stdin(
     first: oneshot::Sender<std::io::Result<String>>,
+    answers: mpsc::UnboundedSender<Pick>,
     stop: CancellationToken,
     heard: Arc<AtomicU64>,
 ) {
@@ -199,16 +221,26 @@ fn read_stdin(
             .read_line(&mut line)
             .map(|_| line);
         first.send(read).ok();
-        let mut buf = [0u8; 1024];
         loop {
-            match stdin.read(&mut buf) {
+            let mut line = String::new();
+            match (&mut stdin).take(MAX_HELLO).read_line(&mut line) {
                 Ok(0) => {
                     info!("stdin closed: the laptop went away");
                     break;
                 }
-                // Heartbeats (empty lines): the laptop is still there.
+                // Any line (heartbeats are empty ones): the laptop is still there.
                 Ok(_) => {
                     heard.fetch_add(1, Ordering::Relaxed);
+                    let text = line.trim();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<Pick>(text) {
+                        Ok(pick) => {
+                            answers.send(pick).ok();
+                        }
+                        Err(e) => warn!(%e, "unreadable line from the laptop"),
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -260,7 +292,12 @@ async fn hangup() {
 }
 
 /// Brings the cluster side up, listens, reports, and serves until `stop` or a failure.
-async fn forward(req: &Request, events: &Events, stop: &CancellationToken) -> anyhow::Result<()> {
+async fn forward(
+    req: &Request,
+    events: &Events,
+    answers: &Answers,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     let spec = Spec::from_request(req)?;
     let preset = spec.preset;
     let progress = |m: &str| {
@@ -268,8 +305,32 @@ async fn forward(req: &Request, events: &Events, stop: &CancellationToken) -> an
             message: m.to_string(),
         })
     };
+    // Several pods and no TARGET: the laptop's terminal chooses.
+    let choose = |offered: Candidates| -> BoxFuture<'static, anyhow::Result<String>> {
+        events.emit(&AgentEvent::Candidates(offered.clone()));
+        let answers = answers.clone();
+        Box::pin(async move {
+            let answer =
+                tokio::time::timeout(PICK_TIMEOUT, async { answers.lock().await.recv().await })
+                    .await;
+            match answer {
+                Ok(Some(Pick { pick: Some(name) })) => Ok(name),
+                Ok(Some(Pick { pick: None })) => {
+                    let sub = crate::cluster::pick::subcommand(&offered.preset);
+                    Err(crate::cluster::pick::several(&offered, &|name| {
+                        format!("podtun {sub} {name} --via …")
+                    }))
+                }
+                Ok(None) => Err(anyhow!("the laptop went away before choosing a pod")),
+                Err(_) => Err(anyhow!(
+                    "no pod was chosen within {}s",
+                    PICK_TIMEOUT.as_secs()
+                )),
+            }
+        })
+    };
     let tunnel = tokio::select! {
-        tunnel = Tunnel::start(&req.cluster, spec, &progress) => tunnel?,
+        tunnel = Tunnel::start_with(&req.cluster, spec, &progress, &choose) => tunnel?,
         () = stop.cancelled() => return Ok(()),
     };
     events.emit(&tunnel.resolved_event());

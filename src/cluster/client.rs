@@ -51,6 +51,18 @@ pub async fn connect(cluster: &ClusterRef) -> anyhow::Result<Cluster> {
     Ok(Cluster { client, namespace })
 }
 
+/// [`connect`], and the API server's URL (for `podtun doctor`; no credentials in it).
+pub async fn connect_described(cluster: &ClusterRef) -> anyhow::Result<(Cluster, String)> {
+    let config = load_config(cluster).await?;
+    let url = config.cluster_url.to_string();
+    let namespace = cluster
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = build_client(config)?;
+    Ok((Cluster { client, namespace }, url))
+}
+
 async fn load_config(cluster: &ClusterRef) -> anyhow::Result<Config> {
     let options = KubeConfigOptions {
         context: cluster.context.clone(),

@@ -3,7 +3,9 @@
 pub mod client;
 /// Pure discovery: target, ports, pod state, Jupyter token.
 pub mod discover;
+pub mod doctor;
 pub mod forward;
+pub mod pick;
 pub mod pod;
 pub mod pool;
 pub mod ports;

@@ -77,6 +77,7 @@ async fn selector_of(cluster: &Cluster, target: &Target) -> anyhow::Result<Optio
     let (client, ns) = (cluster.client.clone(), cluster.namespace.as_str());
     let selector = match target {
         Target::Pod(_) => return Ok(None),
+        Target::Any => bail!("no pod was picked for the missing TARGET"),
         Target::Selector(sel) => sel.clone(),
         Target::Service(name) => {
             let svc = get(Api::<Service>::namespaced(client, ns), name, "service", ns).await?;

@@ -51,6 +51,8 @@ pub enum Target {
     StatefulSet(String),
     /// `-l SELECTOR`: a Ready pod matching a label selector (built from the flag, never parsed here).
     Selector(String),
+    /// No TARGET: the Running pod of the namespace that fits the preset ([`super::pick`]).
+    Any,
 }
 
 impl FromStr for Target {
@@ -97,6 +99,7 @@ impl fmt::Display for Target {
             Target::Deployment(name) => write!(f, "deploy/{name}"),
             Target::StatefulSet(name) => write!(f, "sts/{name}"),
             Target::Selector(selector) => write!(f, "pods -l {selector}"),
+            Target::Any => f.write_str("the namespace's pods"),
         }
     }
 }

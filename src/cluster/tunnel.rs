@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher;
@@ -17,11 +18,12 @@ use tracing::{debug, info};
 use super::client::{self, Cluster};
 use super::discover::{self, PortRequest, Preset, ResolvedPort, Target, TokenFind};
 use super::forward;
+use super::pick::{self, Choose};
 use super::pool::{self, Pool, Warmup};
 use super::resolve::{self, pod_label, Progress};
 use crate::error::usage;
 use crate::splice::Moved;
-use crate::wire::{AgentEvent, JupyterAccess, Request, Secret, WirePort};
+use crate::wire::{AgentEvent, Candidates, JupyterAccess, Request, Secret, WirePort};
 
 /// What to forward, parsed and checked.
 #[derive(Debug, Clone)]
@@ -49,6 +51,7 @@ impl Spec {
                     Some("`podtun forward -l app=web 8080` picks the pod by label".into()),
                 ))
             }
+            (None, "") => Target::Any,
             (None, t) => t
                 .parse::<Target>()
                 .map_err(|e| usage(e.to_string(), e.hint()))?,
@@ -94,14 +97,47 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// Connects to the cluster, waits for a Ready pod and resolves its ports.
+    /// Connects to the cluster, waits for a Ready pod and resolves its ports. Without a
+    /// TARGET and with several pods that fit, fails with the list (nobody to choose).
     pub async fn start(
         cluster: &client::ClusterRef,
         spec: Spec,
         progress: Progress<'_>,
     ) -> anyhow::Result<Tunnel> {
+        let nobody = |offered: Candidates| -> BoxFuture<'static, anyhow::Result<String>> {
+            Box::pin(async move {
+                let sub = pick::subcommand(&offered.preset);
+                Err(pick::several(&offered, &|name| {
+                    format!("podtun {sub} {name}")
+                }))
+            })
+        };
+        Tunnel::start_with(cluster, spec, progress, &nobody).await
+    }
+
+    /// [`Tunnel::start`], with `choose` asked when no TARGET was given and several pods fit.
+    pub async fn start_with(
+        cluster: &client::ClusterRef,
+        spec: Spec,
+        progress: Progress<'_>,
+        choose: Choose<'_>,
+    ) -> anyhow::Result<Tunnel> {
         progress("connecting to the cluster");
         let cluster = client::connect(cluster).await?;
+        Tunnel::start_on(cluster, spec, progress, choose).await
+    }
+
+    /// [`Tunnel::start_with`] on a client built elsewhere (kubectl mode: through `kubectl proxy`).
+    pub async fn start_on(
+        cluster: Cluster,
+        mut spec: Spec,
+        progress: Progress<'_>,
+        choose: Choose<'_>,
+    ) -> anyhow::Result<Tunnel> {
+        if spec.target == Target::Any {
+            let name = pick::pick(&cluster, spec.preset, progress, choose).await?;
+            spec.target = Target::Pod(name);
+        }
         let found = resolve::wait_for_pod(
             &cluster,
             &spec.target,

@@ -1,11 +1,15 @@
 //! Which `podtun` runs the agent on the login host: `--remote-bin`, else a podtun of the same
-//! version found there (PATH, then `~/.cache/podtun/<version>/podtun`), else this very binary,
-//! uploaded (same OS and arch, written 0700 under a temp name, checksum checked, renamed).
+//! version found there (PATH, then `~/.cache/podtun/<version>/podtun`), else an upload: this
+//! very binary when it is built for the login host's OS and arch, else the login host's build
+//! from the release archives ([`super::release`]). An upload is gzip-compressed when the login
+//! host has gzip, written 0700 under a temp name, checksum checked, and renamed into place only
+//! after it ran `--version` there.
 
 use anyhow::{anyhow, bail, Context};
 use russh::ChannelMsg;
 use tracing::{debug, info};
 
+use super::release;
 use super::ssh::SshSession;
 use crate::error::hinted;
 use crate::plan::Plan;
@@ -111,29 +115,63 @@ fn local_uname() -> String {
     format!("{os} {arch}")
 }
 
+/// What the probe found on the login host.
+struct Found {
+    /// `uname -sm`, e.g. `Linux x86_64`.
+    uname: String,
+    /// Whether `gzip` is there to decompress an upload.
+    gzip: bool,
+    /// Executable podtuns there: path and what `--version` printed.
+    candidates: Vec<(String, String)>,
+}
+
+/// One round trip: the login host's OS and arch, gzip, and the podtuns it has.
+async fn probe(ssh: &SshSession) -> anyhow::Result<Found> {
+    let probe = format!(
+        "echo \"uname $(uname -sm)\"; if command -v gzip >/dev/null 2>&1; then echo gzip; fi; \
+         for p in \"$(command -v podtun 2>/dev/null)\" \"$HOME/.cache/podtun/{VERSION}/podtun\"; do \
+         if [ -n \"$p\" ] && [ -x \"$p\" ]; then echo \"candidate $p $(\"$p\" --version 2>/dev/null </dev/null)\"; fi; done"
+    );
+    let ran = run(ssh, &probe, None).await?;
+    let mut found = Found {
+        uname: String::new(),
+        gzip: false,
+        candidates: Vec::new(),
+    };
+    for line in ran.stdout.lines() {
+        if let Some(uname) = line.strip_prefix("uname ") {
+            found.uname = uname.trim().to_string();
+        } else if line == "gzip" {
+            found.gzip = true;
+        } else if let Some((path, version)) = line
+            .strip_prefix("candidate ")
+            .and_then(|rest| rest.split_once(' '))
+        {
+            found
+                .candidates
+                .push((path.to_string(), version.trim().to_string()));
+        }
+    }
+    Ok(found)
+}
+
 /// The command that starts podtun on the login host (without arguments).
+///
+/// In order: `--remote-bin`; a podtun of this version there; this binary uploaded, when it is
+/// built for the login host's OS and arch and runs there; the login host's build from the
+/// release archives, uploaded. The error names each step tried and why it failed, one line
+/// each.
 pub async fn agent_binary(ssh: &SshSession, plan: &Plan) -> anyhow::Result<String> {
     let host = ssh.host().to_string();
     if let Some(bin) = &plan.remote_bin {
         return Ok(remote_path(bin));
     }
-    let probe = format!(
-        "uname -sm; for p in \"$(command -v podtun 2>/dev/null)\" \"$HOME/.cache/podtun/{VERSION}/podtun\"; do \
-         if [ -n \"$p\" ] && [ -x \"$p\" ]; then echo \"candidate $p $(\"$p\" --version 2>/dev/null)\"; fi; done"
-    );
-    let ran = run(ssh, &probe, None).await?;
-    let mut lines = ran.stdout.lines();
-    let uname = lines.next().unwrap_or_default().trim().to_string();
+    let found = probe(ssh).await?;
     let want = format!("podtun {VERSION}");
-    for line in lines {
-        if let Some((path, version)) = line
-            .strip_prefix("candidate ")
-            .and_then(|rest| rest.split_once(' '))
-        {
-            debug!(%host, path, version, "podtun on the login host");
-            if version.trim() == want {
-                return Ok(sh_quote(path));
-            }
+    for (path, version) in &found.candidates {
+        debug!(%host, path, version, "podtun on the login host");
+        if *version == want {
+            return Ok(sh_quote(path));
         }
     }
     if plan.no_install {
@@ -142,50 +180,248 @@ pub async fn agent_binary(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Strin
             "install it there, pass --remote-bin PATH, or drop --no-install to let podtun upload itself",
         ));
     }
-    if uname != local_uname() {
+    let uname = found.uname.as_str();
+    let others: Vec<String> = found
+        .candidates
+        .iter()
+        .map(|(path, version)| {
+            let version = if version.is_empty() {
+                "no version"
+            } else {
+                version
+            };
+            format!("{path} is {version}")
+        })
+        .collect();
+    let mut tried = vec![if others.is_empty() {
+        format!("{want} is not installed there (PATH, ~/.cache/podtun/{VERSION}/podtun)")
+    } else {
+        format!("{want} is not installed there ({})", others.join(", "))
+    }];
+
+    let local = local_uname();
+    if release::foreign_build() {
+        tried.push(format!(
+            "this podtun counts as a foreign build ({}=1): not uploaded",
+            release::FOREIGN_BUILD_ENV
+        ));
+    } else if uname != local {
+        tried.push(format!(
+            "this podtun is built for {local}, the login host runs {uname}: not uploaded"
+        ));
+    } else {
+        let exe = std::env::current_exe().context("could not find this podtun's binary")?;
+        let bytes = tokio::fs::read(&exe)
+            .await
+            .with_context(|| format!("could not read `{}`", exe.display()))?;
+        match upload(ssh, &bytes, found.gzip).await {
+            Ok(path) => return Ok(path),
+            Err(Upload::DoesNotRun(why)) => {
+                tried.push(format!(
+                    "uploading this podtun: it does not run there: {why}"
+                ));
+            }
+            Err(Upload::Failed(e)) => {
+                tried.push(format!("uploading this podtun: {e:#}"));
+                return Err(not_started(&host, uname, &tried));
+            }
+        }
+    }
+
+    let Some(target) = release::target_for(uname) else {
+        tried.push(format!("there is no release build of podtun for {uname}"));
+        return Err(not_started(&host, uname, &tried));
+    };
+    let build = match release::agent_build(target).await {
+        Ok(build) => build,
+        Err(e) => {
+            tried.push(format!("getting the {target} release build: {e:#}"));
+            return Err(not_started(&host, uname, &tried));
+        }
+    };
+    match upload(ssh, &build.bytes, found.gzip).await {
+        Ok(path) => {
+            debug!(%host, from = %build.from, "uploaded the release build");
+            Ok(path)
+        }
+        Err(Upload::DoesNotRun(why)) => {
+            tried.push(format!(
+                "uploading the {target} release build ({}): it does not run there: {why}",
+                build.from
+            ));
+            Err(not_started(&host, uname, &tried))
+        }
+        Err(Upload::Failed(e)) => {
+            tried.push(format!(
+                "uploading the {target} release build ({}): {e:#}",
+                build.from
+            ));
+            Err(not_started(&host, uname, &tried))
+        }
+    }
+}
+
+/// What can run the agent on the login host, as `podtun doctor` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// `--remote-bin PATH` (quoted for the shell).
+    Given(String),
+    /// podtun of this version found there (quoted for the shell).
+    Found(String),
+    /// None there: [`agent_binary`] would upload one.
+    Upload,
+}
+
+/// Looks for what can run the agent, without changing anything on the login host.
+pub async fn locate(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Located> {
+    if let Some(bin) = &plan.remote_bin {
+        return Ok(Located::Given(remote_path(bin)));
+    }
+    let found = probe(ssh).await?;
+    let want = format!("podtun {VERSION}");
+    if let Some((path, _)) = found.candidates.iter().find(|(_, v)| *v == want) {
+        return Ok(Located::Found(sh_quote(path)));
+    }
+    if plan.no_install {
         return Err(hinted(
-            anyhow!(
-                "login host `{host}` runs {uname}, but this podtun is built for {}",
-                local_uname()
-            ),
-            format!(
-                "install podtun {VERSION} for {uname} on the login host and pass --remote-bin PATH"
-            ),
+            anyhow!("{want} is not installed on login host `{}`", ssh.host()),
+            "install it there, pass --remote-bin PATH, or drop --no-install to let podtun upload itself",
         ));
     }
-    upload(ssh, &host).await
+    Ok(Located::Upload)
 }
 
-/// Uploads this binary to `~/.cache/podtun/<version>/podtun` and returns its path.
-async fn upload(ssh: &SshSession, host: &str) -> anyhow::Result<String> {
-    let exe = std::env::current_exe().context("could not find this podtun's binary")?;
-    let bytes = tokio::fs::read(&exe)
-        .await
-        .with_context(|| format!("could not read `{}`", exe.display()))?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-    let sum: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    info!(%host, size = bytes.len(), "uploading podtun to the login host");
-    let script = upload_script(&sum);
-    let ran = run(ssh, &script, Some(&bytes)).await?;
-    let path = ran.stdout.trim();
-    if ran.status != Some(0) || path.is_empty() {
+/// The first line `COMMAND` prints on the login host (in the login environment), or why not.
+pub async fn first_line(ssh: &SshSession, command: &str) -> anyhow::Result<String> {
+    let ran = run(ssh, command, None).await?;
+    let line = ran
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if ran.status != Some(0) || line.is_empty() {
+        let why = ran
+            .stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         bail!(
-            "could not upload podtun to login host `{host}`: {}",
-            ran.stderr.trim()
+            "`{command}` failed on `{}` (exit status {}){}",
+            ssh.host(),
+            ran.status.map_or("unknown".to_string(), |s| s.to_string()),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            }
         );
     }
-    Ok(sh_quote(path))
+    Ok(line)
 }
 
-/// The login-host side of the upload: stdin to a temp file (0700, in a 0700 directory), its
-/// sha256 checked against `sum`, then renamed; a short or corrupted upload leaves nothing.
-fn upload_script(sum: &str) -> String {
+/// The error when no podtun could be started: each step tried, one line each.
+fn not_started(host: &str, uname: &str, tried: &[String]) -> anyhow::Error {
+    let steps: String = tried.iter().map(|t| format!("\n  - {t}")).collect();
+    hinted(
+        anyhow!("could not start podtun {VERSION} on login host `{host}`:{steps}"),
+        format!(
+            "install podtun {VERSION} for {uname} on the login host and pass --remote-bin PATH, \
+             or point {} at a folder (https://, file://) holding its release archive and SHA256SUMS",
+            release::RELEASES_URL_ENV
+        ),
+    )
+}
+
+/// Why an upload gave no usable podtun.
+enum Upload {
+    /// It arrived whole but `--version` did not print this version there (what it printed).
+    DoesNotRun(String),
+    /// It did not arrive.
+    Failed(anyhow::Error),
+}
+
+/// Exit code of the upload script when the binary arrived but does not run.
+const DOES_NOT_RUN: u32 = 4;
+
+/// Uploads `bytes` (a podtun binary) to `~/.cache/podtun/<version>/podtun`, gzip-compressed
+/// when the login host has gzip; returns its path once it ran `--version` there.
+async fn upload(ssh: &SshSession, bytes: &[u8], gzip: bool) -> Result<String, Upload> {
+    let host = ssh.host();
+    let sum = release::sha256_hex(bytes);
+    let payload = if gzip {
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || compress(&bytes))
+            .await
+            .map_err(|e| Upload::Failed(anyhow!("compressing: {e}")))?
+            .map_err(|e| Upload::Failed(anyhow!("compressing: {e}")))?
+    } else {
+        bytes.to_vec()
+    };
+    info!(%host, size = bytes.len(), sent = payload.len(), gzip, "uploading podtun to the login host");
+    let ran = run(ssh, &upload_script(&sum, gzip), Some(&payload))
+        .await
+        .map_err(Upload::Failed)?;
+    let path = ran.stdout.trim();
+    let stderr = ran.stderr.trim();
+    match ran.status {
+        Some(0) if !path.is_empty() => Ok(sh_quote(path)),
+        Some(DOES_NOT_RUN) => Err(Upload::DoesNotRun(quote_output(stderr))),
+        _ if stderr.is_empty() => Err(Upload::Failed(anyhow!(
+            "the upload to login host `{host}` failed (exit status {:?})",
+            ran.status
+        ))),
+        _ => Err(Upload::Failed(anyhow!(
+            "the upload to login host `{host}` failed: {}",
+            quote_output(stderr)
+        ))),
+    }
+}
+
+/// A remote command's message on one line, bounded.
+fn quote_output(text: &str) -> String {
+    let line: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = line.join("; ");
+    match line.char_indices().nth(400) {
+        Some((at, _)) => format!("`{}…`", &line[..at]),
+        None => format!("`{line}`"),
+    }
+}
+
+/// gzip of `bytes`, as `gzip -dc` reads it.
+fn compress(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 3),
+        flate2::Compression::new(6),
+    );
+    encoder.write_all(bytes)?;
+    encoder.finish()
+}
+
+/// The login-host side of the upload: stdin (gzip-decompressed when `gzip`) to a temp file
+/// (0700, in a 0700 directory), its sha256 checked against `sum`, `--version` run, then
+/// renamed into place. A short, corrupted or unrunnable upload leaves nothing (exit 3 for a
+/// checksum mismatch, [`DOES_NOT_RUN`] with what the binary printed).
+fn upload_script(sum: &str, gzip: bool) -> String {
+    let receive = if gzip { "gzip -dc" } else { "cat" };
+    let want = sh_quote(&format!("podtun {VERSION}"));
     format!(
-        "set -e; umask 077; d=\"$HOME/.cache/podtun/{VERSION}\"; mkdir -p \"$d\"; \
-         t=\"$d/.podtun.upload.$$\"; trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; \
+        "set -e; umask 077; c=\"$HOME/.cache/podtun\"; d=\"$c/{VERSION}\"; mkdir -p \"$d\"; \
+         t=\"$d/.podtun.upload.$$\"; trap 'rm -f \"$t\"; rmdir \"$d\" \"$c\" 2>/dev/null || :' EXIT; \
+         {receive} > \"$t\"; \
          s=$(sha256sum \"$t\" 2>/dev/null || shasum -a 256 \"$t\"); s=${{s%% *}}; \
          if [ \"$s\" != {sum} ]; then echo \"checksum mismatch: got $s\" >&2; exit 3; fi; \
-         chmod 700 \"$t\"; mv -f \"$t\" \"$d/podtun\"; trap - EXIT; echo \"$d/podtun\""
+         chmod 700 \"$t\"; v=$(\"$t\" --version 2>&1 </dev/null) || :; \
+         if [ \"$v\" != {want} ]; then printf '%s\\n' \"$v\" >&2; exit {DOES_NOT_RUN}; fi; \
+         mv -f \"$t\" \"$d/podtun\"; trap - EXIT; echo \"$d/podtun\""
     )
 }
 
@@ -193,21 +429,19 @@ fn upload_script(sum: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Runs the upload script in a shell with `input` on stdin and HOME in a temp dir.
+    /// Runs the upload script in a shell with `input` on stdin and HOME in a temp dir; the
+    /// output and `~/.cache/podtun/<version>`.
     #[cfg(unix)]
-    fn upload(input: &[u8], of: &[u8]) -> (std::process::Output, std::path::PathBuf) {
+    fn upload(
+        home: &std::path::Path,
+        input: &[u8],
+        of: &[u8],
+        gzip: bool,
+    ) -> (std::process::Output, std::path::PathBuf) {
         use std::io::Write;
-        let home = std::env::temp_dir().join(format!(
-            "podtun-upload-{}-{}",
-            std::process::id(),
-            input.len()
-        ));
-        std::fs::create_dir_all(&home).unwrap();
-        let digest = ring::digest::digest(&ring::digest::SHA256, of);
-        let sum: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         let mut child = std::process::Command::new("sh")
-            .args(["-c", &upload_script(&sum)])
-            .env("HOME", &home)
+            .args(["-c", &upload_script(&release::sha256_hex(of), gzip)])
+            .env("HOME", home)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -220,38 +454,82 @@ mod tests {
         )
     }
 
+    /// A stand-in binary: a script that prints `version` to `--version`, padded to ~100 kB.
+    #[cfg(unix)]
+    fn script(version: &str, status: u8) -> Vec<u8> {
+        let fd = if status == 0 { 1 } else { 2 };
+        let mut text = format!(
+            "#!/bin/sh\necho {} >&{fd}\nexit {status}\n",
+            sh_quote(version)
+        );
+        for i in 0..5000 {
+            text.push_str(&format!("# padding {i}\n"));
+        }
+        text.into_bytes()
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_truncated_upload_leaves_nothing_and_a_whole_one_is_private() {
         use std::os::unix::fs::PermissionsExt;
-        let binary = vec![7u8; 100_000];
-        let (out, dir) = upload(&binary[..60_000], &binary);
-        assert_eq!(out.status.code(), Some(3));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            0,
-            "no binary, no temp file"
-        );
-        if let Some(home) = dir.ancestors().nth(3) {
-            std::fs::remove_dir_all(home).ok();
-        }
+        let binary = script(&format!("podtun {VERSION}"), 0);
+        for gzip in [false, true] {
+            let home = tempfile::tempdir().unwrap();
+            let wire = |bytes: &[u8]| {
+                if gzip {
+                    compress(bytes).unwrap()
+                } else {
+                    bytes.to_vec()
+                }
+            };
+            let (out, dir) = upload(home.path(), &binary[..60_000], &binary, false);
+            assert_eq!(out.status.code(), Some(3), "gzip {gzip}: {out:?}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
+            assert!(!dir.exists(), "no binary, no temp file, no directory");
+            if gzip {
+                let whole = wire(&binary);
+                let (out, dir) = upload(home.path(), &whole[..whole.len() / 2], &binary, true);
+                assert!(!out.status.success(), "a cut gzip stream: {out:?}");
+                assert!(!dir.exists(), "no binary, no temp file, no directory");
+            }
 
-        let (out, dir) = upload(&binary, &binary);
-        assert!(out.status.success(), "{out:?}");
-        let installed = dir.join("podtun");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            installed.display().to_string()
-        );
-        assert_eq!(std::fs::read(&installed).unwrap(), binary);
-        let mode = std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-        assert_eq!(dir_mode, 0o700);
-        if let Some(home) = dir.ancestors().nth(3) {
-            std::fs::remove_dir_all(home).ok();
+            let (out, dir) = upload(home.path(), &wire(&binary), &binary, gzip);
+            assert!(out.status.success(), "gzip {gzip}: {out:?}");
+            let installed = dir.join("podtun");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                installed.display().to_string()
+            );
+            assert_eq!(std::fs::read(&installed).unwrap(), binary);
+            let mode = std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700);
+            let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(dir_mode, 0o700);
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp file");
         }
+    }
+
+    /// A binary that arrives whole but cannot run there (a missing glibc version, or another
+    /// version of podtun) is removed, and what it printed is the reason.
+    #[cfg(unix)]
+    #[test]
+    fn an_upload_that_does_not_run_is_removed_with_its_message() {
+        let glibc = "./podtun: /lib64/libc.so.6: version `GLIBC_2.34' not found";
+        for binary in [script(glibc, 1), script("podtun 0.0.1", 0)] {
+            let home = tempfile::tempdir().unwrap();
+            let (out, dir) = upload(home.path(), &compress(&binary).unwrap(), &binary, true);
+            assert_eq!(out.status.code(), Some(DOES_NOT_RUN as i32), "{out:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("GLIBC_2.34' not found") || stderr.contains("podtun 0.0.1"),
+                "{stderr}"
+            );
+            assert!(out.stdout.is_empty(), "{out:?}");
+            assert!(!dir.exists(), "nothing left in {}", dir.display());
+            assert!(!home.path().join(".cache/podtun").exists());
+        }
+        assert_eq!(quote_output("a\n\n  b \n"), "`a; b`");
+        assert!(quote_output(&"x".repeat(1000)).ends_with("…`"));
     }
 
     /// A login shell that prints a banner and exports a variable from `~/.profile`: the

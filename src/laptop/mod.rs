@@ -1,10 +1,14 @@
 //! The laptop side: SSH to the login host, the local listener, the session with the agent.
 
 mod auth;
+pub mod doctor;
 pub mod install;
 mod known_hosts;
+pub mod kubectl;
 pub mod listener;
+pub mod pick;
 pub mod probe;
+pub mod release;
 pub mod run;
 pub mod session;
 pub mod ssh;

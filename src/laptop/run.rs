@@ -7,17 +7,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{listener, probe};
-use crate::cluster::discover::Preset;
+use crate::cluster::discover::{Preset, Target};
 use crate::cluster::tunnel::Tunnel;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::wire::{AgentEvent, JupyterAccess, WirePort};
+use crate::wire::{AgentEvent, Candidates, JupyterAccess, WirePort};
 
 /// How long open connections may finish after Ctrl-C.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -65,7 +66,15 @@ pub async fn run_local(
         let out = out.clone();
         move |m: &str| out.progress(m)
     };
-    let tunnel = Tunnel::start(&plan.request.cluster, plan.spec.clone(), &progress).await?;
+    let choose = {
+        let out = out.clone();
+        move |offered: Candidates| -> BoxFuture<'static, anyhow::Result<String>> {
+            let out = out.clone();
+            Box::pin(async move { super::pick::choose(&offered, &out).await })
+        }
+    };
+    let tunnel =
+        Tunnel::start_with(&plan.request.cluster, plan.spec.clone(), &progress, &choose).await?;
     let resolved = Resolved::from_event(&tunnel.resolved_event())
         .ok_or_else(|| anyhow::anyhow!("the tunnel resolved nothing"))?;
     let listeners = bind_all(plan, &resolved, early)?;
@@ -87,7 +96,7 @@ pub async fn run_local(
         _ => None,
     };
     wait_usable(plan, &locals, jupyter.as_ref(), &progress).await?;
-    report_ready(plan, &out, &resolved, &locals, jupyter.as_ref(), true);
+    report_ready(plan, &out, &resolved, &locals, jupyter.as_ref(), true, None);
 
     let supervise = async {
         let emit = |ev: AgentEvent| on_agent_event(&out, &locals, ev);
@@ -213,6 +222,7 @@ pub fn report_ready(
     locals: &[SocketAddr],
     jupyter: Option<&JupyterAccess>,
     first: bool,
+    agent: Option<&'static str>,
 ) {
     out.done();
     if let Some(note) = jupyter.and_then(|j| j.note.as_deref()) {
@@ -226,12 +236,18 @@ pub fn report_ready(
             resolved.pod,
             port.remote
         ));
+        // Without a TARGET, the pod that was picked is the target.
+        let target = match plan.spec.target {
+            Target::Any => format!("pod/{}", resolved.pod),
+            _ => plan.target_label.clone(),
+        };
         out.event(&Event::Ready {
-            target: plan.target_label.clone(),
+            target,
             pod: resolved.pod.clone(),
             local: reachable(*local).to_string(),
             remote_port: port.remote,
             url: url.clone(),
+            agent,
         });
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
         if let Some(url) = url.filter(|_| first && plan.browser && terminal) {

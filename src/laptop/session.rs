@@ -12,18 +12,22 @@ use russh::ChannelMsg;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::install;
+use super::kubectl;
 use super::run::{self, Resolved};
 use super::ssh::{SshOptions, SshSession};
 use super::transport::Transport;
+use crate::cli::AgentMode;
 use crate::cluster::discover::Preset;
 use crate::error::hinted;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 
-use crate::wire::{AgentEvent, Hello, JupyterAccess, HEARTBEAT_SECS, PROTOCOL, VERSION};
+use crate::wire::{
+    AgentEvent, Candidates, Hello, JupyterAccess, Pick, HEARTBEAT_SECS, PROTOCOL, VERSION,
+};
 
 /// Bound on the agent's `hello` after it was started (shell start-up included).
 const AGENT_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,17 +67,36 @@ pub async fn run_via(
     out: Arc<Output>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Local ports the user named are bound first, so one that is taken fails before anything
+    // starts on the login host.
     let mut early = Some(run::bind_named(plan)?);
+    tokio::pin!(shutdown);
+    let started = tokio::select! {
+        () = &mut shutdown => {
+            out.event(&Event::Closed);
+            return Ok(());
+        }
+        started = start(plan, &out) => started?,
+    };
+    let mut first = match started {
+        Start::Agent(session) => Some(*session),
+        Start::Kubectl(link) => {
+            let early = early.take().unwrap_or_default();
+            return kubectl::run(plan, out, early, *link, shutdown).await;
+        }
+    };
     let (link_tx, link_rx) = watch::channel::<Option<Arc<Transport>>>(None);
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut locals: Option<Vec<SocketAddr>> = None;
     let mut failures = 0u32;
-    tokio::pin!(shutdown);
     let result = loop {
-        let attempt = tokio::select! {
-            () = &mut shutdown => break Ok(()),
-            attempt = establish(plan, &out) => attempt,
+        let attempt = match first.take() {
+            Some(session) => Ok(session),
+            None => tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                attempt = establish(plan, &out) => attempt,
+            },
         };
         let mut session = match attempt {
             Ok(session) => session,
@@ -143,29 +166,114 @@ pub async fn run_via(
     Ok(())
 }
 
+/// What the first connection settled on.
+enum Start {
+    /// podtun's agent runs on the login host.
+    Agent(Box<Established>),
+    /// Only kubectl: the cluster half runs here.
+    Kubectl(Box<kubectl::Established>),
+}
+
+/// The first connection: chooses what runs on the login host (`--agent`). `auto` takes podtun
+/// of this version there, else an upload that really runs there, else kubectl mode, and names
+/// each step tried when none works.
+async fn start(plan: &Plan, out: &Output) -> anyhow::Result<Start> {
+    out.progress(&format!("connecting to {}", plan.via.join(" → ")));
+    let ssh = SshSession::connect(&plan.via, &ssh_options(plan)).await?;
+    let host = ssh.host().to_string();
+    let kubectl_mode = |ssh: SshSession| async move {
+        out.progress(&format!("starting kubectl proxy on `{host}`"));
+        kubectl::establish_on(ssh, plan).await
+    };
+    let agent_failed = match plan.agent {
+        AgentMode::Kubectl => {
+            info!(host = %ssh.host(), "running kubectl only on the login host (--agent kubectl)");
+            let link = kubectl_mode(ssh).await?;
+            return Ok(Start::Kubectl(Box::new(link)));
+        }
+        AgentMode::Podtun => return Ok(Start::Agent(Box::new(start_agent(plan, out, ssh).await?))),
+        // `--remote-bin` names the agent: nothing else to try.
+        AgentMode::Auto if plan.remote_bin.is_some() => {
+            return Ok(Start::Agent(Box::new(start_agent(plan, out, ssh).await?)))
+        }
+        AgentMode::Auto => match launch_agent(plan, out, &ssh).await {
+            Ok(agent) => {
+                info!(host = %ssh.host(), "running podtun's agent on the login host");
+                return Ok(Start::Agent(Box::new(
+                    listening(plan, out, ssh, agent).await?,
+                )));
+            }
+            Err(e) => e,
+        },
+    };
+    info!(host = %ssh.host(), "podtun's agent cannot run on the login host ({agent_failed:#}); trying kubectl mode");
+    let host = ssh.host().to_string();
+    match kubectl_mode(ssh).await {
+        Ok(link) => {
+            info!(%host, "running kubectl only on the login host: the cluster half runs here");
+            Ok(Start::Kubectl(Box::new(link)))
+        }
+        Err(kubectl_failed) => Err(hinted(
+            anyhow!(
+                "nothing to reach the cluster with on login host `{host}`:\n  podtun: {}\n  kubectl: {}",
+                one_line(&agent_failed),
+                one_line(&kubectl_failed)
+            ),
+            "install podtun there (or let podtun upload itself: drop --no-install), or make kubectl work there (`kubectl get pods` in a login shell)",
+        )),
+    }
+}
+
+/// An error and its hint on one line.
+fn one_line(err: &anyhow::Error) -> String {
+    match crate::error::hint_of(err) {
+        Some(hint) => format!("{err:#} ({hint})"),
+        None => format!("{err:#}"),
+    }
+}
+
+/// Finds or uploads podtun and starts its agent (not yet listening).
+async fn launch_agent(
+    plan: &Plan,
+    out: &Output,
+    ssh: &SshSession,
+) -> anyhow::Result<(String, Agent)> {
+    out.progress(&format!("starting the agent on `{}`", ssh.host()));
+    let bin = install::agent_binary(ssh, plan).await?;
+    let agent = Agent::start(ssh, &bin, plan).await?;
+    Ok((bin, agent))
+}
+
 /// Connects, starts the agent and waits until it listens.
 async fn establish(plan: &Plan, out: &Output) -> anyhow::Result<Established> {
     out.progress(&format!("connecting to {}", plan.via.join(" → ")));
-    let options = SshOptions {
-        config_file: plan.ssh_config.clone(),
-        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
-        // `~` is $HOME, as for the rest of the user's tools (OpenSSH itself reads passwd).
-        home: std::env::var_os("HOME").map(std::path::PathBuf::from),
-        ..SshOptions::default()
-    };
-    let ssh = SshSession::connect(&plan.via, &options).await?;
-    let host = ssh.host().to_string();
-    out.progress(&format!("starting the agent on `{host}`"));
-    let started = async {
-        let bin = install::agent_binary(&ssh, plan).await?;
-        let mut agent = Agent::start(&ssh, &bin, plan).await?;
-        let (resolved, sockets, jupyter) = agent.until_listening(out, plan.spec.preset).await?;
-        Ok::<_, anyhow::Error>((bin, agent, resolved, sockets, jupyter))
-    };
-    let (bin, agent, resolved, sockets, jupyter) = match started.await {
-        Ok(parts) => parts,
+    let ssh = SshSession::connect(&plan.via, &ssh_options(plan)).await?;
+    start_agent(plan, out, ssh).await
+}
+
+/// Starts the agent on `ssh` and waits until it listens.
+async fn start_agent(plan: &Plan, out: &Output, ssh: SshSession) -> anyhow::Result<Established> {
+    match launch_agent(plan, out, &ssh).await {
+        Ok(agent) => listening(plan, out, ssh, agent).await,
         Err(e) => {
             // Nothing half-started: closing the connection ends the agent, if any.
+            ssh.disconnect().await;
+            Err(e)
+        }
+    }
+}
+
+/// Waits until the agent listens (and, for Jupyter, found the token).
+async fn listening(
+    plan: &Plan,
+    out: &Output,
+    ssh: SshSession,
+    (bin, mut agent): (String, Agent),
+) -> anyhow::Result<Established> {
+    let (resolved, sockets, jupyter) = match agent.until_listening(out, plan.spec.preset).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            // Nothing half-started: closing the connection ends the agent.
             ssh.disconnect().await;
             return Err(e);
         }
@@ -178,6 +286,17 @@ async fn establish(plan: &Plan, out: &Output) -> anyhow::Result<Established> {
         link,
         jupyter,
     })
+}
+
+/// How to connect to the login host.
+pub(super) fn ssh_options(plan: &Plan) -> SshOptions {
+    SshOptions {
+        config_file: plan.ssh_config.clone(),
+        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        // `~` is $HOME, as for the rest of the user's tools (OpenSSH itself reads passwd).
+        home: std::env::var_os("HOME").map(std::path::PathBuf::from),
+        ..SshOptions::default()
+    }
 }
 
 /// Probes, reports `ready`, then follows the agent until shutdown or a loss.
@@ -205,6 +324,7 @@ async fn serve(
         locals,
         session.jupyter.as_ref(),
         first,
+        Some("podtun"),
     );
     let host = session.ssh.host().to_string();
     let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
@@ -241,13 +361,13 @@ async fn wait_link(
 }
 
 /// Failures that retrying cannot fix: a changed host key, refused credentials.
-fn is_permanent(err: &anyhow::Error) -> bool {
+pub(super) fn is_permanent(err: &anyhow::Error) -> bool {
     let text = format!("{err:#}");
     text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || text.contains("permission denied")
 }
 
 /// Capped exponential backoff with jitter: 1 s, 2 s, 4 s … 30 s, each ±20%.
-fn backoff(failures: u32) -> Duration {
+pub(super) fn backoff(failures: u32) -> Duration {
     let base = RECONNECT_MIN
         .saturating_mul(1 << failures.saturating_sub(1).min(5))
         .min(RECONNECT_MAX);
@@ -316,6 +436,7 @@ impl Agent {
             v: PROTOCOL,
             request: plan.request.clone(),
             heartbeat_secs: Some(HEARTBEAT_SECS),
+            kind: Default::default(),
         };
         let mut line = serde_json::to_vec(&hello)?;
         line.push(b'\n');
@@ -358,6 +479,7 @@ impl Agent {
                     return Err(remote_error(&self.host, message, hint))
                 }
                 ev @ AgentEvent::Resolved { .. } => resolved = Resolved::from_event(&ev),
+                AgentEvent::Candidates(offered) => self.answer(&offered, out).await?,
                 AgentEvent::Listening { sockets: s } => {
                     sockets = Some(s);
                     if preset != Preset::Jupyter {
@@ -377,6 +499,28 @@ impl Agent {
             (Some(r), Some(s)) if s.len() == r.ports.len() => Ok((r, s, None)),
             _ => bail!("the agent on `{}` reported no usable sockets", self.host),
         }
+    }
+
+    /// Several pods fit and no TARGET was given: the user's choice (or none, without a
+    /// terminal) goes back to the agent. Heartbeats go on while the user thinks.
+    async fn answer(&self, offered: &Candidates, out: &Output) -> anyhow::Result<()> {
+        let choice = super::pick::choose(offered, out);
+        tokio::pin!(choice);
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
+        let choice = loop {
+            tokio::select! {
+                choice = &mut choice => break choice,
+                _ = heartbeat.tick() => { self.heartbeat().await.ok(); }
+            }
+        };
+        let mut line = serde_json::to_vec(&Pick {
+            pick: choice.as_ref().ok().cloned(),
+        })?;
+        line.push(b'\n');
+        self.write.data(&line[..]).await.with_context(|| {
+            format!("could not send the choice to the agent on `{}`", self.host)
+        })?;
+        choice.map(|_| ())
     }
 
     /// Closes the agent's stdin (it removes its sockets and exits) and waits a little for it.

@@ -449,6 +449,7 @@ pub fn print_running(state: &State, out: &crate::output::Output) {
             local: f.local.clone(),
             remote_port: f.remote_port,
             url: f.url.clone(),
+            agent: None,
         });
     }
 }

@@ -9,7 +9,8 @@
 //! POST /testcluster/restart/NAMESPACE/POD       kill the pod's processes (restart policy applies)
 //! POST /testcluster/delete/NAMESPACE/POD        delete the pod and wait until it is gone
 //! POST /testcluster/apply                       apply the YAML body
-//! GET  /testcluster/stats                       {"portforwardUpgrades": N}
+//! POST /testcluster/portforward-transport?name=T&on=B  serve transport T (websocket|spdy|tunnel) or not
+//! GET  /testcluster/stats                       {"portforwardUpgrades": N, "portforwardTransports": {T: N}}
 //! ```
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde_json::json;
 use crate::auth::User;
 use crate::cluster::Cluster;
 use crate::kinds::Kind;
+use crate::knobs::Transport;
 use crate::respond::{self, Body, Query};
 use crate::store::Key;
 
@@ -87,8 +89,25 @@ pub(crate) async fn route(
                 return respond::bad_request(&format!("{err:#}"));
             }
         }
+        (&Method::POST, ["portforward-transport"]) => {
+            let name = query.get("name").unwrap_or_default();
+            let Some(transport) = Transport::from_name(name) else {
+                return respond::bad_request(&format!(
+                    "unknown port-forward transport {name:?} (websocket, spdy or tunnel)"
+                ));
+            };
+            let on = !matches!(query.get("on"), Some("false" | "0"));
+            cluster.knobs.set_transport(transport, on);
+        }
         (&Method::GET, ["stats"]) => {
-            return respond::ok(&json!({"portforwardUpgrades": cluster.knobs.upgrades()}));
+            let by_transport: serde_json::Map<String, serde_json::Value> = Transport::ALL
+                .into_iter()
+                .map(|t| (t.name().to_string(), json!(cluster.knobs.upgrades_over(t))))
+                .collect();
+            return respond::ok(&json!({
+                "portforwardUpgrades": cluster.knobs.upgrades(),
+                "portforwardTransports": by_transport,
+            }));
         }
         _ => return respond::no_such_path(),
     }

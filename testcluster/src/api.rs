@@ -97,6 +97,14 @@ pub(crate) async fn route(
         ["apis"] => return respond::ok(&discovery::api_group_list()),
         ["apis", group] => return found(discovery::api_group(group)),
         ["apis", group, "v1"] => return found(discovery::api_resource_list(group)),
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]
+            if req.method() == Method::POST =>
+        {
+            return match read_body(req).await {
+                Ok(body) => crate::review::answer(cluster, user, &body),
+                Err(resp) => resp,
+            };
+        }
         _ => {}
     }
     let Some(target) = parse_target(&segments) else {

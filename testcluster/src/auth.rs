@@ -29,10 +29,12 @@ impl User {
     }
 }
 
-/// The two tokens the cluster accepts.
+/// The tokens the cluster accepts.
 pub(crate) struct Tokens {
     pub admin: String,
     pub user: String,
+    /// The users of [`crate::Config::users`]: (token, user name).
+    pub others: Vec<(String, String)>,
 }
 
 impl Tokens {
@@ -46,7 +48,10 @@ impl Tokens {
         } else if token == self.user {
             Some(User::Named(USER_NAME.to_string()))
         } else {
-            None
+            self.others
+                .iter()
+                .find(|(t, _)| t == token)
+                .map(|(_, name)| User::Named(name.clone()))
         }
     }
 }
@@ -149,24 +154,63 @@ fn role_rules(store: &Store, binding: &Value, ns: &str) -> Vec<Value> {
 
 /// Whether `user` may do what `attrs` describes.
 pub(crate) fn allowed(store: &Store, user: &User, attrs: &Attributes) -> bool {
+    decide(store, user, attrs).is_some()
+}
+
+/// `Some(reason)` when `user` may do what `attrs` describes, with the reason the API server's
+/// RBAC authorizer gives (`RBAC: allowed by RoleBinding "b/ns" of Role "r" to User "u"`;
+/// empty for `system:masters`, which a separate authorizer allows); `None` otherwise (RBAC
+/// has no opinion and gives no reason).
+pub(crate) fn decide(store: &Store, user: &User, attrs: &Attributes) -> Option<String> {
     let name = match user {
-        User::Admin => return true,
+        User::Admin => return Some(String::new()),
         User::Named(name) => name,
     };
-    let mut rules = Vec::new();
+    let subject = |binding: &Value| {
+        let group = binding["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["kind"] == "User" && s["name"] == name.as_str());
+        match group {
+            Some(_) => format!("User {name:?}"),
+            None => "Group \"system:authenticated\"".to_string(),
+        }
+    };
+    let describe = |kind: &str, binding: &Value, ns: Option<&str>| {
+        let bname = binding["metadata"]["name"].as_str().unwrap_or_default();
+        let shown = match ns {
+            Some(ns) => format!("{bname}/{ns}"),
+            None => bname.to_string(),
+        };
+        format!(
+            "RBAC: allowed by {kind} {shown:?} of {} {:?} to {}",
+            binding["roleRef"]["kind"].as_str().unwrap_or_default(),
+            binding["roleRef"]["name"].as_str().unwrap_or_default(),
+            subject(binding)
+        )
+    };
     for binding in store.list(Kind::ClusterRoleBinding, None).0 {
-        if binds_user(&binding, name) {
-            rules.extend(role_rules(store, &binding, ""));
+        if binds_user(&binding, name)
+            && role_rules(store, &binding, "")
+                .iter()
+                .any(|rule| rule_allows(rule, attrs))
+        {
+            return Some(describe("ClusterRoleBinding", &binding, None));
         }
     }
     if let Some(ns) = attrs.ns.filter(|_| attrs.kind.info().namespaced) {
         for binding in store.list(Kind::RoleBinding, Some(ns)).0 {
-            if binds_user(&binding, name) {
-                rules.extend(role_rules(store, &binding, ns));
+            if binds_user(&binding, name)
+                && role_rules(store, &binding, ns)
+                    .iter()
+                    .any(|rule| rule_allows(rule, attrs))
+            {
+                return Some(describe("RoleBinding", &binding, Some(ns)));
             }
         }
     }
-    rules.iter().any(|rule| rule_allows(rule, attrs))
+    None
 }
 
 #[cfg(test)]
@@ -265,6 +309,24 @@ mod tests {
             &User::Admin,
             &attrs("list", Kind::Deployment, None, "demo", None)
         ));
+    }
+
+    #[test]
+    fn the_reason_names_the_binding_as_the_rbac_authorizer_does() {
+        let store = store_with_role();
+        let user = User::Named(USER_NAME.into());
+        assert_eq!(
+            decide(&store, &user, &attrs("list", Kind::Pod, None, "demo", None)).as_deref(),
+            Some(r#"RBAC: allowed by RoleBinding "b/demo" of Role "r" to User "podtun-user""#)
+        );
+        assert_eq!(
+            decide(
+                &store,
+                &user,
+                &attrs("delete", Kind::Pod, None, "demo", Some("x"))
+            ),
+            None
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! `pods/portforward`: checks the pod and the `ports` parameter, then hands the WebSocket
-//! upgrade to [`crate::portforward`] with a dialer into the pod's network.
+//! `pods/portforward`: picks the transport (v4 WebSocket, classic SPDY, SPDY tunnelled in a
+//! WebSocket), checks the pod (and, for v4, the `ports` parameter), then hands the upgrade to
+//! [`crate::portforward`] or [`crate::spdyforward`] with a dialer into the pod's network.
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper::Request;
 use serde_json::Value;
@@ -10,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
 use crate::cluster::Cluster;
-use crate::portforward;
+use crate::knobs::Transport;
 use crate::respond::{self, Body, Query};
 use crate::store::Key;
+use crate::{portforward, spdyforward};
 
 /// The `ports` parameter: repeated and/or comma-separated port numbers.
 fn parse_ports(query: &Query) -> Result<Vec<u16>, String> {
@@ -31,6 +34,22 @@ fn parse_ports(query: &Query) -> Result<Vec<u16>, String> {
     Ok(ports)
 }
 
+/// Which transport a port-forward request asks for, as the API server routes it: a WebSocket
+/// offering `SPDY/3.1+…` goes to the tunnelling handler (unless the tunnel is off, as before
+/// 1.31: then it reaches the kubelet as any WebSocket), other WebSockets are v4, and an
+/// `Upgrade: SPDY/3.1` is classic SPDY.
+fn transport<B>(cluster: &Cluster, req: &Request<B>) -> Option<Transport> {
+    if spdyforward::is_tunnel_request(req) && cluster.knobs.serves(Transport::Tunnel) {
+        Some(Transport::Tunnel)
+    } else if portforward::is_upgrade_request(req) {
+        Some(Transport::WebSocket)
+    } else if spdyforward::is_spdy_upgrade(req) {
+        Some(Transport::Spdy)
+    } else {
+        None
+    }
+}
+
 pub(crate) fn serve(
     cluster: &Arc<Cluster>,
     key: &Key,
@@ -38,12 +57,22 @@ pub(crate) fn serve(
     query: &Query,
     req: Request<Incoming>,
 ) -> hyper::Response<Body> {
-    if !portforward::is_upgrade_request(&req) {
+    let Some(transport) = transport(cluster, &req) else {
         return respond::bad_request("Upgrade request required");
+    };
+    if !cluster.knobs.serves(transport) {
+        return respond::bad_request(&format!(
+            "unable to upgrade connection: {} port-forward is turned off in this cluster",
+            transport.name()
+        ));
     }
-    let ports = match parse_ports(query) {
-        Ok(ports) => ports,
-        Err(message) => return respond::bad_request(&message),
+    // Only v4 names its ports in the request; SPDY streams carry theirs in headers.
+    let ports = match transport {
+        Transport::WebSocket => match parse_ports(query) {
+            Ok(ports) => ports,
+            Err(message) => return respond::bad_request(&message),
+        },
+        Transport::Spdy | Transport::Tunnel => Vec::new(),
     };
     if cluster.knobs.refusing_portforwards() {
         return respond::error(
@@ -70,10 +99,22 @@ pub(crate) fn serve(
         let network = network.clone();
         async move { network.connect(port).await }
     };
-    match portforward::accept(req, ports.clone(), dial, cancel.clone()) {
+    let accepted = match transport {
+        Transport::WebSocket => portforward::accept(req, ports.clone(), dial, cancel.clone())
+            .map(|(response, session)| (response, session.boxed())),
+        Transport::Spdy | Transport::Tunnel => {
+            let form = match transport {
+                Transport::Tunnel => spdyforward::Transport::Tunnel,
+                _ => spdyforward::Transport::Classic,
+            };
+            spdyforward::accept(req, form, dial, cancel.clone())
+                .map(|(response, session)| (response, session.boxed()))
+        }
+    };
+    match accepted {
         Ok((response, session)) => {
-            cluster.knobs.count_upgrade();
-            let span = tracing::debug_span!("portforward", pod = %key.name, ?ports);
+            cluster.knobs.count_upgrade(transport);
+            let span = tracing::debug_span!("portforward", pod = %key.name, transport = transport.name(), ?ports);
             cluster.tasks.spawn(async move {
                 tokio::select! {
                     _ = dropped.cancelled() => watcher.cancel(),

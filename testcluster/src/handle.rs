@@ -40,6 +40,47 @@ pub struct Config {
     pub advertise: Option<String>,
     /// Directories put in front of `PATH` for pod processes.
     pub extra_path: Vec<PathBuf>,
+    /// More users, each with a token, a kubeconfig context of its name and a Role in its
+    /// namespace.
+    pub users: Vec<UserSpec>,
+}
+
+/// A user of the cluster besides the admin and [`crate::USER_NAME`]: its kubeconfig context is
+/// named after it, and a Role (and RoleBinding) of its name in `namespace` grants it what
+/// podtun needs there (get/list/watch pods, get pods/log), and create+get pods/portforward
+/// only with `portforward`.
+#[derive(Clone, Debug)]
+pub struct UserSpec {
+    /// User, context, Role and RoleBinding name.
+    pub name: String,
+    /// Where its rights are; created if missing.
+    pub namespace: String,
+    /// Whether it may port-forward.
+    pub portforward: bool,
+}
+
+impl UserSpec {
+    fn rbac(&self) -> Vec<serde_json::Value> {
+        use serde_json::json;
+        let (name, ns) = (&self.name, &self.namespace);
+        let mut rules = vec![
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}),
+            json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}),
+        ];
+        if self.portforward {
+            rules.push(json!({"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]}));
+        }
+        let group = "rbac.authorization.k8s.io";
+        vec![
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            json!({"apiVersion": format!("{group}/v1"), "kind": "Role",
+                "metadata": {"name": name, "namespace": ns}, "rules": rules}),
+            json!({"apiVersion": format!("{group}/v1"), "kind": "RoleBinding",
+                "metadata": {"name": name, "namespace": ns},
+                "subjects": [{"kind": "User", "name": name, "apiGroup": group}],
+                "roleRef": {"kind": "Role", "name": name, "apiGroup": group}}),
+        ]
+    }
 }
 
 impl Config {
@@ -52,6 +93,7 @@ impl Config {
             server_names: Vec::new(),
             advertise: None,
             extra_path: Vec::new(),
+            users: Vec::new(),
         }
     }
 }
@@ -109,6 +151,11 @@ impl TestCluster {
         let tokens = Tokens {
             admin: crate::names::token(),
             user: crate::names::token(),
+            others: config
+                .users
+                .iter()
+                .map(|u| (crate::names::token(), u.name.clone()))
+                .collect(),
         };
         let host_ip = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
@@ -130,12 +177,25 @@ impl TestCluster {
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             cluster.apply_object(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))?;
         }
+        for user in &config.users {
+            for object in user.rbac() {
+                cluster.apply_object(object)?;
+            }
+        }
+        let others: Vec<(&str, &str, &str)> = cluster
+            .tokens
+            .others
+            .iter()
+            .zip(&config.users)
+            .map(|((token, name), u)| (name.as_str(), token.as_str(), u.namespace.as_str()))
+            .collect();
         let kubeconfig = config.dir.join("kubeconfig");
         let text = kubeconfig::render(&KubeconfigParams {
             server: &url,
             ca_pem: &tls.ca_pem,
             admin_token: &cluster.tokens.admin,
             user_token: &cluster.tokens.user,
+            others: &others,
         });
         std::fs::write(&kubeconfig, text)
             .with_context(|| format!("could not write {}", kubeconfig.display()))?;
@@ -297,9 +357,20 @@ impl TestCluster {
         self.cluster().knobs.stall(for_);
     }
 
-    /// How many port-forward WebSocket upgrades were served.
+    /// How many port-forward upgrades were served (every transport).
     pub fn portforward_upgrades(&self) -> u64 {
         self.cluster().knobs.upgrades()
+    }
+
+    /// How many port-forward upgrades were served over `transport`.
+    pub fn portforward_upgrades_over(&self, transport: crate::Transport) -> u64 {
+        self.cluster().knobs.upgrades_over(transport)
+    }
+
+    /// Serves `transport` for new port-forwards, or stops serving it (as an API server or a
+    /// proxy that lacks it: a tunnel request then reaches the kubelet as a plain WebSocket).
+    pub fn set_portforward_transport(&self, transport: crate::Transport, on: bool) {
+        self.cluster().knobs.set_transport(transport, on);
     }
 
     /// Stops serving, kills every pod's processes, removes their network namespaces and waits

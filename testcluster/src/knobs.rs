@@ -1,6 +1,6 @@
 //! Fault knobs: delay every response, stall the API, drop or refuse port-forwards.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +15,40 @@ pub(crate) struct Knobs {
     /// Cancelled (and replaced) to drop every open port-forward at once.
     portforwards: Mutex<CancellationToken>,
     upgrades: AtomicU64,
+    /// Upgrades served per transport, in [`Transport`] order.
+    by_transport: [AtomicU64; 3],
+    /// Transports turned off, in [`Transport`] order.
+    off: [AtomicBool; 3],
+}
+
+/// The port-forward transports the cluster serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket `v4.channel.k8s.io` (kube-rs).
+    WebSocket = 0,
+    /// `Upgrade: SPDY/3.1` (kubectl before 1.31, or with `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`).
+    Spdy = 1,
+    /// SPDY tunnelled in a WebSocket (kubectl from 1.31; API servers from 1.31).
+    Tunnel = 2,
+}
+
+impl Transport {
+    /// Every transport, in order.
+    pub const ALL: [Transport; 3] = [Transport::WebSocket, Transport::Spdy, Transport::Tunnel];
+
+    /// The name used by the admin endpoints and stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Spdy => "spdy",
+            Transport::Tunnel => "tunnel",
+        }
+    }
+
+    /// The transport of that name.
+    pub fn from_name(name: &str) -> Option<Transport> {
+        Transport::ALL.into_iter().find(|t| t.name() == name)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -29,6 +63,8 @@ impl Knobs {
             refuse_until: Mutex::new(None),
             portforwards: Mutex::new(CancellationToken::new()),
             upgrades: AtomicU64::new(0),
+            by_transport: Default::default(),
+            off: Default::default(),
         }
     }
 
@@ -58,8 +94,23 @@ impl Knobs {
         lock(&self.portforwards).clone()
     }
 
-    pub fn count_upgrade(&self) {
+    pub fn count_upgrade(&self, transport: Transport) {
         self.upgrades.fetch_add(1, Ordering::Relaxed);
+        self.by_transport[transport as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Upgrades served over `transport`.
+    pub fn upgrades_over(&self, transport: Transport) -> u64 {
+        self.by_transport[transport as usize].load(Ordering::Relaxed)
+    }
+
+    /// Turns a transport on or off.
+    pub fn set_transport(&self, transport: Transport, on: bool) {
+        self.off[transport as usize].store(!on, Ordering::Relaxed);
+    }
+
+    pub fn serves(&self, transport: Transport) -> bool {
+        !self.off[transport as usize].load(Ordering::Relaxed)
     }
 
     pub fn upgrades(&self) -> u64 {

@@ -1,7 +1,7 @@
 //! A small Kubernetes API server for podtun's tests, demo and benchmarks.
 //!
 //! It speaks the real wire protocol (HTTPS, bearer tokens, JSON objects, watches, `pods/log`,
-//! WebSocket `pods/portforward`), so kube-rs and kubectl talk to it as to any API server, and it
+//! `pods/portforward` over WebSocket and SPDY), so kube-rs and kubectl talk to it as to any API server, and it
 //! runs each pod's container `command`+`args` as a host process (in the pod's own network
 //! namespace when running as root), so the pods are real programs: redis, Jupyter, `sh -c`.
 //!
@@ -21,8 +21,9 @@
 //! - `runtime`: the kubelet: processes, restarts with CrashLoopBackOff, readiness probes, pod
 //!   status; `logs` keeps each run's output for `podlog`.
 //! - `workloads`: the Deployment/ReplicaSet and StatefulSet controllers.
-//! - `forward`: checks a port-forward request and hands the upgrade to `portforward`, which
-//!   dials into the pod through `netns`.
+//! - `forward`: checks a port-forward request and hands the upgrade to `portforward` (v4
+//!   WebSocket) or `spdyforward` (SPDY, classic or tunnelled), which dial into the pod through
+//!   `netns`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -42,9 +43,11 @@ pub mod netns;
 mod podlog;
 pub mod portforward;
 mod respond;
+mod review;
 mod runtime;
 mod selector;
 mod server;
+pub mod spdyforward;
 mod store;
 mod table;
 mod tls;
@@ -54,4 +57,5 @@ mod workloads;
 mod handle;
 
 pub use auth::USER_NAME;
-pub use handle::{Config, TestCluster};
+pub use handle::{Config, TestCluster, UserSpec};
+pub use knobs::Transport;

@@ -7,11 +7,18 @@ mod agent;
 mod background;
 mod cli;
 mod common;
+#[cfg(unix)]
+mod doctor;
 mod errors;
 #[cfg(unix)]
 mod faults;
 mod kind;
+#[cfg(unix)]
+mod kubectl_portforward;
 mod local;
+#[cfg(unix)]
+mod pick;
+mod release;
 mod ssh;
 #[cfg(unix)]
 mod via;

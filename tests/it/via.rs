@@ -439,9 +439,10 @@ async fn uploads_itself_once_then_reuses_it_and_no_install_refuses() {
     let t = Topology::start(shape(REDIS)).await;
     let installed = t.login_home.installed_binary();
 
-    // A fresh home and --no-install: nothing to run, nothing uploaded.
+    // A fresh home, --no-install and podtun's agent asked for: nothing to run, nothing
+    // uploaded.
     let mut no_install = args(&t, "redis", &t.addrs.login, false);
-    no_install.push("--no-install".into());
+    no_install.extend(["--no-install".into(), "--agent".into(), "podtun".into()]);
     let no_install: Vec<&str> = no_install.iter().map(String::as_str).collect();
     let out = podtun::finish(t.podtun(&no_install)).await;
     assert_eq!(out.status.code(), Some(1), "stderr:\n{}", out.stderr);
@@ -453,9 +454,20 @@ async fn uploads_itself_once_then_reuses_it_and_no_install_refuses() {
         installed.display()
     );
 
+    // The same in auto mode: kubectl on the login host serves, and still nothing is uploaded.
+    let mut auto = args(&t, "redis", &t.addrs.login, false);
+    auto.push("--no-install".into());
+    let mut p = spawn(&t, &auto);
+    let (local, ready) = p.ready().await;
+    assert_eq!(ready["agent"], "kubectl", "{ready}");
+    ping(&t, &local).await;
+    assert!(p.terminate().await.success());
+    assert!(!installed.exists(), "auto with --no-install uploaded");
+
     // Without --remote-bin: uploaded once, private to the login user.
     let mut p = spawn(&t, &args(&t, "redis", &t.addrs.login, false));
-    let (local, _) = p.ready().await;
+    let (local, ready) = p.ready().await;
+    assert_eq!(ready["agent"], "podtun", "{ready}");
     ping(&t, &local).await;
     assert!(p.terminate().await.success());
     let meta = std::fs::metadata(&installed)
@@ -615,4 +627,85 @@ async fn kubeconfig_from_the_login_profile_and_a_banner() {
         "the upload went through the banner"
     );
     login_host_is_clean(&t, "SIGTERM").await;
+}
+
+/// The `kubectl proxy` processes on the login host, with their socket paths.
+fn login_kubectl_proxies(t: &Topology) -> Vec<String> {
+    t.login
+        .pids()
+        .iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|cmd| cmd.contains("proxy --unix-socket="))
+        .filter_map(|cmd| {
+            let rest = cmd.split("--unix-socket=").nth(1)?;
+            Some(rest.split(' ').next()?.to_string())
+        })
+        // The login-side script's own command line names `"$s"`; kubectl's dispatcher and the
+        // kubectl it runs both name the path.
+        .filter(|path| path.starts_with('/'))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_mode_needs_nothing_but_kubectl_on_the_login_host() {
+    let t = Topology::start(shape(REDIS)).await;
+    let mut args = args(&t, "redis", &t.addrs.login, false);
+    args.extend(["--agent".to_string(), "kubectl".to_string()]);
+    let mut p = spawn(&t, &args);
+    let (local, ready) = p.ready().await;
+    assert_eq!(ready["agent"], "kubectl", "{ready}");
+    assert_eq!(ready["pod"], "redis", "{ready}");
+    ping(&t, &local).await;
+    round_trip(&t, &local, 10 << 20).await;
+    assert!(t.login_podtuns().is_empty(), "no podtun on the login host");
+    assert!(
+        !t.login_home.installed_binary().exists(),
+        "nothing uploaded"
+    );
+
+    let sockets = login_kubectl_proxies(&t);
+    assert_eq!(sockets.len(), 1, "one kubectl proxy: {sockets:?}");
+    let socket = std::path::PathBuf::from(&sockets[0]);
+    let meta = std::fs::symlink_metadata(&socket).expect("the proxy's socket");
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "socket mode");
+    assert_eq!(meta.uid(), ids(LOGIN_USER).0, "owned by the login user");
+    let dir = socket.parent().expect("dir").to_path_buf();
+    let dir_mode = std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700, "directory mode");
+
+    assert!(p.terminate().await.success(), "exit 0 after SIGTERM");
+    wait_until(
+        "kubectl proxy and its socket gone after SIGTERM",
+        CLEANUP_TIMEOUT,
+        || login_kubectl_proxies(&t).is_empty() && !dir.exists(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_mode_leaves_nothing_after_kill_9() {
+    let t = Topology::start(shape(REDIS)).await;
+    let mut args = args(&t, "redis", &t.addrs.login, false);
+    args.extend(["--agent".to_string(), "kubectl".to_string()]);
+    let mut p = spawn(&t, &args);
+    let (local, _) = p.ready().await;
+    ping(&t, &local).await;
+    let sockets = login_kubectl_proxies(&t);
+    assert_eq!(sockets.len(), 1, "one kubectl proxy: {sockets:?}");
+    let dir = std::path::PathBuf::from(&sockets[0])
+        .parent()
+        .expect("dir")
+        .to_path_buf();
+    p.child.start_kill().expect("kill -9 podtun");
+    p.child.wait().await.ok();
+    wait_until(
+        "kubectl proxy and its socket gone after kill -9",
+        CLEANUP_TIMEOUT,
+        || login_kubectl_proxies(&t).is_empty() && !dir.exists(),
+    )
+    .await;
 }

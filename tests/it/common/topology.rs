@@ -45,6 +45,8 @@ pub struct Shape {
     pub manifests: Vec<&'static str>,
     /// Leave the login host's key out of the laptop's known_hosts.
     pub unknown_login_key: bool,
+    /// More users of the test cluster (a kubeconfig context each).
+    pub cluster_users: Vec<testcluster::UserSpec>,
 }
 
 /// The addresses of one topology; `10.N.L.1`/`10.N.L.2` for link `L`.
@@ -229,7 +231,7 @@ impl Topology {
             known = home.ssh("known_hosts").display(),
         ));
 
-        let (cluster, api) = start_cluster_in(&cluster_ns, &addrs.api_ip, &shape.manifests).await;
+        let (cluster, api) = start_cluster_in(&cluster_ns, &addrs.api_ip, &shape).await;
         let kubeconfig = login_home.install(cluster.kubeconfig(), ".kube/config");
         Topology {
             sshd,
@@ -262,6 +264,7 @@ impl Topology {
             .env_remove("XDG_STATE_HOME")
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("PODTUN_CONFIG")
+            .env_remove("PODTUN_AGENT")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd
@@ -323,7 +326,7 @@ impl Topology {
 /// Starts the test cluster with its API server listening inside `ns` on `ip` (a port the
 /// kernel picks there), advertised under that address, so its kubeconfig works from the login
 /// host and from nowhere else.
-async fn start_cluster_in(ns: &Netns, ip: &str, manifests: &[&str]) -> (Cluster, String) {
+async fn start_cluster_in(ns: &Netns, ip: &str, shape: &Shape) -> (Cluster, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let bind = format!("{ip}:0");
     // A socket stays in the namespace it was created in, whichever thread serves it.
@@ -335,10 +338,11 @@ async fn start_cluster_in(ns: &Netns, ip: &str, manifests: &[&str]) -> (Cluster,
     config.extra_path = vec![PathBuf::from(JUPYTER_BIN)];
     config.advertise = Some(api.clone());
     config.server_names = vec![ip.to_string()];
+    config.users = shape.cluster_users.clone();
     let tc = TestCluster::start(config)
         .await
         .expect("start the test cluster");
-    for m in manifests {
+    for m in &shape.manifests {
         tc.apply_file(&cluster::repo().join(m))
             .unwrap_or_else(|e| panic!("apply {m}: {e:#}"));
     }
