@@ -83,9 +83,9 @@ pub fn init_tracing(cli: &Cli) {
     };
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    shutdown::signal().await
+/// Resolves on Ctrl-C or SIGTERM; the handlers are installed at the call (inside the runtime).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    shutdown::signal()
 }
 
 /// Runs a parsed command line until it is done or `shutdown` resolves.

@@ -25,7 +25,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(podtun::run(cli, podtun::shutdown_signal()));
+    // The signal handlers go in before anything starts, so that a SIGTERM at any moment stops
+    // podtun cleanly.
+    let result = runtime.block_on(async {
+        let shutdown = podtun::shutdown_signal();
+        podtun::run(cli, shutdown).await
+    });
     // A task stuck on a dead network must not delay the exit.
     runtime.shutdown_background();
     // Stopped while a password was being typed: echo comes back on.
