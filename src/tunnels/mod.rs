@@ -82,6 +82,9 @@ pub struct Forward {
     /// Jupyter's URL (with its token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// What runs the cluster half through the login host: `podtun` or `kubectl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// A tunnel's state file.
@@ -370,6 +373,7 @@ impl Registration {
                 local,
                 remote_port,
                 url,
+                agent,
                 ..
             } => {
                 if let Ok(mut batch) = self.batch.lock() {
@@ -378,6 +382,7 @@ impl Registration {
                         remote_port: *remote_port,
                         pod: pod.clone(),
                         url: url.clone(),
+                        agent: agent.map(str::to_string),
                     });
                 }
             }
@@ -449,7 +454,11 @@ pub fn print_running(state: &State, out: &crate::output::Output) {
             local: f.local.clone(),
             remote_port: f.remote_port,
             url: f.url.clone(),
-            agent: None,
+            agent: match f.agent.as_deref() {
+                Some("podtun") => Some("podtun"),
+                Some("kubectl") => Some("kubectl"),
+                _ => None,
+            },
         });
     }
 }
