@@ -40,44 +40,27 @@ fn shape(manifests: &[&'static str]) -> Shape {
     }
 }
 
-/// Writes the release layout for `binary` into `out`, as `scripts/dist` does:
-/// `podtun-VERSION-TARGET.tar.gz` holding `podtun-VERSION-TARGET/podtun`, and `SHA256SUMS`.
-fn package(binary: &Path, out: &Path) {
-    let stage = tempfile::tempdir().expect("tempdir");
-    let top = format!("podtun-{}-{TARGET}", version());
-    std::fs::create_dir(stage.path().join(&top)).expect("mkdir");
-    let inner = stage.path().join(&top).join("podtun");
-    std::fs::copy(binary, &inner).expect("copy the binary");
-    std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(stage.path())
-        .arg("-czf")
-        .arg(out.join(archive_name()))
-        .arg(&top));
-    let sums = run(Command::new("sha256sum")
-        .arg(archive_name())
-        .current_dir(out));
-    std::fs::write(out.join("SHA256SUMS"), sums).expect("write SHA256SUMS");
-}
-
-/// A release folder for the podtun under test: `scripts/dist --bin BIN --out DIR` when the
-/// repository has it, else the same layout written here.
-fn release_folder() -> tempfile::TempDir {
+/// A release folder holding `binary` as this version's `TARGET` build, written by
+/// `scripts/dist --bin BINARY --out DIR`: the layout the release workflow publishes and podtun
+/// downloads (`podtun-VERSION-TARGET.tar.gz` holding `podtun-VERSION-TARGET/podtun`, and
+/// `SHA256SUMS`). `args` go to scripts/dist as well.
+fn dist_folder(binary: &Path, args: &[&str]) -> tempfile::TempDir {
     let out = tempfile::tempdir().expect("tempdir");
-    let dist = repo().join("scripts/dist");
-    if dist.exists() {
-        run(Command::new(&dist)
-            .arg("--bin")
-            .arg(podtun::bin())
-            .arg("--out")
-            .arg(out.path()));
-    } else {
-        package(Path::new(podtun::bin()), out.path());
-    }
+    run(Command::new(repo().join("scripts/dist"))
+        .arg("--bin")
+        .arg(binary)
+        .args(["--target", TARGET])
+        .args(args)
+        .arg("--out")
+        .arg(out.path()));
     assert!(out.path().join(archive_name()).exists(), "no archive");
     assert!(out.path().join("SHA256SUMS").exists(), "no SHA256SUMS");
     out
+}
+
+/// A release folder for the podtun under test.
+fn release_folder() -> tempfile::TempDir {
+    dist_folder(Path::new(podtun::bin()), &[])
 }
 
 /// A static file server in the laptop's namespace (127.0.0.1, a port the kernel picks),
@@ -381,8 +364,9 @@ async fn a_release_build_that_does_not_run_there_is_removed_and_quoted() {
         "#!/bin/sh\necho \"$0: /lib64/libc.so.6: version \\`GLIBC_2.99' not found\" >&2\nexit 1\n",
     )
     .expect("write the stand-in");
-    let folder = tempfile::tempdir().expect("tempdir");
-    package(&binary, folder.path());
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // It cannot run here either, so scripts/dist must not ask it for its version.
+    let folder = dist_folder(&binary, &["--no-run"]);
     let releases = format!("file://{}/", folder.path().display());
 
     let out = podtun::finish(foreign(&t, "redis", &releases)).await;
