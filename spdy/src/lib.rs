@@ -14,6 +14,8 @@
 //! - `session`: a session over any tokio byte stream, for the client (opens streams, pipelined)
 //!   or the server (accepts them): streams with half-close, resets, PING, GOAWAY, flow control.
 //!
+//! - `ws` (feature `websocket`): a WebSocket as a byte stream, for SPDY tunnelled in one.
+//!
 //! Pairing streams into port-forward connections is the caller's.
 
 mod codec;
@@ -22,10 +24,14 @@ mod fixtures;
 mod frame;
 mod headers;
 mod session;
+#[cfg(feature = "websocket")]
+mod ws;
 mod zlib;
 
 pub use codec::{data_frame_header, Codec, Error, MAX_CONTROL_FRAME, MAX_HEADER_BLOCK};
 pub use frame::{Frame, RstStatus, Setting, GOAWAY_OK, MAX_STREAM_ID, VERSION};
 pub use headers::Headers;
-pub use session::{Config, Role, Session, Stream, DEFAULT_WINDOW, SETTINGS_INITIAL_WINDOW_SIZE};
+pub use session::{Config, Role, Session, Stream, Watch, DEFAULT_WINDOW, SETTINGS_INITIAL_WINDOW_SIZE};
 pub use zlib::dictionary;
+#[cfg(feature = "websocket")]
+pub use ws::WsIo;

@@ -179,6 +179,23 @@ impl StreamState {
     }
 }
 
+/// Sees a session end without keeping it open (see [`Session::watch`]).
+pub struct Watch {
+    shared: Arc<Shared>,
+}
+
+impl Watch {
+    /// Why the session ended, if it has.
+    pub fn ended(&self) -> Option<String> {
+        self.shared.lock().ended.clone()
+    }
+
+    /// Waits for the session to end; why it did.
+    pub async fn closed(&self) -> String {
+        closed(&self.shared).await
+    }
+}
+
 /// One stream of a session: read what the peer sends on it, write to it.
 pub struct Stream {
     id: u32,
@@ -357,17 +374,14 @@ impl Session {
 
     /// Waits for the session to end; why it did.
     pub async fn closed(&self) -> String {
-        poll_fn(|cx| {
-            let mut state = self.shared.lock();
-            match &state.ended {
-                Some(why) => Poll::Ready(why.clone()),
-                None => {
-                    state.wait_ended(cx.waker());
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+        closed(&self.shared).await
+    }
+
+    /// A handle that sees the session end without keeping it open.
+    pub fn watch(&self) -> Watch {
+        Watch {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Whether the peer has been seen keeping flow-control windows.
@@ -379,6 +393,21 @@ impl Session {
     pub fn stream_count(&self) -> usize {
         self.shared.lock().streams.len()
     }
+}
+
+/// Waits for the session of `shared` to end; why it did.
+async fn closed(shared: &Shared) -> String {
+    poll_fn(|cx| {
+        let mut state = shared.lock();
+        match &state.ended {
+            Some(why) => Poll::Ready(why.clone()),
+            None => {
+                state.wait_ended(cx.waker());
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 impl Shared {

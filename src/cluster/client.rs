@@ -5,6 +5,7 @@
 //! client is assembled here from `ConfigExt`'s layers instead of `Client::try_from`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tower::{BoxError, ServiceBuilder};
 
+use super::spdyforward::TransportMemo;
 use crate::error::HintExt;
 
 /// Bound on the TCP connect to the API server.
@@ -38,6 +40,19 @@ pub struct Cluster {
     pub client: Client,
     /// The namespace of the target.
     pub namespace: String,
+    /// Which port-forward transport this cluster answered to (shared by every clone).
+    pub transport: Arc<TransportMemo>,
+}
+
+impl Cluster {
+    /// A cluster reached through `client`, working in `namespace`.
+    pub fn new(client: Client, namespace: String) -> Cluster {
+        Cluster {
+            client,
+            namespace,
+            transport: Arc::default(),
+        }
+    }
 }
 
 /// Loads the kubeconfig and builds the client.
@@ -48,7 +63,7 @@ pub async fn connect(cluster: &ClusterRef) -> anyhow::Result<Cluster> {
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = build_client(config)?;
-    Ok(Cluster { client, namespace })
+    Ok(Cluster::new(client, namespace))
 }
 
 /// [`connect`], and the API server's URL (for `podtun doctor`; no credentials in it).
@@ -60,7 +75,7 @@ pub async fn connect_described(cluster: &ClusterRef) -> anyhow::Result<(Cluster,
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = build_client(config)?;
-    Ok((Cluster { client, namespace }, url))
+    Ok((Cluster::new(client, namespace), url))
 }
 
 async fn load_config(cluster: &ClusterRef) -> anyhow::Result<Config> {

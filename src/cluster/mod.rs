@@ -12,6 +12,7 @@ pub mod ports;
 pub mod preset;
 pub mod resolve;
 pub mod service;
+pub mod spdyforward;
 pub mod target;
 pub mod token;
 pub mod tunnel;

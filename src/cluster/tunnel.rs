@@ -21,6 +21,7 @@ use super::forward;
 use super::pick::{self, Choose};
 use super::pool::{self, Pool, Warmup};
 use super::resolve::{self, pod_label, Progress};
+use super::spdyforward::{ForwardResult, Link};
 use crate::error::usage;
 use crate::splice::Moved;
 use crate::wire::{AgentEvent, Candidates, JupyterAccess, Request, Secret, WirePort};
@@ -88,7 +89,10 @@ pub struct Tunnel {
     /// The pod connections go to now.
     current: watch::Receiver<Pod>,
     current_tx: Arc<watch::Sender<Pod>>,
-    /// Warm port-forward pairs, one pool per forwarded remote port.
+    /// The SPDY session to the current pod, shared by every forwarded port.
+    link: Link,
+    /// Warm v4 port-forward pairs, one pool per forwarded remote port (when the cluster does not
+    /// speak SPDY).
     pools: Arc<Vec<Pool>>,
     /// The container that serves.
     pub container: String,
@@ -160,6 +164,8 @@ impl Tunnel {
         };
         let ports =
             discover::resolve_ports(&pod, spec.container.as_deref(), spec.preset, &requests)?;
+        let link = Link::new(cluster.clone());
+        link.warm(pod.metadata.name.as_deref().unwrap_or_default());
         let (tx, rx) = watch::channel(pod);
         // Only redis is known to serve many silent connections at once and to leave ending a
         // connection to its client; others may serve one connection at a time (see `pool`).
@@ -172,6 +178,7 @@ impl Tunnel {
             .map(|p| Pool::new(cluster.clone(), p.remote, ttl, warmup))
             .collect();
         Ok(Tunnel {
+            link,
             pools: Arc::new(pools),
             cluster,
             spec: Arc::new(spec),
@@ -224,7 +231,10 @@ impl Tunnel {
             .unwrap_or_default();
         let pool = self.pools.iter().find(|p| p.port() == remote);
         let pool = pool.with_context(|| format!("port {remote} is not forwarded"))?;
-        forward::forward(pool, &pod, conn).await
+        match self.link.forward(&pod, remote, conn).await {
+            ForwardResult::Done(moved) => moved,
+            ForwardResult::Unserved(conn) => forward::forward(pool, &pod, conn).await,
+        }
     }
 
     /// Reads Jupyter's URL from the current pod's logs.
@@ -270,7 +280,10 @@ impl Tunnel {
             .await
             .with_context(|| format!("pod `{}` was not replaced", pod_label(&old)))?;
             self.current_tx.send_replace(found.pod.clone());
-            // Pairs opened to the old incarnation (same name after a restart) must not serve.
+            // Streams and pairs of the old incarnation (same name after a restart) must not serve.
+            self.link.reset().await;
+            self.link
+                .warm(found.pod.metadata.name.as_deref().unwrap_or_default());
             self.pools.iter().for_each(Pool::reset);
             let jupyter = match self.spec.preset {
                 Preset::Jupyter => Some(self.jupyter(&progress).await?),

@@ -62,6 +62,11 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 static UPGRADES: AtomicU64 = AtomicU64::new(0);
 
+/// Counts one port-forward upgrade, whatever its transport.
+pub(super) fn count_upgrade() {
+    UPGRADES.fetch_add(1, Ordering::Relaxed);
+}
+
 /// How many port-forward upgrades this process has asked for.
 pub fn upgrades() -> u64 {
     UPGRADES.load(Ordering::Relaxed)
@@ -93,11 +98,11 @@ pub async fn open(
 }
 
 /// Names what a refused upgrade means for a port-forward.
-fn upgrade_error(err: kube::Error, what: &str, ns: &str, pod: &str) -> anyhow::Error {
+pub(super) fn upgrade_error(err: kube::Error, what: &str, ns: &str, pod: &str) -> anyhow::Error {
     match &err {
         kube::Error::Api(status) if status.code == 403 => hinted(
             anyhow!("not allowed to port-forward to pod `{ns}/{pod}`: {}", status.message),
-            format!("port-forward needs `get` on pods/portforward in namespace `{ns}`; ask the cluster admin"),
+            format!("port-forward needs `get` and `create` on pods/portforward in namespace `{ns}`; ask the cluster admin"),
         ),
         kube::Error::Api(status) if status.code == 404 => hinted(
             anyhow!("pod `{ns}/{pod}` is gone: {}", status.message),

@@ -365,10 +365,10 @@ fn proxy_client(route: watch::Receiver<Option<Route>>, namespace: &str) -> anyho
         .layer(kube::client::ConfigExt::base_uri_layer(&config))
         .map_err(BoxError::from)
         .service(hyper_client);
-    Ok(Cluster {
-        client: kube::Client::new(service, namespace.to_string()),
-        namespace: namespace.to_string(),
-    })
+    Ok(Cluster::new(
+        kube::Client::new(service, namespace.to_string()),
+        namespace.to_string(),
+    ))
 }
 
 /// The error for a login host whose sshd refuses stream-local forwarding.

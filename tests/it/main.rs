@@ -21,5 +21,7 @@ mod pick;
 mod release;
 mod ssh;
 #[cfg(unix)]
+mod transports;
+#[cfg(unix)]
 mod via;
 mod wsforward;

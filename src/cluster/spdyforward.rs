@@ -1,0 +1,490 @@
+//! podtun's driver for the SPDY/3.1 port-forward (`portforward.k8s.io`), as kubectl speaks it.
+//!
+//! ```text
+//!   Link (one per forward) ── one Session per pod ──┬─ connection 1: error stream + data stream
+//!                                                   ├─ connection 2: …
+//!                                                   └─ PING keepalive
+//! ```
+//!
+//! Every local connection is a new stream pair in the pod's one session: the error stream and
+//! the data stream (headers `streamtype`, `port`, `requestid`) are opened without waiting for the
+//! kubelet's replies, and the client's first bytes follow at once, so a new connection costs no
+//! round trip on this side. FIN carries each direction's end (no EOF hold, unlike v4), a reset
+//! from either application is an RST_STREAM, and a refused port in the pod is the text the
+//! kubelet writes on the error stream.
+//!
+//! Transports, tried in this order and remembered per cluster ([`TransportMemo`]): SPDY in a
+//! WebSocket (`SPDY/3.1+portforward.k8s.io`, KEP-4006, API servers from 1.31), the classic
+//! `Upgrade: SPDY/3.1`, then the v4 WebSocket of [`super::wsforward`] (where this module hands
+//! over: [`Link::session`] answers `None`). kube's client sends the upgrade request (kubeconfig,
+//! TLS, auth stay kube's); the upgraded connection is this module's.
+//!
+//! The session is opened when the forward starts and again, in the background, as soon as one
+//! ends, so that connections do not wait on an upgrade; a pod replaced starts a session to the
+//! new pod.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use futures::FutureExt;
+use http::header::{self, HeaderValue};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use podtun_spdy::{Config, Headers, Role, Session, Stream, WsIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, info, warn};
+
+use super::client::Cluster;
+use super::wsforward;
+use crate::splice::{splice, Moved};
+
+/// The port-forward protocol of the SPDY streams.
+pub const PROTOCOL: &str = "portforward.k8s.io";
+/// The WebSocket subprotocol of SPDY tunnelled in a WebSocket.
+pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// The `Upgrade` token of the classic form.
+const UPGRADE: &str = "SPDY/3.1";
+const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
+/// Bound on one upgrade request.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
+/// PING period, and how long a PING may go unanswered before the session is taken for gone:
+/// idle forwards outlive the idle timeouts of proxies on the way.
+const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(30));
+/// How long the kubelet's word on a connection may trail its data's end.
+const ERROR_WAIT: Duration = Duration::from_secs(2);
+/// Most of the error stream that is read (the kubelet writes one line).
+const ERROR_MAX: u64 = 64 * 1024;
+/// Largest WebSocket message accepted in the tunnelled form.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Largest body of a refused upgrade that is read for its message.
+const REFUSAL_MAX: usize = 64 * 1024;
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// The port-forward transports, in the order they are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// SPDY/3.1 in a WebSocket (KEP-4006).
+    Tunnel = 1,
+    /// `Upgrade: SPDY/3.1`.
+    Classic = 2,
+    /// The v4 WebSocket channel protocol (no half-close).
+    WebSocket = 3,
+}
+
+impl Transport {
+    /// Every transport, in the order they are tried.
+    pub const ORDER: [Transport; 3] = [Transport::Tunnel, Transport::Classic, Transport::WebSocket];
+
+    /// How `-v` names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Transport::Tunnel => "SPDY/3.1 in a WebSocket (SPDY/3.1+portforward.k8s.io)",
+            Transport::Classic => "SPDY/3.1 (Upgrade: SPDY/3.1)",
+            Transport::WebSocket => "WebSocket v4.channel.k8s.io",
+        }
+    }
+}
+
+/// Which transport a cluster answered to; unknown until its first port-forward.
+#[derive(Debug, Default)]
+pub struct TransportMemo(AtomicU8);
+
+impl TransportMemo {
+    /// The transport that worked last, if any did.
+    pub fn get(&self) -> Option<Transport> {
+        let known = self.0.load(Ordering::Relaxed);
+        Transport::ORDER.into_iter().find(|t| *t as u8 == known)
+    }
+
+    fn set(&self, transport: Transport) {
+        if self.0.swap(transport as u8, Ordering::Relaxed) != transport as u8 {
+            info!("port-forward over {}", transport.describe());
+        }
+    }
+}
+
+/// Why an upgrade did not give a session.
+enum Refusal {
+    /// This transport is not served here (or not allowed): the next one may be.
+    Unsupported(String),
+    /// The pod or the cluster failed: no other transport would do better.
+    Failed(anyhow::Error),
+}
+
+/// The SPDY sessions of one forward: one to the pod connections go to now.
+#[derive(Clone)]
+pub struct Link {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cluster: Cluster,
+    /// Held across an upgrade, so that connections arriving meanwhile share its session.
+    state: tokio::sync::Mutex<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    pod: String,
+    session: Option<Session>,
+}
+
+impl Link {
+    /// A link with no session yet.
+    pub fn new(cluster: Cluster) -> Link {
+        Link {
+            inner: Arc::new(Inner {
+                cluster,
+                state: tokio::sync::Mutex::default(),
+            }),
+        }
+    }
+
+    /// A live session to `pod`, opened now when there is none; `None` when this cluster serves
+    /// port-forward over the v4 WebSocket only.
+    pub async fn session(&self, pod: &str) -> anyhow::Result<Option<Session>> {
+        let cluster = &self.inner.cluster;
+        if cluster.transport.get() == Some(Transport::WebSocket) {
+            return Ok(None);
+        }
+        let mut state = self.inner.state.lock().await;
+        if state.pod != pod {
+            state.pod = pod.to_string();
+            state.session = None;
+        }
+        if let Some(session) = &state.session {
+            if session.ended().is_none() {
+                return Ok(Some(session.clone()));
+            }
+        }
+        state.session = None;
+        let session = negotiate(cluster, pod).await?;
+        if let Some(session) = &session {
+            state.session = Some(session.clone());
+            tokio::spawn(reopen_when_ended(
+                Arc::downgrade(&self.inner),
+                pod.to_string(),
+                session.watch(),
+            ));
+        }
+        Ok(session)
+    }
+
+    /// Forgets the session (its pod was replaced): connections still on it go on, new ones get
+    /// a session of their own.
+    pub async fn reset(&self) {
+        let mut state = self.inner.state.lock().await;
+        state.pod.clear();
+        state.session = None;
+    }
+
+    /// Opens the session to `pod` in the background, so that the first connection finds it.
+    pub fn warm(&self, pod: &str) {
+        let (link, pod) = (self.clone(), pod.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = link.session(&pod).await {
+                debug!(pod, "could not open the port-forward session ahead: {e:#}");
+            }
+        });
+    }
+
+    /// Forwards one client connection to `pod:port`: `Ok(None)` hands it back when the cluster
+    /// speaks v4 only.
+    pub async fn forward<C>(&self, pod: &str, port: u16, client: C) -> ForwardResult<C>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let session = match self.session(pod).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return ForwardResult::Unserved(client),
+            Err(e) => return ForwardResult::Done(Err(e)),
+        };
+        let ns = &self.inner.cluster.namespace;
+        let pair = match open_pair(&session, port).await {
+            Ok(pair) => pair,
+            // The session ended between the check and the open: once more, on a new one.
+            Err(e) => {
+                debug!(%e, "port-forward session ended under a new connection; reopening");
+                let session = match self.session(pod).await {
+                    Ok(Some(session)) => session,
+                    Ok(None) => return ForwardResult::Unserved(client),
+                    Err(e) => return ForwardResult::Done(Err(e)),
+                };
+                match open_pair(&session, port).await {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        let err = anyhow!(e).context(format!(
+                            "could not open a port-forward stream to `{ns}/{pod}:{port}`"
+                        ));
+                        return ForwardResult::Done(Err(err));
+                    }
+                }
+            }
+        };
+        ForwardResult::Done(forward_pair(pair, client, ns, pod, port).await)
+    }
+}
+
+/// What [`Link::forward`] did with a connection.
+pub enum ForwardResult<C> {
+    /// Forwarded until done.
+    Done(anyhow::Result<Moved>),
+    /// Not forwarded: the cluster speaks v4 only.
+    Unserved(C),
+}
+
+/// Opens a session again when one ends while its link still wants that pod.
+async fn reopen_when_ended(inner: Weak<Inner>, pod: String, watch: podtun_spdy::Watch) {
+    let why = watch.closed().await;
+    let Some(inner) = inner.upgrade() else {
+        return;
+    };
+    let link = Link { inner };
+    if link.inner.state.lock().await.pod != pod {
+        return;
+    }
+    debug!(pod, "port-forward session ended ({why}); opening another");
+    link.warm(&pod);
+}
+
+/// Upgrades over each transport in turn, from the one this cluster answered to last.
+async fn negotiate(cluster: &Cluster, pod: &str) -> anyhow::Result<Option<Session>> {
+    let from = cluster.transport.get().unwrap_or(Transport::Tunnel);
+    for transport in Transport::ORDER.into_iter().filter(|t| *t as u8 >= from as u8) {
+        if transport == Transport::WebSocket {
+            cluster.transport.set(transport);
+            return Ok(None);
+        }
+        match upgrade(cluster, pod, transport).await {
+            Ok(session) => {
+                cluster.transport.set(transport);
+                return Ok(Some(session));
+            }
+            Err(Refusal::Unsupported(why)) => {
+                debug!("port-forward over {} refused: {why}", transport.describe());
+            }
+            Err(Refusal::Failed(e)) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// One upgrade to `pod` over `transport` (tunnelled or classic SPDY), and its session.
+async fn upgrade(cluster: &Cluster, pod: &str, transport: Transport) -> Result<Session, Refusal> {
+    let ns = &cluster.namespace;
+    let what = format!("port-forward to `{ns}/{pod}`");
+    let path = format!("/api/v1/namespaces/{ns}/pods/{pod}/portforward");
+    let key = generate_key();
+    let request = match transport {
+        Transport::Tunnel => http::Request::get(path)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_KEY, &key)
+            .header(header::SEC_WEBSOCKET_PROTOCOL, TUNNEL_PROTOCOL),
+        _ => http::Request::post(path)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, UPGRADE)
+            .header(PROTOCOL_HEADER, PROTOCOL),
+    }
+    .body(kube::client::Body::from(Vec::new()))
+    .map_err(|e| Refusal::Failed(anyhow!(e)))?;
+    wsforward::count_upgrade();
+    let exchange = async {
+        let response = cluster
+            .client
+            .send(request)
+            .await
+            .map_err(|e| Refusal::Failed(wsforward::upgrade_error(e, &what, ns, pod)))?;
+        let response = check_response(response, transport, &key, &what, ns, pod).await?;
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|e| Refusal::Unsupported(format!("the upgrade did not complete: {e}")))?;
+        Ok::<_, Refusal>(TokioIo::new(upgraded))
+    };
+    let io = tokio::time::timeout(UPGRADE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            Refusal::Failed(anyhow!(
+                "could not {what}: no answer in {UPGRADE_TIMEOUT:?}"
+            ))
+        })??;
+    Ok(match transport {
+        Transport::Tunnel => {
+            let config = WebSocketConfig::default()
+                .max_frame_size(Some(MAX_MESSAGE))
+                .max_message_size(Some(MAX_MESSAGE));
+            let ws = WebSocketStream::from_raw_socket(io, WsRole::Client, Some(config)).await;
+            Session::new(WsIo::new(ws), Role::Client, session_config())
+        }
+        _ => Session::new(io, Role::Client, session_config()),
+    })
+}
+
+/// Accepts a 101 that switched to what was asked; anything else says why not.
+async fn check_response(
+    response: http::Response<kube::client::Body>,
+    transport: Transport,
+    key: &str,
+    what: &str,
+    ns: &str,
+    pod: &str,
+) -> Result<http::Response<kube::client::Body>, Refusal> {
+    let status = response.status();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(refused(response, what, ns, pod).await);
+    }
+    let headers = response.headers();
+    let has = |name: &str, want: &str| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case(want))
+    };
+    let ok = match transport {
+        Transport::Tunnel => {
+            has(header::SEC_WEBSOCKET_PROTOCOL.as_str(), TUNNEL_PROTOCOL)
+                && has(
+                    header::SEC_WEBSOCKET_ACCEPT.as_str(),
+                    &derive_accept_key(key.as_bytes()),
+                )
+        }
+        _ => has(header::UPGRADE.as_str(), UPGRADE) && has(PROTOCOL_HEADER, PROTOCOL),
+    };
+    if ok {
+        Ok(response)
+    } else {
+        Err(Refusal::Unsupported(format!(
+            "the server switched protocols without agreeing to {}",
+            transport.describe()
+        )))
+    }
+}
+
+/// What a refused upgrade means: the pod gone or the API failing is final; a protocol the
+/// server does not serve (or does not let this user use) leaves the next transport to try.
+async fn refused(
+    response: http::Response<kube::client::Body>,
+    what: &str,
+    ns: &str,
+    pod: &str,
+) -> Refusal {
+    let code = response.status().as_u16();
+    let body = http_body_util::Limited::new(response.into_body(), REFUSAL_MAX)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let status = serde_json::from_slice::<kube::core::Status>(&body)
+        .ok()
+        .filter(|s| !s.message.is_empty())
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(&body).trim().to_string();
+            kube::core::Status::failure(&text, "").with_code(code)
+        });
+    if matches!(code, 400 | 403 | 405 | 426 | 501) {
+        Refusal::Unsupported(format!("HTTP {code}: {}", status.message))
+    } else {
+        Refusal::Failed(wsforward::upgrade_error(
+            kube::Error::Api(status.with_code(code).boxed()),
+            what,
+            ns,
+            pod,
+        ))
+    }
+}
+
+/// The client's session knobs: windows on (the kubelet ignores them; they bound what one stream
+/// buffers here), frames as large as what one read of a client gives, PING keepalive.
+fn session_config() -> Config {
+    Config {
+        keepalive: Some(KEEPALIVE),
+        ..Config::default()
+    }
+}
+
+/// One connection's two streams.
+struct Pair {
+    data: Stream,
+    error: Stream,
+}
+
+/// Opens a connection's error and data streams, as kubectl does, without waiting for replies.
+async fn open_pair(session: &Session, port: u16) -> io::Result<Pair> {
+    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    let headers = |kind: &str| {
+        Headers::new()
+            .with("streamtype", kind)
+            .with("port", port.to_string())
+            .with("requestid", id.to_string())
+    };
+    let mut error = session.open(headers("error"))?;
+    // Nothing is ever written to the error stream.
+    error.shutdown().await?;
+    let data = session.open(headers("data"))?;
+    Ok(Pair { data, error })
+}
+
+/// Copies between `client` and the pair's data stream, each direction's end passed on as FIN,
+/// with the kubelet's error (a refused port in the pod) raced against the copy.
+async fn forward_pair<C>(pair: Pair, client: C, ns: &str, pod: &str, port: u16) -> anyhow::Result<Moved>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let Pair { data, error } = pair;
+    let mut refused = read_error(error).boxed();
+    let mut heard = false;
+    let copy = splice(client, data);
+    tokio::pin!(copy);
+    let failed = |message: String| {
+        let err = anyhow!("port-forward to `{ns}/{pod}:{port}` failed: {message}");
+        warn!("{err:#}");
+        Err(err)
+    };
+    let moved = loop {
+        tokio::select! {
+            biased;
+            message = &mut refused, if !heard => {
+                heard = true;
+                if let Some(message) = message {
+                    return failed(message);
+                }
+            }
+            moved = &mut copy => break moved,
+        }
+    };
+    // The kubelet's error ends the data too: prefer its words to a bare EOF.
+    if !heard {
+        if let Ok(Some(message)) = tokio::time::timeout(ERROR_WAIT, refused).await {
+            return failed(message);
+        }
+    }
+    match moved {
+        Ok(moved) => {
+            debug!(up = moved.up, down = moved.down, "connection closed");
+            Ok(moved)
+        }
+        // A reset from either application ends this connection only.
+        Err(e) => {
+            debug!(%e, "connection to `{ns}/{pod}:{port}` ended");
+            Err(anyhow!(e).context(format!("connection to `{ns}/{pod}:{port}` failed")))
+        }
+    }
+}
+
+/// The kubelet's text on an error stream, if it wrote any before closing it.
+async fn read_error(error: Stream) -> Option<String> {
+    let mut text = Vec::new();
+    error.take(ERROR_MAX).read_to_end(&mut text).await.ok()?;
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
