@@ -60,7 +60,7 @@ pub(crate) async fn route(
     match (req.method(), &segments[1..]) {
         (&Method::POST, ["delay"]) => cluster.knobs.set_delay(ms),
         (&Method::POST, ["stall"]) => cluster.knobs.stall(ms),
-        (&Method::POST, ["drop-portforwards"]) => cluster.knobs.drop_portforwards(),
+        (&Method::POST, ["drop-portforwards"]) => cluster.knobs.drop_portforwards().await,
         (&Method::POST, ["refuse-portforwards"]) => cluster.knobs.refuse_portforwards(ms),
         (&Method::POST, ["restart", ns, name]) => {
             if !crate::runtime::kill_processes(cluster, &Key::new(Kind::Pod, ns, name)) {

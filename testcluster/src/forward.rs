@@ -92,7 +92,7 @@ pub(crate) fn serve(
         ));
     };
     let cancel = CancellationToken::new();
-    let dropped = cluster.knobs.portforward_token();
+    let (dropped, sessions) = cluster.knobs.portforward_token();
     let pod_gone = runtime.cancel.clone();
     let watcher = cancel.clone();
     let dial = move |port: u16| {
@@ -122,14 +122,14 @@ pub(crate) fn serve(
                     _ = watcher.cancelled() => {}
                 }
             });
-            cluster.tasks.spawn(
+            cluster.tasks.spawn(sessions.track_future(
                 async move {
                     session.await;
                     debug!("port-forward session ended");
                     cancel.cancel();
                 }
                 .instrument(span),
-            );
+            ));
             respond::boxed(response)
         }
         Err(response) => respond::boxed(response),

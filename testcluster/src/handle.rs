@@ -337,9 +337,10 @@ impl TestCluster {
         Ok(())
     }
 
-    /// Aborts every open port-forward WebSocket (the TCP connection is dropped, no Close frame).
-    pub fn drop_portforwards(&self) {
-        self.cluster().knobs.drop_portforwards();
+    /// Aborts every open port-forward (the TCP connection is dropped, no Close frame), and
+    /// returns once each session has ended.
+    pub async fn drop_portforwards(&self) {
+        self.cluster().knobs.drop_portforwards().await;
     }
 
     /// Refuses new port-forward upgrades for `for_` (500, as when the kubelet is unreachable).

@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The fault settings of one cluster.
 pub(crate) struct Knobs {
     delay: Mutex<Duration>,
     stall_until: Mutex<Option<Instant>>,
     refuse_until: Mutex<Option<Instant>>,
-    /// Cancelled (and replaced) to drop every open port-forward at once.
-    portforwards: Mutex<CancellationToken>,
+    /// Cancelled (and replaced) to drop every open port-forward at once; the tracker sees the
+    /// sessions of that generation end.
+    portforwards: Mutex<(CancellationToken, TaskTracker)>,
     upgrades: AtomicU64,
     /// Upgrades served per transport, in [`Transport`] order.
     by_transport: [AtomicU64; 3],
@@ -61,7 +63,7 @@ impl Knobs {
             delay: Mutex::new(Duration::ZERO),
             stall_until: Mutex::new(None),
             refuse_until: Mutex::new(None),
-            portforwards: Mutex::new(CancellationToken::new()),
+            portforwards: Mutex::new((CancellationToken::new(), TaskTracker::new())),
             upgrades: AtomicU64::new(0),
             by_transport: Default::default(),
             off: Default::default(),
@@ -84,13 +86,18 @@ impl Knobs {
         lock(&self.refuse_until).is_some_and(|until| Instant::now() < until)
     }
 
-    pub fn drop_portforwards(&self) {
-        let old = std::mem::replace(&mut *lock(&self.portforwards), CancellationToken::new());
-        old.cancel();
+    /// Drops every open port-forward session, and returns once each has ended: from then on,
+    /// nothing sent to one reaches a pod.
+    pub async fn drop_portforwards(&self) {
+        let fresh = (CancellationToken::new(), TaskTracker::new());
+        let (token, tracker) = std::mem::replace(&mut *lock(&self.portforwards), fresh);
+        token.cancel();
+        tracker.close();
+        tracker.wait().await;
     }
 
-    /// The token a new port-forward session is dropped by.
-    pub fn portforward_token(&self) -> CancellationToken {
+    /// The token a new port-forward session is dropped by, and the tracker its task joins.
+    pub fn portforward_token(&self) -> (CancellationToken, TaskTracker) {
         lock(&self.portforwards).clone()
     }
 

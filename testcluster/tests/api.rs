@@ -442,7 +442,7 @@ async fn portforward_reaches_the_pod_and_can_be_dropped() {
         .await
         .expect("portforward");
     let mut stream = pf.take_stream(7070).expect("stream");
-    env.cluster.drop_portforwards();
+    env.cluster.drop_portforwards().await;
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest))
         .await

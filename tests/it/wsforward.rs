@@ -241,7 +241,7 @@ async fn dropped_port_forwards_end_open_streams_and_the_next_take_works() {
     let mut r = Resp::new(stream);
     assert_eq!(r.call(&[b"PING"]).await, b"+PONG");
 
-    c.tc.drop_portforwards();
+    c.tc.drop_portforwards().await;
     let ended = tokio::time::timeout(CALL, r.0.read(&mut [0; 16])).await;
     match ended.expect("the stream ends when its WebSocket is dropped") {
         Ok(0) | Err(_) => {}

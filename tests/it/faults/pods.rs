@@ -174,7 +174,7 @@ async fn dropped_port_forwards_end_open_connections_only() {
     assert_eq!(&pong, b"+PONG\r\n");
 
     let dropped = Instant::now();
-    c.tc.drop_portforwards();
+    c.tc.drop_portforwards().await;
     // The open connection ends (EOF or reset) with no reply to a request sent after the drop.
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
