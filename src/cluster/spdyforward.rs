@@ -259,7 +259,10 @@ async fn reopen_when_ended(inner: Weak<Inner>, pod: String, watch: podtun_spdy::
 /// Upgrades over each transport in turn, from the one this cluster answered to last.
 async fn negotiate(cluster: &Cluster, pod: &str) -> anyhow::Result<Option<Session>> {
     let from = cluster.transport.get().unwrap_or(Transport::Tunnel);
-    for transport in Transport::ORDER.into_iter().filter(|t| *t as u8 >= from as u8) {
+    for transport in Transport::ORDER
+        .into_iter()
+        .filter(|t| *t as u8 >= from as u8)
+    {
         if transport == Transport::WebSocket {
             cluster.transport.set(transport);
             return Ok(None);
@@ -436,7 +439,13 @@ async fn open_pair(session: &Session, port: u16) -> io::Result<Pair> {
 
 /// Copies between `client` and the pair's data stream, each direction's end passed on as FIN,
 /// with the kubelet's error (a refused port in the pod) raced against the copy.
-async fn forward_pair<C>(pair: Pair, client: C, ns: &str, pod: &str, port: u16) -> anyhow::Result<Moved>
+async fn forward_pair<C>(
+    pair: Pair,
+    client: C,
+    ns: &str,
+    pod: &str,
+    port: u16,
+) -> anyhow::Result<Moved>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -487,4 +496,107 @@ async fn read_error(error: Stream) -> Option<String> {
     error.take(ERROR_MAX).read_to_end(&mut text).await.ok()?;
     let text = String::from_utf8_lossy(&text).trim().to_string();
     (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A client session and a kubelet-like server session over an in-memory pipe.
+    fn sessions() -> (Session, Session) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let server = Config {
+            windows: false,
+            ..Config::default()
+        };
+        (
+            Session::new(a, Role::Client, session_config()),
+            Session::new(b, Role::Server, server),
+        )
+    }
+
+    /// The server's two streams of one connection, error stream first as kubectl opens them.
+    async fn accept_pair(server: &Session) -> (Stream, Stream) {
+        let error = server.accept().await.unwrap();
+        let data = server.accept().await.unwrap();
+        (error, data)
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_an_error_and_a_data_stream_with_the_kubelets_headers() {
+        let (client, server) = sessions();
+        let first = open_pair(&client, 6379).await.unwrap();
+        let second = open_pair(&client, 8888).await.unwrap();
+        let (error, data) = accept_pair(&server).await;
+        assert_eq!(error.headers().get("streamtype"), Some("error"));
+        assert_eq!(data.headers().get("streamtype"), Some("data"));
+        assert_eq!(data.headers().get("port"), Some("6379"));
+        let id = data.headers().get("requestid").unwrap();
+        assert_eq!(error.headers().get("requestid"), Some(id));
+        let (error2, data2) = accept_pair(&server).await;
+        assert_eq!(data2.headers().get("port"), Some("8888"));
+        assert_ne!(
+            error2.headers().get("requestid"),
+            Some(id),
+            "one id per connection"
+        );
+        drop((first, second));
+    }
+
+    #[tokio::test]
+    async fn the_clients_eof_reaches_the_pod_as_a_fin_and_the_reply_comes_back() {
+        let (client, server) = sessions();
+        let (app, mut user) = tokio::io::duplex(4096);
+        let pair = open_pair(&client, 6379).await.unwrap();
+        let forward =
+            tokio::spawn(async move { forward_pair(pair, app, "demo", "redis", 6379).await });
+        let (mut error, mut data) = accept_pair(&server).await;
+        // `printf 'PING\r\n' | nc -N`: the request, then EOF.
+        user.write_all(b"PING\r\n").await.unwrap();
+        user.shutdown().await.unwrap();
+        let mut request = Vec::new();
+        data.read_to_end(&mut request).await.unwrap();
+        assert_eq!(request, b"PING\r\n", "the request, then the client's FIN");
+        data.write_all(b"+PONG\r\n").await.unwrap();
+        data.shutdown().await.unwrap();
+        error.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        user.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"+PONG\r\n");
+        let moved = forward.await.unwrap().unwrap();
+        assert_eq!((moved.up, moved.down), (6, 7));
+    }
+
+    #[tokio::test]
+    async fn the_kubelets_error_text_fails_the_connection_with_its_words() {
+        let (client, server) = sessions();
+        let (app, mut user) = tokio::io::duplex(4096);
+        let pair = open_pair(&client, 6390).await.unwrap();
+        let forward =
+            tokio::spawn(async move { forward_pair(pair, app, "demo", "redis", 6390).await });
+        let (mut error, mut data) = accept_pair(&server).await;
+        let refusal = "error forwarding port 6390 to pod redis: dial tcp4 127.0.0.1:6390: connect: connection refused";
+        error.write_all(refusal.as_bytes()).await.unwrap();
+        error.shutdown().await.unwrap();
+        data.shutdown().await.unwrap();
+        let err = forward.await.unwrap().unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("connection refused"), "{text}");
+        assert!(text.contains("demo/redis:6390"), "{text}");
+        let mut rest = Vec::new();
+        user.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn the_memo_remembers_the_last_transport() {
+        let memo = TransportMemo::default();
+        assert_eq!(memo.get(), None);
+        memo.set(Transport::Classic);
+        assert_eq!(memo.get(), Some(Transport::Classic));
+        memo.set(Transport::WebSocket);
+        assert_eq!(memo.get(), Some(Transport::WebSocket));
+    }
 }
