@@ -31,7 +31,9 @@ mod zlib;
 pub use codec::{data_frame_header, Codec, Error, MAX_CONTROL_FRAME, MAX_HEADER_BLOCK};
 pub use frame::{Frame, RstStatus, Setting, GOAWAY_OK, MAX_STREAM_ID, VERSION};
 pub use headers::Headers;
-pub use session::{Config, Role, Session, Stream, Watch, DEFAULT_WINDOW, SETTINGS_INITIAL_WINDOW_SIZE};
-pub use zlib::dictionary;
+pub use session::{
+    Config, Role, Session, Stream, Watch, DEFAULT_WINDOW, SETTINGS_INITIAL_WINDOW_SIZE,
+};
 #[cfg(feature = "websocket")]
 pub use ws::WsIo;
+pub use zlib::dictionary;

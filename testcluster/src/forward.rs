@@ -122,14 +122,16 @@ pub(crate) fn serve(
                     _ = watcher.cancelled() => {}
                 }
             });
-            cluster.tasks.spawn(sessions.track_future(
-                async move {
-                    session.await;
-                    debug!("port-forward session ended");
-                    cancel.cancel();
-                }
-                .instrument(span),
-            ));
+            cluster.tasks.spawn(
+                sessions.track_future(
+                    async move {
+                        session.await;
+                        debug!("port-forward session ended");
+                        cancel.cancel();
+                    }
+                    .instrument(span),
+                ),
+            );
             respond::boxed(response)
         }
         Err(response) => respond::boxed(response),
