@@ -6,7 +6,7 @@
 //!                                               └─direct-streamlocal────► DIR/jupyter.sock
 //! ```
 //!
-//! One exec channel runs [`host_script`](super::host_script) in the login environment: it lists
+//! One exec channel runs the script of `host_script` in the login environment: it lists
 //! the user's live servers from Jupyter's runtime directory, and with `--start` starts one
 //! (on a socket in a fresh 0700 directory, or on 127.0.0.1 when sshd refuses stream-local
 //! forwarding) that lives as long as that channel. Each local connection is then one SSH

@@ -7,9 +7,11 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
 
 use crate::common::cluster::JUPYTER_BIN;
 use crate::common::http;
@@ -182,6 +184,39 @@ async fn server_is_gone(pid: u32, dir: &Path, after: &str) {
     .await;
 }
 
+/// The Jupyter servers podtun started on 127.0.0.1 (sshd refused stream-local forwarding).
+fn started_on_tcp(t: &Topology) -> Vec<u32> {
+    t.login
+        .pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+                cmd.contains("jupyter-lab")
+                    && cmd.contains("--ServerApp.ip=127.0.0.1 --ServerApp.port=0")
+            })
+        })
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
+}
+
+/// Collects podtun's stderr (and echoes it, so a failing test shows it).
+fn capture_stderr(p: &mut Podtun) -> Arc<Mutex<String>> {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let stderr = p.child.stderr.take().expect("piped stderr");
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{line}");
+            let mut seen = sink.lock().expect("stderr");
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+    });
+    seen
+}
+
 fn connect_as(t: &Topology, user: &str, socket: &Path) -> String {
     crate::common::ping_unix_socket_as(t.login.command("setpriv"), user, socket)
 }
@@ -192,12 +227,34 @@ async fn finds_the_users_running_server_and_its_url_works_on_the_laptop() {
     login_profile(&t);
     let server = hand_started(&t).await;
 
-    let mut p = spawn(&t, &t.addrs.login, &[]);
+    let args = [
+        "jupyter",
+        "@",
+        "--via",
+        &t.addrs.login,
+        "-p",
+        "0",
+        "--no-browser",
+        "-vv",
+    ];
+    let mut cmd = t.podtun(&args);
+    cmd.stderr(Stdio::piped());
+    let mut p = Podtun::spawn_command(cmd);
+    let stderr = capture_stderr(&mut p);
     let (_, ready) = p.ready().await;
     assert_eq!(ready["remote_port"], server.info["port"], "{ready}");
     let token = url_works(&t, &ready).await;
     assert_eq!(token, server.info["token"].as_str().expect("token"));
     assert!(p.terminate().await.success(), "exit 0 after SIGTERM");
+    let log = stderr.lock().expect("stderr").clone();
+    assert!(
+        log.contains("welcome to the login host"),
+        "-v shows the login shell's output, so ~/.profile ran:\n{log}"
+    );
+    assert!(
+        !log.contains(&token),
+        "the token never reaches the log:\n{log}"
+    );
     // podtun never stops a server it did not start.
     assert!(
         Path::new(&format!("/proc/{}", server.pid)).exists(),
@@ -235,6 +292,31 @@ async fn start_runs_jupyter_on_a_private_socket_and_stops_it_with_podtun() {
     assert!(p.terminate().await.success(), "exit 0 after SIGTERM");
     server_is_gone(pid, &dir, "SIGTERM").await;
     assert!(!info.exists(), "its jpserver file is gone too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_listens_on_loopback_when_sshd_refuses_stream_local_forwarding() {
+    let t = Topology::start(Shape {
+        login_sshd: vec!["AllowStreamLocalForwarding no".into()],
+        ..Default::default()
+    })
+    .await;
+    login_profile(&t);
+    let mut p = spawn(&t, &t.addrs.login, &["--start"]);
+    let (_, ready) = p.ready().await;
+    url_works(&t, &ready).await;
+    assert!(started_servers(&t).is_empty(), "no server left on a socket");
+    let pids = started_on_tcp(&t);
+    assert_eq!(pids.len(), 1, "one server on 127.0.0.1: {pids:?}");
+    assert_ne!(ready["remote_port"], 0, "{ready}");
+    assert!(p.terminate().await.success(), "exit 0 after SIGTERM");
+    let pid = pids[0];
+    wait_until(
+        &format!("the started Jupyter ({pid}) gone after SIGTERM"),
+        CLEANUP_TIMEOUT,
+        || !Path::new(&format!("/proc/{pid}")).exists(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
