@@ -32,7 +32,7 @@ use crate::cli::{HostArgs, PresetArgs, HOST_TARGET};
 use crate::error::{hinted, usage};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::wire::{JupyterAccess, HEARTBEAT_SECS};
+use crate::wire::JupyterAccess;
 
 /// Bound on how long a new local connection waits for the link to the host to come back.
 const LINK_WAIT: Duration = Duration::from_secs(60);
@@ -232,6 +232,12 @@ async fn find_or_start(
         ensure_found(&listing, &host, args.start)?;
         let (Some(server), Some(keeper)) = (listing.started_server().cloned(), keeper) else {
             let server = choose(listing.servers, plan, out, &host, previous).await?;
+            if args.start {
+                out.note(&format!(
+                    "using your Jupyter server already running on `{host}` ({}); --start starts one only when none runs",
+                    about(&server)
+                ));
+            }
             if let Some(sock) = &server.sock {
                 if !streamlocal_allowed(ssh, sock).await? {
                     return Err(hinted(
@@ -439,23 +445,18 @@ async fn serve(
         },
     }
     report_ready(plan, out, &host, &session.server, local, &access, first);
-    let lost = || Ended::Lost(format!("lost the connection to `{host}`"));
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
     let keeper = session.keeper.as_ref();
-    loop {
-        tokio::select! {
-            () = &mut *shutdown => return Ended::Shutdown,
-            () = session.ssh.closed() => return lost(),
-            _ = heartbeat.tick(), if keeper.is_some() => {
-                if let Some(k) = keeper {
-                    if k.heartbeat().await.is_err() {
-                        return lost();
-                    }
-                }
-            }
-            () = async { if let Some(k) = keeper { k.ended().await } else { std::future::pending().await } } => {
-                return Ended::Lost(format!("the Jupyter server podtun started on `{host}` ended"));
-            }
+    let keeper_ended = async {
+        match keeper {
+            Some(k) => k.ended().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = &mut *shutdown => Ended::Shutdown,
+        () = session.ssh.closed() => Ended::Lost(format!("lost the connection to `{host}`")),
+        () = keeper_ended => {
+            Ended::Lost(format!("the Jupyter server podtun started on `{host}` ended"))
         }
     }
 }

@@ -2,9 +2,10 @@
 //! channel, in the user's login environment: its marked lines in, heartbeats and EOF out. A
 //! server podtun started lives as long as this channel.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use russh::ChannelMsg;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
@@ -13,16 +14,28 @@ use super::host_script::{Listing, Script, MARK};
 use super::install::in_login_shell;
 use super::ssh::SshSession;
 use crate::error::hinted;
+use crate::wire::HEARTBEAT_SECS;
 
 /// Bound on the channel's end after EOF: the host side gives Jupyter 5 s to stop, then cleans up.
 const STOP_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The script on the host.
 pub struct Remote {
-    write: russh::ChannelWriteHalf<russh::client::Msg>,
+    write: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
     lines: mpsc::UnboundedReceiver<String>,
     exited: watch::Receiver<bool>,
     host: String,
+    /// Heartbeats to a started server's script, from the moment it reported (so a slow
+    /// readiness check or a choice never lets its watchdog stop the server).
+    beats: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if let Some(beats) = self.beats.take() {
+            beats.abort();
+        }
+    }
 }
 
 impl Remote {
@@ -45,10 +58,11 @@ impl Remote {
             write.eof().await.ok();
         }
         let mut remote = Remote {
-            write,
+            write: Arc::new(write),
             lines,
             exited,
             host,
+            beats: None,
         };
         let mut listing = Listing::default();
         let read = tokio::time::timeout(timeout, async {
@@ -68,7 +82,19 @@ impl Remote {
         })
         .await;
         match read {
-            Ok(Ok(true)) => Ok((listing, Some(remote))),
+            Ok(Ok(true)) => {
+                let write = remote.write.clone();
+                remote.beats = Some(tokio::spawn(async move {
+                    let mut every = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
+                    loop {
+                        every.tick().await;
+                        if write.data(&b"\n"[..]).await.is_err() {
+                            break;
+                        }
+                    }
+                }));
+                Ok((listing, Some(remote)))
+            }
             Ok(Ok(false)) => {
                 // Failing after a start, the script has cleaned up already.
                 remote.stop().await;
@@ -92,14 +118,6 @@ impl Remote {
         }
     }
 
-    /// Tells the host side the laptop is still there.
-    pub async fn heartbeat(&self) -> anyhow::Result<()> {
-        self.write
-            .data(&b"\n"[..])
-            .await
-            .with_context(|| format!("lost the channel to `{}`", self.host))
-    }
-
     /// Resolves once the channel closed (the script ended).
     pub async fn ended(&self) {
         let mut exited = self.exited.clone();
@@ -109,6 +127,9 @@ impl Remote {
     /// Closes the script's stdin (it stops the server it started and removes its directory)
     /// and waits, bounded, for it to finish.
     pub async fn stop(&self) {
+        if let Some(beats) = &self.beats {
+            beats.abort();
+        }
         self.write.eof().await.ok();
         let mut exited = self.exited.clone();
         if tokio::time::timeout(STOP_TIMEOUT, exited.wait_for(|done| *done))

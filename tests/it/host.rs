@@ -459,3 +459,46 @@ async fn a_lost_connection_keeps_the_port_and_prints_the_new_url() {
     .await;
     assert!(p.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_servers_without_a_terminal_are_listed_and_port_picks_one() {
+    let t = Topology::start(Shape::default()).await;
+    login_profile(&t);
+    let older = hand_started(&t).await;
+    let newer = hand_started(&t).await;
+    let port = |s: &HandStarted| s.info["port"].as_u64().expect("port").to_string();
+
+    let args = [
+        "jupyter",
+        "@",
+        "--via",
+        &t.addrs.login,
+        "-p",
+        "0",
+        "--no-browser",
+    ];
+    let out = podtun::finish(t.podtun(&args)).await;
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: 2 Jupyter servers of yours run on"),
+        "{}",
+        out.stderr
+    );
+    let (newer_at, older_at) = (
+        out.stderr.find(&format!("--port {}", port(&newer))),
+        out.stderr.find(&format!("--port {}", port(&older))),
+    );
+    assert!(
+        matches!((newer_at, older_at), (Some(n), Some(o)) if n < o),
+        "each listed with the --port that picks it, newest first:\n{}",
+        out.stderr
+    );
+
+    let mut p = spawn(&t, &t.addrs.login, &["--port", &port(&older)]);
+    let (_, ready) = p.ready().await;
+    assert_eq!(ready["remote_port"], older.info["port"], "{ready}");
+    let token = url_works(&t, &ready).await;
+    assert_eq!(token, older.info["token"].as_str().expect("token"));
+    assert!(p.terminate().await.success());
+}
