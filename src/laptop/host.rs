@@ -129,13 +129,7 @@ pub async fn run(
             None => {
                 let bound = match early.take() {
                     Some(l) => Ok(l),
-                    None => {
-                        let remote = match session.server.port {
-                            0 => DEFAULT_PORT,
-                            port => port,
-                        };
-                        listener::bind(plan.address, None, remote)
-                    }
+                    None => bind(plan, &session.server),
                 };
                 let bound = match bound {
                     Ok(l) => l,
@@ -182,6 +176,22 @@ pub async fn run(
     result?;
     out.event(&Event::Closed);
     Ok(())
+}
+
+/// The local end: the port this tunnel had last time if free, else the server's port if free
+/// (Jupyter's 8888 for a socket), else any.
+fn bind(plan: &Plan, server: &Server) -> anyhow::Result<tokio::net::TcpListener> {
+    let remote = match server.port {
+        0 => DEFAULT_PORT,
+        port => port,
+    };
+    let key = crate::tunnels::ports::Key::of(plan);
+    if let Some(last) = crate::tunnels::ports::recall(&key, server.port) {
+        if let Ok(bound) = listener::bind(plan.address, Some(last), last) {
+            return Ok(bound);
+        }
+    }
+    listener::bind(plan.address, None, remote)
 }
 
 /// Stops the server podtun started (if any) and closes the connection.

@@ -502,3 +502,31 @@ async fn several_servers_without_a_terminal_are_listed_and_port_picks_one() {
     assert_eq!(token, older.info["token"].as_str().expect("token"));
     assert!(p.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_with_env_and_dir_and_the_server_goes_when_podtun_is_killed() {
+    let t = Topology::start(Shape::default()).await;
+    // No ~/.profile: jupyter is found through --env alone.
+    let work = t.login_home.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir ~/work");
+    let (uid, gid) = t.login_home.owner;
+    std::os::unix::fs::chown(&work, Some(uid), Some(gid)).expect("chown ~/work");
+    let venv = JUPYTER_BIN.trim_end_matches("/bin");
+    let mut p = spawn(
+        &t,
+        &t.addrs.login,
+        &["--start", "--env", venv, "--dir", "~/work"],
+    );
+    let (_, ready) = p.ready().await;
+    url_works(&t, &ready).await;
+    let (pid, socket) = started_servers(&t).pop().expect("a started server");
+    let info = runtime_dir(&t).join(format!("jpserver-{pid}.json"));
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(&info).expect("jpserver file"))
+        .expect("json");
+    assert_eq!(info["root_dir"], work.display().to_string(), "{info}");
+
+    // The laptop dies: nothing tells the host but the closed connection.
+    p.child.start_kill().expect("kill -9 podtun");
+    p.child.wait().await.expect("wait for podtun");
+    server_is_gone(pid, socket.parent().expect("dir"), "kill -9 of podtun").await;
+}
