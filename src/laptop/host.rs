@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
+use super::host_pick::{about, choose};
 use super::host_remote::{ensure_found, Remote};
 use super::host_script::{Listen, Script, Server};
 use super::ssh::{OpenError, SshSession};
-use super::{listener, pick, run, session};
+use super::{listener, run, session};
 use crate::cli::{HostArgs, PresetArgs, HOST_TARGET};
 use crate::error::{hinted, usage};
 use crate::output::{Event, Output};
@@ -138,7 +139,13 @@ pub async fn run(
                         break Err(e);
                     }
                 };
-                let addr = bound.local_addr()?;
+                let addr = match bound.local_addr() {
+                    Ok(addr) => addr,
+                    Err(e) => {
+                        close(&session).await;
+                        break Err(e.into());
+                    }
+                };
                 let route_rx = route_rx.clone();
                 crate::accept::serve(bound, cancel.clone(), &tracker, move |conn| {
                     let route_rx = route_rx.clone();
@@ -242,6 +249,12 @@ async fn find_or_start(
         ensure_found(&listing, &host, args.start)?;
         let (Some(server), Some(keeper)) = (listing.started_server().cloned(), keeper) else {
             let server = choose(listing.servers, plan, out, &host, previous).await?;
+            if server.secure {
+                return Err(hinted(
+                    anyhow!("the Jupyter server on `{host}` ({}) serves HTTPS, and podtun's URL and readiness check speak HTTP", about(&server)),
+                    "SSH encrypts the tunnel already: run one without --certfile there, or let podtun start one: --start",
+                ));
+            }
             if args.start {
                 out.note(&format!(
                     "using your Jupyter server already running on `{host}` ({}); --start starts one only when none runs",
@@ -292,108 +305,6 @@ async fn streamlocal_allowed(ssh: &SshSession, sock: &str) -> anyhow::Result<boo
         // OpenSSH answers a policy refusal as it answers a missing socket (see `OpenError`).
         Err(OpenError::Prohibited { .. } | OpenError::Refused { .. }) => Ok(false),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// One server among `servers` (newest first): the one `--port` names, the one used before a
-/// reconnection, the only one, or the user's choice on a terminal.
-async fn choose(
-    servers: Vec<Server>,
-    plan: &Plan,
-    out: &Output,
-    host: &str,
-    previous: Option<&Server>,
-) -> anyhow::Result<Server> {
-    let wanted = plan.spec.ports.first().and_then(|p| match p.remote {
-        crate::cluster::ports::PortSpec::Number(n) => Some(n),
-        crate::cluster::ports::PortSpec::Name(_) => None,
-    });
-    let servers: Vec<Server> = match wanted {
-        Some(port) => {
-            let on_port: Vec<Server> = servers.iter().filter(|s| s.port == port).cloned().collect();
-            if on_port.is_empty() {
-                return Err(hinted(
-                    anyhow!("none of your Jupyter servers on `{host}` listens on port {port}"),
-                    format!("running there: {}", listed(&servers)),
-                ));
-            }
-            on_port
-        }
-        None => servers,
-    };
-    if let Some(before) = previous {
-        let same = |s: &&Server| s.sock == before.sock && s.port == before.port;
-        if let Some(server) = servers.iter().find(same) {
-            return Ok(server.clone());
-        }
-    }
-    if servers.len() == 1 {
-        return servers.into_iter().next().context("one server");
-    }
-    if !pick::interactive() {
-        return Err(hinted(
-            anyhow!(
-                "{} Jupyter servers of yours run on `{host}`, and no terminal to choose on",
-                servers.len()
-            ),
-            format!(
-                "pick one by its port; newest first:\n{}",
-                servers
-                    .iter()
-                    .map(|s| format!("    {}", command_for(s)))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        ));
-    }
-    out.done();
-    let mut menu = format!(
-        "{} Jupyter servers of yours run on `{host}`, newest first:\n",
-        servers.len()
-    );
-    for (i, s) in servers.iter().enumerate() {
-        menu.push_str(&format!("  {}) {}\n", i + 1, about(s)));
-    }
-    let count = servers.len();
-    let answer = tokio::task::spawn_blocking(move || pick::ask(&menu, count))
-        .await
-        .context("the prompt task failed")??;
-    servers.into_iter().nth(answer).context("no such server")
-}
-
-/// `port 8888, in /home/alice (pid 4242)`.
-fn about(server: &Server) -> String {
-    format!(
-        "{}, in {} (pid {})",
-        server.listens_on(),
-        server.root_dir,
-        server.pid
-    )
-}
-
-/// The servers, for messages.
-fn listed(servers: &[Server]) -> String {
-    servers.iter().map(about).collect::<Vec<_>>().join("; ")
-}
-
-/// The user's command with `--port` naming this server (a socket server: how to tell it).
-fn command_for(server: &Server) -> String {
-    if server.sock.is_some() {
-        return format!("{} (on a socket: offered on a terminal)", about(server));
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut words = vec!["podtun".to_string()];
-    words.extend(args.iter().map(|a| quote(a)));
-    words.push(format!("--port {}", server.port));
-    format!("{}    # {}", words.join(" "), about(server))
-}
-
-fn quote(word: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c);
-    if !word.is_empty() && word.chars().all(safe) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 

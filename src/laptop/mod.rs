@@ -3,6 +3,7 @@
 mod auth;
 pub mod doctor;
 pub mod host;
+mod host_pick;
 mod host_remote;
 mod host_script;
 pub mod install;
