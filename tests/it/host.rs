@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use crate::common::cluster::JUPYTER_BIN;
 use crate::common::http;
@@ -529,4 +529,57 @@ async fn start_with_env_and_dir_and_the_server_goes_when_podtun_is_killed() {
     p.child.start_kill().expect("kill -9 podtun");
     p.child.wait().await.expect("wait for podtun");
     server_is_gone(pid, socket.parent().expect("dir"), "kill -9 of podtun").await;
+}
+
+/// On a terminal (a pty from `script`), several servers are a numbered choice, newest first,
+/// and the forward goes to the one typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_several_servers_are_a_numbered_choice() {
+    let t = Topology::start(Shape::default()).await;
+    login_profile(&t);
+    let older = hand_started(&t).await;
+    let _newer = hand_started(&t).await;
+    let older_port = older.info["port"].as_u64().expect("port");
+
+    let line = format!(
+        "exec {bin} jupyter @ --via {login} -p 0 --no-browser",
+        bin = podtun::bin(),
+        login = t.addrs.login,
+    );
+    let mut child = tokio::process::Command::new("ip")
+        .args(["netns", "exec", t.laptop.name()])
+        .args(["script", "-qefc", &line, "/dev/null"])
+        .env("HOME", t.home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("PODTUN_VIA")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("podtun on a pty");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = child.stdout.take().expect("stdout");
+    let (mut seen, mut buf, mut answered) = (String::new(), [0u8; 4096], false);
+    let deadline = tokio::time::Instant::now() + podtun::READY_TIMEOUT;
+    let forwarding = format!("(port {older_port}) (Ctrl-C to stop)");
+    while !seen.contains(&forwarding) {
+        let n = tokio::time::timeout_at(deadline, out.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no choice and no forward in time:\n{seen}"))
+            .expect("read the pty");
+        assert!(n > 0, "the terminal closed:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if !answered && seen.contains("Which one?") {
+            assert!(
+                seen.contains(&format!("2) port {older_port},")),
+                "the older server listed second:\n{seen}"
+            );
+            stdin.write_all(b"2\n").await.expect("answer");
+            answered = true;
+        }
+    }
+    assert!(answered, "a choice was offered:\n{seen}");
+    let token = older.info["token"].as_str().expect("token");
+    assert!(seen.contains(&format!("lab?token={token}")), "{seen}");
 }
