@@ -583,3 +583,31 @@ async fn on_a_terminal_several_servers_are_a_numbered_choice() {
     let token = older.info["token"].as_str().expect("token");
     assert!(seen.contains(&format!("lab?token={token}")), "{seen}");
 }
+
+/// `-d`: the shell comes back with the URL; `ls` lists the tunnel; `stop` ends it and the
+/// server it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_background_stop_ends_the_started_server() {
+    let t = Topology::start(Shape::default()).await;
+    login_profile(&t);
+    let start = ["jupyter", "@", "--via", &t.addrs.login, "--start", "-d"];
+    let done = podtun::finish(t.podtun(&start)).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    let url = done.stdout.trim().to_string();
+    let (addr, path) = http::split_url(&url);
+    assert!(path.starts_with("/lab?token="), "{url}");
+    assert_eq!(
+        laptop_get(&t, &addr, &path.replace("lab?", "api/status?")).await,
+        200
+    );
+
+    let listed = podtun::finish(t.podtun(&["ls", "--json"])).await;
+    let entry: Value = serde_json::from_str(listed.stdout.trim()).expect("one JSON line");
+    assert_eq!(entry["target"], "@", "{entry}");
+    assert_eq!(entry["state"], "ready", "{entry}");
+    let (pid, socket) = started_servers(&t).pop().expect("a started server");
+
+    let stopped = podtun::finish(t.podtun(&["stop", "--all"])).await;
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    server_is_gone(pid, socket.parent().expect("dir"), "podtun stop").await;
+}
