@@ -7,11 +7,10 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::cluster::JUPYTER_BIN;
 use crate::common::http;
@@ -200,23 +199,6 @@ fn started_on_tcp(t: &Topology) -> Vec<u32> {
         .collect()
 }
 
-/// Collects podtun's stderr (and echoes it, so a failing test shows it).
-fn capture_stderr(p: &mut Podtun) -> Arc<Mutex<String>> {
-    let seen = Arc::new(Mutex::new(String::new()));
-    let stderr = p.child.stderr.take().expect("piped stderr");
-    let sink = seen.clone();
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("{line}");
-            let mut seen = sink.lock().expect("stderr");
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-    });
-    seen
-}
-
 fn connect_as(t: &Topology, user: &str, socket: &Path) -> String {
     crate::common::ping_unix_socket_as(t.login.command("setpriv"), user, socket)
 }
@@ -240,7 +222,7 @@ async fn finds_the_users_running_server_and_its_url_works_on_the_laptop() {
     let mut cmd = t.podtun(&args);
     cmd.stderr(Stdio::piped());
     let mut p = Podtun::spawn_command(cmd);
-    let stderr = capture_stderr(&mut p);
+    let stderr = p.capture_stderr();
     let (_, ready) = p.ready().await;
     assert_eq!(ready["remote_port"], server.info["port"], "{ready}");
     let token = url_works(&t, &ready).await;
