@@ -16,7 +16,8 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Fuse};
+use futures::FutureExt;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use russh::ChannelMsg;
@@ -36,7 +37,7 @@ use crate::cluster::tunnel::Tunnel;
 use crate::error::hinted;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::wire::{AgentEvent, Candidates, HEARTBEAT_SECS};
+use crate::wire::{AgentEvent, Candidates, JupyterAccess, HEARTBEAT_SECS};
 
 /// Bound on kubectl proxy's start (login shell and kubectl's own start-up included).
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -542,40 +543,53 @@ async fn serve(
             async move { tunnel.forward(remote, conn).await.map(|_| ()) }
         });
     }
-    let ready = async {
-        let jupyter = match plan.spec.preset {
-            Preset::Jupyter => Some(tunnel.jupyter(&progress).await?),
-            _ => None,
-        };
-        run::wait_usable(plan, &locals, jupyter.as_ref(), &progress).await?;
-        Ok::<_, anyhow::Error>(jupyter)
-    };
+    // Every change of route after this point is a reconnection (or the loss before it).
+    let mut relinked = route_tx.subscribe();
     let jupyter = tokio::select! {
         () = &mut shutdown => None,
         res = &mut keeper => Some(res.map(|()| None)),
-        ready = ready => Some(ready.map(Some)),
+        ready = usable(plan, &tunnel, &locals, &progress) => Some(ready.map(Some)),
     };
     let result = match jupyter {
         None => Ok(()),
         Some(Err(e)) => Err(e),
         Some(Ok(jupyter)) => {
-            run::report_ready(
-                plan,
-                &out,
-                &resolved,
-                &locals,
-                jupyter.flatten().as_ref(),
-                true,
-                Some("kubectl"),
-            );
-            let supervise = async {
-                let emit = |ev: AgentEvent| run::on_agent_event(&out, &locals, ev);
-                tunnel.supervise(&emit).await
+            let report = |jupyter: Option<&JupyterAccess>, first: bool| {
+                run::report_ready(
+                    plan,
+                    &out,
+                    &resolved,
+                    &locals,
+                    jupyter,
+                    first,
+                    Some("kubectl"),
+                )
             };
-            tokio::select! {
-                () = &mut shutdown => Ok(()),
-                res = &mut keeper => res,
-                res = supervise => res,
+            report(jupyter.flatten().as_ref(), true);
+            let emit = |ev: AgentEvent| run::on_agent_event(&out, &locals, ev);
+            let supervise = tunnel.supervise(&emit);
+            tokio::pin!(supervise);
+            // After a reconnection the forward is `ready` again (as with podtun's agent) once
+            // its ports answer through the new link; the check runs while heartbeats go on.
+            let mut again: Fuse<BoxFuture<'_, anyhow::Result<Option<JupyterAccess>>>> =
+                Fuse::terminated();
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break Ok(()),
+                    res = &mut keeper => break res,
+                    res = &mut supervise => break res,
+                    Ok(()) = relinked.changed() => {
+                        again = if relinked.borrow_and_update().is_some() {
+                            usable(plan, &tunnel, &locals, &progress).boxed().fuse()
+                        } else {
+                            Fuse::terminated()
+                        };
+                    }
+                    checked = &mut again => match checked {
+                        Ok(jupyter) => report(jupyter.as_ref(), false),
+                        Err(e) => out.note(&format!("not usable after reconnecting: {e:#}")),
+                    },
+                }
             }
         }
     };
@@ -583,6 +597,22 @@ async fn serve(
     result?;
     out.event(&Event::Closed);
     Ok(())
+}
+
+/// Waits until every local port answers through the whole chain (for Jupyter, with the token
+/// read from the pod's log); the Jupyter access found.
+async fn usable(
+    plan: &Plan,
+    tunnel: &Tunnel,
+    locals: &[SocketAddr],
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<Option<JupyterAccess>> {
+    let jupyter = match plan.spec.preset {
+        Preset::Jupyter => Some(tunnel.jupyter(progress).await?),
+        _ => None,
+    };
+    run::wait_usable(plan, locals, jupyter.as_ref(), progress).await?;
+    Ok(jupyter)
 }
 
 /// Keeps the link up: heartbeats to the login side; when the connection or the proxy goes away,

@@ -1,8 +1,8 @@
 //! kubectl mode end to end on the walled-off topology (`common::topology`): nothing of podtun's
 //! runs on the login host, only `kubectl proxy` on a private Unix socket there, reached over SSH
 //! stream-local channels; the cluster half runs on the laptop. These tests cover what a user of
-//! such a login host checks: Jupyter's URL, a replaced pod, the socket's privacy, the choice
-//! `auto` makes, and the errors when kubectl mode cannot work.
+//! such a login host checks: Jupyter's URL, a replaced pod, a dropped SSH connection, the
+//! socket's privacy, the choice `auto` makes, and the errors when kubectl mode cannot work.
 //! (`via.rs` covers redis byte-exactness and the cleanup after SIGTERM and kill -9.)
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -25,7 +25,10 @@ use crate::via::{
 /// period, the new pod's start and readiness on a loaded 2-core machine included).
 const REPLACEMENT: Duration = Duration::from_secs(90);
 
-/// How soon a new connection must work once podtun reports the new pod.
+/// Bound on `reconnecting` and then `ready` after the SSH connection dropped (backoff included).
+const RECOVERY: Duration = Duration::from_secs(60);
+
+/// How soon a new connection must work once podtun reports the new pod or is ready again.
 const AFTER_READY: Duration = Duration::from_secs(10);
 
 /// What counts as failing fast: well below the 30 s podtun gives kubectl proxy to start, which
@@ -399,6 +402,73 @@ async fn kubectl_mode_kubeconfig_from_the_login_profile_and_a_banner() {
     assert_eq!(ready["pod"], "redis", "{ready}");
     ping(&t, &local).await;
     no_podtun_on_the_login_host(&t);
+    let socket = the_proxy_socket(&t);
+    assert!(p.terminate().await.success(), "exit 0 after SIGTERM");
+    proxy_gone(&t, socket.parent().expect("dir"), "SIGTERM").await;
+}
+
+/// The login host's sshd processes serving connections (not its listener).
+fn ssh_sessions(t: &Topology) -> Vec<String> {
+    let parent = |pid: &str| -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid …`: comm may hold spaces, so count from its end.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)
+            .map(str::to_string)
+    };
+    let sshds: Vec<String> = t
+        .login
+        .pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.starts_with("sshd"))
+        })
+        .collect();
+    sshds
+        .iter()
+        .filter(|pid| parent(pid).is_some_and(|ppid| sshds.contains(&ppid)))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_mode_reconnects_on_the_same_port() {
+    let t = Topology::start(shape(REDIS)).await;
+    let (mut p, local, _) = ready_in_kubectl_mode(&t, &kubectl_args(&t, "redis", "redis")).await;
+    ping(&t, &local).await;
+    let old = the_proxy_socket(&t);
+
+    // The SSH connection dies on the login host's side (its sshd session is killed).
+    let sessions = ssh_sessions(&t);
+    assert!(!sessions.is_empty(), "an sshd session serves the laptop");
+    crate::common::sshd::run(
+        std::process::Command::new("kill")
+            .arg("-KILL")
+            .args(&sessions),
+    );
+    let ev = p.wait_for("reconnecting", RECOVERY).await;
+    assert!(ev["reason"].is_string(), "{ev}");
+    let ready = p.wait_for("ready", RECOVERY).await;
+    assert_eq!(ready["local"], local.as_str(), "the same local port");
+    assert_eq!(ready["agent"], "kubectl", "{ready}");
+    pong_within(&t, &local, AFTER_READY).await;
+
+    // The old proxy went with its connection; one proxy serves the new one.
+    wait_until(
+        "the old kubectl proxy and its directory gone, one proxy left",
+        CLEANUP_TIMEOUT,
+        || {
+            let proxies = login_kubectl_proxies(&t);
+            proxies.len() == 1
+                && Path::new(&proxies[0]) != old
+                && !old.parent().is_some_and(Path::exists)
+        },
+    )
+    .await;
+    ping(&t, &local).await;
     let socket = the_proxy_socket(&t);
     assert!(p.terminate().await.success(), "exit 0 after SIGTERM");
     proxy_gone(&t, socket.parent().expect("dir"), "SIGTERM").await;
