@@ -20,15 +20,15 @@ use futures::future::{BoxFuture, Fuse};
 use futures::FutureExt;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use russh::ChannelMsg;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{BoxError, ServiceBuilder};
 use tracing::{debug, info};
 
-use super::install::{in_login_shell, remote_path, sh_quote};
+use super::install::{remote_path, sh_quote};
+use super::remote::RemoteScript;
 use super::run::{self, Resolved};
 use super::ssh::{OpenError, SshSession};
 use crate::cluster::client::Cluster;
@@ -131,9 +131,7 @@ stop
 
 /// A running `kubectl proxy` on the login host, held by its exec channel.
 pub struct Proxy {
-    write: russh::ChannelWriteHalf<russh::client::Msg>,
-    exited: watch::Receiver<bool>,
-    host: String,
+    script: RemoteScript,
     /// The proxy's socket on the login host.
     pub socket: String,
     /// The namespace of the kubeconfig's context there (empty: none set).
@@ -144,11 +142,9 @@ impl Proxy {
     /// Starts the proxy and waits until its socket exists.
     pub async fn start(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Proxy> {
         let host = ssh.host().to_string();
-        let channel = ssh.exec(&in_login_shell(&proxy_script(plan))).await?;
-        let (read, write) = channel.split();
-        let (lines_tx, mut lines) = mpsc::channel(64);
-        let (exited_tx, exited) = watch::channel(false);
-        tokio::spawn(read_lines(read, lines_tx, exited_tx, host.clone()));
+        let mut script =
+            RemoteScript::start(ssh, &proxy_script(plan), MARK, "kubectl proxy").await?;
+        let lines = &mut script.lines;
         let mut namespace = String::new();
         let mut log = Vec::new();
         let started = tokio::time::timeout(PROXY_START_TIMEOUT, async {
@@ -190,11 +186,11 @@ impl Proxy {
         let socket = match started {
             Ok(Ok(socket)) => socket,
             Ok(Err(e)) => {
-                write.eof().await.ok();
+                script.eof().await;
                 return Err(e);
             }
             Err(_) => {
-                write.eof().await.ok();
+                script.eof().await;
                 bail!(
                     "kubectl proxy did not start on login host `{host}` within {}s",
                     PROXY_START_TIMEOUT.as_secs()
@@ -203,9 +199,7 @@ impl Proxy {
         };
         debug!(%host, %socket, %namespace, "kubectl proxy listening");
         Ok(Proxy {
-            write,
-            exited,
-            host,
+            script,
             socket,
             namespace,
         })
@@ -213,61 +207,18 @@ impl Proxy {
 
     /// Tells the login side the laptop is still there.
     async fn heartbeat(&self) -> Result<(), russh::Error> {
-        self.write.data(&b"\n"[..]).await
+        self.script.heartbeat().await
     }
 
     /// Resolves once the proxy's channel closed.
     async fn ended(&self) {
-        let mut exited = self.exited.clone();
-        let _ = exited.wait_for(|done| *done).await;
+        self.script.ended().await
     }
 
     /// Closes the proxy's stdin (it stops kubectl and removes the socket) and waits a little.
     pub async fn stop(&self) {
-        self.write.eof().await.ok();
-        let mut exited = self.exited.clone();
-        if tokio::time::timeout(PROXY_EXIT_TIMEOUT, exited.wait_for(|done| *done))
-            .await
-            .is_err()
-        {
-            debug!(host = %self.host, "kubectl proxy's channel did not close in time");
-        }
+        self.script.stop(PROXY_EXIT_TIMEOUT).await
     }
-}
-
-/// Reads the proxy's channel: marked stdout lines go to `lines`, the rest to the debug log.
-async fn read_lines(
-    mut read: russh::ChannelReadHalf,
-    lines: mpsc::Sender<String>,
-    exited: watch::Sender<bool>,
-    host: String,
-) {
-    let mut stdout = Vec::new();
-    while let Some(msg) = read.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => {
-                stdout.extend_from_slice(&data);
-                while let Some(end) = stdout.iter().position(|b| *b == b'\n') {
-                    let raw: Vec<u8> = stdout.drain(..=end).collect();
-                    let line = String::from_utf8_lossy(&raw);
-                    match line.trim_end().strip_prefix(MARK) {
-                        Some(ours) => {
-                            let _ = lines.send(ours.trim_start().to_string()).await;
-                        }
-                        None => debug!(%host, "login shell: {}", line.trim_end()),
-                    }
-                }
-            }
-            ChannelMsg::ExtendedData { data, .. } => {
-                debug!(%host, "kubectl proxy: {}", String::from_utf8_lossy(&data).trim_end());
-            }
-            ChannelMsg::ExitStatus { exit_status } => {
-                debug!(%host, exit_status, "kubectl proxy's shell exited")
-            }
-            _ => {}
-        }
-    }
-    let _ = exited.send(true);
 }
 
 /// Where the proxy is now: the SSH connection and the socket on the login host.
