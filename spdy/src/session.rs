@@ -60,8 +60,10 @@ pub enum Role {
 /// A session's knobs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Advertise receive windows (SETTINGS INITIAL_WINDOW_SIZE, a session WINDOW_UPDATE) and grant
-    /// them back as data is read. Off, this side sends neither, as spdystream (the kubelet) does.
+    /// Flow control: advertise receive windows (SETTINGS INITIAL_WINDOW_SIZE, a session
+    /// WINDOW_UPDATE), grant them back as data is read, and keep to the peer's windows once it
+    /// shows it keeps them. Off, this side neither sends windows nor keeps to the peer's, as
+    /// spdystream (the kubelet) does.
     pub windows: bool,
     /// Receive window of each stream, and the most one stream buffers before the reader waits.
     pub stream_window: u32,
@@ -1093,7 +1095,7 @@ impl AsyncWrite for Stream {
             state.wait_writable(cx.waker());
             return Poll::Pending;
         }
-        let keep_windows = state.peer_keeps_windows;
+        let keep_windows = state.peer_keeps_windows && shared.config.windows;
         let session_window = state.session_send_window;
         let Some(st) = state.streams.get_mut(&self.id) else {
             return Poll::Ready(Err(reset_error(RstStatus::CANCEL)));
