@@ -366,6 +366,47 @@ def latency(args):
     )
 
 
+def eof(args):
+    """`printf 'PING\\r\\n' | nc -N`: the request, then EOF at once; the time to the reply, and
+    to the connection's end (a path without half-close holds the EOF; a kubelet gives the pod
+    connection up to 1 s to end after one direction did)."""
+    reply_t, end_t = [], []
+    for i in range(args.count):
+        t0 = time.perf_counter()
+        try:
+            sock = connect(args.addr)
+            sock.settimeout(10)
+            sock.sendall(b"PING\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            got = b""
+            while not got.endswith(b"\r\n"):
+                chunk = sock.recv(64)
+                if not chunk:
+                    raise ConnectionError(f"closed before the PING reply (got {got!r})")
+                got += chunk
+            if got != b"+PONG\r\n":
+                raise ValueError(f"unexpected PING reply {got!r}")
+            reply_t.append(time.perf_counter() - t0)
+            while sock.recv(64):
+                pass
+            end_t.append(time.perf_counter() - t0)
+        except (OSError, ValueError) as err:
+            sys.exit(f"eof: connection {i + 1} of {args.count} via {args.addr} failed: {err}")
+        sock.close()
+    reply_t.sort()
+    end_t.sort()
+    ms = lambda v: round(v * 1000, 3)  # noqa: E731
+    print(
+        json.dumps(
+            {
+                "reply_p50_ms": ms(percentile(reply_t, 50)),
+                "reply_max_ms": ms(reply_t[-1]),
+                "end_p50_ms": ms(percentile(end_t, 50)),
+            }
+        )
+    )
+
+
 def percentiles(args):
     with open(args.samples) as f:
         times = sorted(float(line) for line in f if line.strip())
@@ -533,6 +574,8 @@ ROWS = [
     ("http_p50_ms", "connect+GET /api p50 ms", "{:.2f}"),
     ("http_p90_ms", "connect+GET /api p90 ms", "{:.2f}"),
     ("http_p99_ms", "connect+GET /api p99 ms", "{:.2f}"),
+    ("eof_reply_p50_ms", "PING then EOF: reply p50 ms", "{:.2f}"),
+    ("eof_end_p50_ms", "PING then EOF: end p50 ms", "{:.0f}"),
     ("wan_p50_ms", "connect+PING p50 ms, WAN", "{:.2f}"),
     ("set_ops", "redis SET ops/s", "{:.0f}"),
     ("get_ops", "redis GET ops/s", "{:.0f}"),
@@ -616,6 +659,10 @@ def main():
     s.add_argument("--samples", help="append each connection's time (ms, one per line) to this file")
     s.add_argument("--http", action="store_true", help="one `GET /api` per connection instead of a PING")
     s.set_defaults(fn=latency)
+    s = sub.add_parser("eof")
+    s.add_argument("addr")
+    s.add_argument("count", type=int)
+    s.set_defaults(fn=eof)
     s = sub.add_parser("percentiles")
     s.add_argument("samples", help="a --samples file of `latency`")
     s.set_defaults(fn=percentiles)
