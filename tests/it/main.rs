@@ -19,6 +19,8 @@ mod local;
 #[cfg(unix)]
 mod pick;
 mod release;
+#[cfg(unix)]
+mod slurm;
 mod ssh;
 #[cfg(unix)]
 mod transports;
