@@ -11,6 +11,7 @@ pub mod probe;
 pub mod release;
 pub mod run;
 pub mod session;
+pub mod slurm;
 pub mod ssh;
 mod ssh_config;
 mod ssh_config_file;
