@@ -4,6 +4,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use podtun::cluster::token::Token;
+use podtun::laptop::slurm::{self, Job, JobSpec, JupyterServer, STATE_DIR};
+use podtun::laptop::ssh::{SshOptions, SshSession};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::slurm::{jpservers, Slurm, NODE};
@@ -165,4 +169,216 @@ async fn slurm_runs_jupyter_on_a_node_only_the_login_host_reaches() {
     let out =
         std::fs::read_to_string(home.join(format!("slurm-{failing}.out"))).unwrap_or_default();
     assert!(out.contains("no jupyter here"), "job output: {out:?}");
+}
+
+/// Bound on one helper's work through the chain (a login shell per call on a loaded machine).
+const HELPER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The login user's `~/.profile`: Jupyter on the PATH, as a site's module or the user's own
+/// setup would put it there. Jobs read it through their login shell.
+const PROFILE: &str = "export PATH=/opt/podtun/jupyter/bin:$PATH\n";
+
+/// Slurm on `t`, the login user's profile, and what the laptop connects with.
+fn slurm_for(t: &mut Topology) -> (Slurm, Vec<String>, SshOptions) {
+    let slurm = tokio::task::block_in_place(|| Slurm::start(t));
+    std::fs::write(t.login_home.path().join(".profile"), PROFILE).expect(".profile");
+    let opts = SshOptions {
+        home: Some(t.home.path().to_path_buf()),
+        ..Default::default()
+    };
+    (slurm, vec![t.addrs.login.clone()], opts)
+}
+
+/// `GET /api/status?token=…` on Jupyter through a `direct-tcpip` channel to `host:port`
+/// opened by the login host's sshd: the HTTP status code.
+async fn api_status_through(ssh: &SshSession, host: &str, server: &JupyterServer) -> u16 {
+    let channel = ssh.open_tcp(host, server.port).await.expect("direct-tcpip");
+    let mut stream = channel.into_stream();
+    let token = server.token.as_ref().map(Token::expose).unwrap_or_default();
+    let request = format!(
+        "GET {}api/status?token={token} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+        server.base_url
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(HELPER_TIMEOUT, stream.read_to_end(&mut raw))
+        .await
+        .expect("an HTTP answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+}
+
+async fn bounded<T>(what: &str, within: Duration, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(within, f)
+        .await
+        .unwrap_or_else(|_| panic!("not within {within:?}: {what}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_job_podtun_submits_waits_runs_answers_and_is_cancelled() {
+    let mut t = Topology::start(Shape::default()).await;
+    let (slurm, via, opts) = slurm_for(&mut t);
+    // Someone else's job holds the node: podtun's must wait, and say why.
+    let output = format!("--output={}/slurm-%j.out", t.login_home.path().display());
+    let blocker = slurm.run("sbatch", &["--parsable", &output, "--wrap", "sleep 600"]);
+    let blocker = blocker.trim().to_string();
+    wait_until("the blocking job runs", SCHEDULE_TIMEOUT, || {
+        slurm.squeue(&blocker).as_deref() == Some(&format!("RUNNING {NODE}"))
+    })
+    .await;
+    let free_node = tokio::process::Command::from(slurm.command("scancel", &[&blocker]));
+
+    let (id, reports) = t
+        .on_laptop(move || async move {
+            let ssh = SshSession::connect(&via, &opts).await.expect("connect");
+            let spec = JobSpec::new("--time=30:00 --job-name=lab", None).expect("spec");
+            let job = bounded("sbatch", HELPER_TIMEOUT, slurm::submit(&ssh, &spec))
+                .await
+                .expect("submitted");
+            assert!(job.submitted);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let follow = slurm::wait_running(&ssh, &job, move |s| {
+                let _ = tx.send(s.to_string());
+            });
+            let mut free_node = free_node;
+            let watch = async move {
+                let mut seen = Vec::new();
+                while let Some(line) = rx.recv().await {
+                    if line.contains("pending (Resources)")
+                        && !seen
+                            .iter()
+                            .any(|l: &String| l.contains("pending (Resources)"))
+                    {
+                        assert!(free_node.status().await.expect("scancel").success());
+                    }
+                    seen.push(line);
+                }
+                seen
+            };
+            let (running, reports) =
+                tokio::join!(bounded("the job runs", SCHEDULE_TIMEOUT, follow), watch);
+            let running = running.expect("running");
+            assert_eq!(running.node().as_deref(), Some(NODE));
+            let (host, server) = slurm::wait_server(&ssh, &job, &running, JUPYTER_START_TIMEOUT)
+                .await
+                .expect("Jupyter found");
+            assert_eq!(host, NODE);
+            assert_eq!(api_status_through(&ssh, &host, &server).await, 200);
+            bounded("scancel", HELPER_TIMEOUT, slurm::release(&ssh, &job))
+                .await
+                .expect("cancelled");
+            ssh.disconnect().await;
+            (job.id.to_string(), reports)
+        })
+        .await;
+    let text = reports.join("\n");
+    assert!(
+        text.contains(&format!(
+            "Slurm job {id} is pending (Resources), time limit 30:00"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Slurm job {id} is running on {NODE}, ")),
+        "{text}"
+    );
+    assert!(text.contains(" left"), "time left is shown: {text}");
+    wait_until(
+        &format!("job {id} gone from squeue, Jupyter gone from the node"),
+        CANCEL_TIMEOUT,
+        || slurm.squeue(&id).is_none() && jupyters_on_node(&slurm).is_empty(),
+    )
+    .await;
+    assert_eq!(slurm.job_state(&id), "JobState=CANCELLED Reason=None");
+    let runtime = t.login_home.path().join(STATE_DIR).join(&id);
+    let mode = std::fs::metadata(&runtime)
+        .expect("runtime dir")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "the runtime dir with the token is private"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_existing_job_is_found_reached_and_left_running() {
+    let mut t = Topology::start(Shape::default()).await;
+    let (slurm, via, opts) = slurm_for(&mut t);
+    // The user's own job, Jupyter with its default runtime dir (~/.local/share/jupyter/runtime).
+    let home = t.login_home.path();
+    let script = home.join("lab.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nexec /opt/podtun/jupyter/bin/jupyter lab --no-browser --ip=\"$(hostname)\" --port=0\n",
+    )
+    .expect("job script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let output = format!("--output={}/slurm-%j.out", home.display());
+    let id = slurm.run(
+        "sbatch",
+        &["--parsable", &output, &script.display().to_string()],
+    );
+    let id = id.trim().to_string();
+
+    let attached = id.clone();
+    t.on_laptop(move || async move {
+        let ssh = SshSession::connect(&via, &opts).await.expect("connect");
+        let target = format!("slurm/{attached}");
+        let job = Job::existing(slurm::parse_target(&target).expect("a job").expect("an id"));
+        let running = bounded(
+            "the job runs",
+            SCHEDULE_TIMEOUT,
+            slurm::wait_running(&ssh, &job, |_| {}),
+        )
+        .await
+        .expect("running");
+        let (host, server) = slurm::wait_server(&ssh, &job, &running, JUPYTER_START_TIMEOUT)
+            .await
+            .expect("Jupyter found in its default runtime dir");
+        assert_eq!(api_status_through(&ssh, &host, &server).await, 200);
+        slurm::release(&ssh, &job).await.expect("release");
+        ssh.disconnect().await;
+    })
+    .await;
+    assert_eq!(
+        slurm.squeue(&id).as_deref(),
+        Some(&format!("RUNNING {NODE}")[..]),
+        "a job podtun did not submit keeps running"
+    );
+    assert!(!jupyters_on_node(&slurm).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_job_that_fails_to_start_is_reported_with_its_reason() {
+    let mut t = Topology::start(Shape::default()).await;
+    let (_slurm, via, opts) = slurm_for(&mut t);
+    let rendered = t
+        .on_laptop(move || async move {
+            let ssh = SshSession::connect(&via, &opts).await.expect("connect");
+            let spec = JobSpec::new("", Some("~/no-such-venv".into())).expect("spec");
+            let job = slurm::submit(&ssh, &spec).await.expect("submitted");
+            let outcome = async {
+                let running = slurm::wait_running(&ssh, &job, |_| {}).await?;
+                slurm::wait_server(&ssh, &job, &running, JUPYTER_START_TIMEOUT).await
+            };
+            let err = bounded("the job's end", JUPYTER_START_TIMEOUT, outcome)
+                .await
+                .expect_err("the job fails");
+            ssh.disconnect().await;
+            podtun::error::render(&err)
+        })
+        .await;
+    assert!(
+        rendered.contains("ended: FAILED, reason NonZeroExitCode, exit code 3:0"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("podtun: no virtualenv at"), "{rendered}");
+    assert!(rendered.contains("no-such-venv on node1"), "{rendered}");
+    assert!(rendered.contains("hint: see "), "{rendered}");
 }
