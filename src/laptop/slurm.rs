@@ -33,7 +33,7 @@ use crate::error::hinted;
 
 pub use job::{parse_target, JobId, JobSpec, JOB_NAME, STATE_DIR, TARGET_KIND};
 pub use jpserver::JupyterServer;
-pub use status::{ended_error, slurm_duration, JobStatus, Phase, SQUEUE_FORMAT};
+pub use status::{ended_error, slurm_duration, stuck_error, JobStatus, Phase, SQUEUE_FORMAT};
 
 /// How often a job that waits for its node is looked at (one `scontrol` RPC each time: sites
 /// frown on tight squeue loops).
@@ -136,12 +136,19 @@ pub async fn status(ssh: &SshSession, id: &JobId) -> anyhow::Result<JobStatus> {
     ))
 }
 
-/// The last `lines` lines of the job's output (empty when it cannot be read).
+/// The last `lines` lines of the job's output, and of its error output when that is another
+/// file (empty when they cannot be read).
 async fn output_tail(ssh: &SshSession, job: &JobStatus, lines: usize) -> String {
-    let Some(path) = &job.stdout else {
+    let files: Vec<String> = [&job.stdout, &job.stderr]
+        .into_iter()
+        .flatten()
+        .map(|p| sh_quote(p))
+        .collect();
+    if files.is_empty() {
         return String::new();
-    };
-    let command = format!("tail -n {lines} {} 2>/dev/null", sh_quote(path));
+    }
+    let path = files.join(" ");
+    let command = format!("for f in {path}; do tail -n {lines} \"$f\" 2>/dev/null; done");
     match install::run(ssh, &command, None).await {
         Ok(ran) => ran.stdout,
         Err(e) => {
@@ -158,8 +165,9 @@ async fn ended(ssh: &SshSession, job: &JobStatus) -> anyhow::Error {
 }
 
 /// Follows the job until it runs, calling `report` with each new status (state, reason, node,
-/// time left); the job's end is an error quoting Slurm. Unbounded while the job waits: a queue
-/// can take hours, and the caller races this against Ctrl-C.
+/// time left); the job's end, or a reason it cannot start for, is an error quoting Slurm.
+/// Unbounded while the job waits: a queue can take hours, and the caller races this against
+/// Ctrl-C.
 pub async fn wait_running(
     ssh: &SshSession,
     job: &Job,
@@ -181,7 +189,13 @@ pub async fn wait_running(
                     return Err(ended(ssh, &now).await);
                 }
             }
-            Phase::Running | Phase::Waiting => ending_since = None,
+            Phase::Waiting => {
+                if let Some(stuck) = stuck_error(&now) {
+                    return Err(stuck);
+                }
+                ending_since = None;
+            }
+            Phase::Running => ending_since = None,
         }
         last = Some(now);
         tokio::time::sleep(POLL_WAITING).await;

@@ -10,7 +10,7 @@ use podtun::laptop::ssh::{SshOptions, SshSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::slurm::{jpservers, Slurm, NODE};
+use crate::common::slurm::{jpservers, Slurm, NODE, SHORT_PARTITION};
 use crate::common::topology::{wait_until, Shape, Topology};
 
 /// Bound on a submitted job being scheduled onto the idle node.
@@ -355,30 +355,61 @@ async fn slurm_existing_job_is_found_reached_and_left_running() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slurm_job_that_fails_to_start_is_reported_with_its_reason() {
+async fn slurm_jobs_that_cannot_start_or_fail_are_reported_with_slurms_reason() {
     let mut t = Topology::start(Shape::default()).await;
-    let (_slurm, via, opts) = slurm_for(&mut t);
-    let rendered = t
+    let (slurm, via, opts) = slurm_for(&mut t);
+    let (stuck, stuck_id, failed) = t
         .on_laptop(move || async move {
             let ssh = SshSession::connect(&via, &opts).await.expect("connect");
+            let until_jupyter = |job: Job| {
+                let ssh = ssh.clone();
+                async move {
+                    let outcome = async {
+                        let running = slurm::wait_running(&ssh, &job, |_| {}).await?;
+                        slurm::wait_server(&ssh, &job, &running, JUPYTER_START_TIMEOUT).await
+                    };
+                    let err = bounded("the job's end", JUPYTER_START_TIMEOUT, outcome)
+                        .await
+                        .expect_err("no Jupyter");
+                    // What podtun does next with a job it submitted.
+                    slurm::release(&ssh, &job).await.expect("release");
+                    podtun::error::render(&err)
+                }
+            };
+            // More time than the partition allows: Slurm keeps it pending, podtun says why.
+            let spec =
+                JobSpec::new(&format!("-p {SHORT_PARTITION} --time=1:00:00"), None).expect("spec");
+            let job = slurm::submit(&ssh, &spec).await.expect("submitted");
+            let stuck_id = job.id.to_string();
+            let stuck = until_jupyter(job).await;
+            // An environment that is not there: the job fails on the node.
             let spec = JobSpec::new("", Some("~/no-such-venv".into())).expect("spec");
             let job = slurm::submit(&ssh, &spec).await.expect("submitted");
-            let outcome = async {
-                let running = slurm::wait_running(&ssh, &job, |_| {}).await?;
-                slurm::wait_server(&ssh, &job, &running, JUPYTER_START_TIMEOUT).await
-            };
-            let err = bounded("the job's end", JUPYTER_START_TIMEOUT, outcome)
-                .await
-                .expect_err("the job fails");
+            let failed = until_jupyter(job).await;
             ssh.disconnect().await;
-            podtun::error::render(&err)
+            (stuck, stuck_id, failed)
         })
         .await;
     assert!(
-        rendered.contains("ended: FAILED, reason NonZeroExitCode, exit code 3:0"),
-        "{rendered}"
+        stuck.contains(&format!(
+            "Slurm job {stuck_id} cannot start: it is PENDING with reason PartitionTimeLimit"
+        )),
+        "{stuck}"
     );
-    assert!(rendered.contains("podtun: no virtualenv at"), "{rendered}");
-    assert!(rendered.contains("no-such-venv on node1"), "{rendered}");
-    assert!(rendered.contains("hint: see "), "{rendered}");
+    assert!(
+        stuck.contains("hint: the time asked for is over the partition's limit"),
+        "{stuck}"
+    );
+    wait_until("the stuck job cancelled", CANCEL_TIMEOUT, || {
+        slurm.squeue(&stuck_id).is_none()
+    })
+    .await;
+
+    assert!(
+        failed.contains("ended: FAILED, reason NonZeroExitCode, exit code 3:0"),
+        "{failed}"
+    );
+    assert!(failed.contains("podtun: no virtualenv at"), "{failed}");
+    assert!(failed.contains("no-such-venv on node1"), "{failed}");
+    assert!(failed.contains("hint: see "), "{failed}");
 }

@@ -233,6 +233,61 @@ pub fn slurm_duration(d: Duration) -> String {
     }
 }
 
+/// Pending reasons after which a job does not start by itself, and what to do. Slurm keeps
+/// such jobs pending (with `EnforcePartLimits=NO`, its default, even a job over the
+/// partition's time limit): without this podtun would wait for ever.
+const STUCK_REASONS: &[(&str, &str)] = &[
+    (
+        "PartitionTimeLimit",
+        "the time asked for is over the partition's limit (see `sinfo -o '%P %l'`); ask for less with `--slurm '--time=HH:MM:SS'`",
+    ),
+    (
+        "MaxWallDurationPerJobLimit",
+        "the time asked for is over your account's or QOS's limit; ask for less with `--slurm '--time=HH:MM:SS'`",
+    ),
+    (
+        "PartitionNodeLimit",
+        "more nodes than the partition allows; ask for fewer with `--slurm '--nodes=1'`",
+    ),
+    (
+        "BadConstraints",
+        "no node has what the job asks for (features, memory, GPUs); check --constraint, --mem and --gres",
+    ),
+    (
+        "DependencyNeverSatisfied",
+        "a job it depends on did not end as required; drop --dependency",
+    ),
+    (
+        "InvalidAccount",
+        "the account is not one of yours; see `sacctmgr show assoc user=$USER`",
+    ),
+    ("InvalidQOS", "the QOS is not one you may use"),
+    ("JobHeldUser", "the job is held; release it with `scontrol release JOBID`"),
+    ("JobHeldAdmin", "an administrator holds the job; ask them why"),
+];
+
+/// The error for a waiting job that will not start by itself (a reason in [`STUCK_REASONS`]).
+pub fn stuck_error(job: &JobStatus) -> Option<anyhow::Error> {
+    if job.phase() != Phase::Waiting {
+        return None;
+    }
+    let reason = job.reason.as_deref()?;
+    let (_, hint) = STUCK_REASONS.iter().find(|(known, _)| {
+        reason
+            .split([',', ' '])
+            .next()
+            .is_some_and(|r| r.ends_with(known))
+    })?;
+    Some(hinted(
+        anyhow!(
+            "Slurm job {} cannot start: it is {} with reason {reason}",
+            job.id,
+            job.state
+        ),
+        hint.replace("JOBID", &job.id),
+    ))
+}
+
 /// The error for a job that ended before Jupyter answered: Slurm's state and reason, the exit
 /// code, the last lines of its output when there are any, and a hint for the state.
 pub fn ended_error(job: &JobStatus, output_tail: &str) -> anyhow::Error {
@@ -425,6 +480,39 @@ mod tests {
             text.contains("see /home/alice/.cache/podtun/slurm/14.out on the login host"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn pending_jobs_that_cannot_start_are_errors() {
+        let waiting = |state: &str, reason: &str| JobStatus {
+            id: "16".into(),
+            state: state.into(),
+            reason: present(reason),
+            ..JobStatus::default()
+        };
+        let text = render(&stuck_error(&waiting("PENDING", "PartitionTimeLimit")).expect("stuck"));
+        assert!(
+            text.contains(
+                "Slurm job 16 cannot start: it is PENDING with reason PartitionTimeLimit"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("--time="), "{text}");
+        let text = render(&stuck_error(&waiting("PENDING", "JobHeldUser")).expect("stuck"));
+        assert!(text.contains("scontrol release 16"), "{text}");
+        assert!(stuck_error(&waiting("PENDING", "QOSMaxWallDurationPerJobLimit")).is_some());
+        for reason in [
+            "Resources",
+            "Priority",
+            "None",
+            "ReqNodeNotAvail, UnavailableNodes:n1",
+        ] {
+            assert!(
+                stuck_error(&waiting("PENDING", reason)).is_none(),
+                "{reason}"
+            );
+        }
+        assert!(stuck_error(&waiting("RUNNING", "JobHeldUser")).is_none());
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub const LOGIN_HOST: &str = "login";
 /// The compute node's name (and its hostname in slurmd's UTS namespace, where the jobs run).
 pub const NODE: &str = "node1";
 
+/// A partition with a 10-minute limit (a job asking for more stays pending, as on real clusters).
+pub const SHORT_PARTITION: &str = "short";
+
 /// Bound on munged creating its socket.
 const MUNGED_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on slurmctld answering and slurmd registering `node1` as idle (a loaded 2-core machine).
@@ -192,7 +195,8 @@ impl Slurm {
              JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\n\
              JobCompType=jobcomp/none\n\
              NodeName={NODE} NodeAddr={node_ip} CPUs=1 State=UNKNOWN\n\
-             PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP\n",
+             PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP\n\
+             PartitionName={SHORT_PARTITION} Nodes={NODE} MaxTime=10 State=UP\n",
             socket = self.munge_socket().display(),
         );
         fs::write(etc.join("slurm.conf"), conf).expect("slurm.conf");
