@@ -18,6 +18,7 @@
 //! Every command runs over an SSH exec channel in the user's login environment (where sites
 //! put Slurm on the PATH), as kubectl mode's do.
 
+mod ended;
 mod job;
 mod jpserver;
 mod status;
@@ -31,9 +32,10 @@ use super::install::{self, sh_quote};
 use super::ssh::SshSession;
 use crate::error::hinted;
 
+pub use ended::{ended_error, stuck_error};
 pub use job::{parse_target, JobId, JobSpec, JOB_NAME, STATE_DIR, TARGET_KIND};
 pub use jpserver::JupyterServer;
-pub use status::{ended_error, slurm_duration, stuck_error, JobStatus, Phase, SQUEUE_FORMAT};
+pub use status::{slurm_duration, JobStatus, Phase, SQUEUE_FORMAT};
 
 /// How often a job that waits for its node is looked at (one `scontrol` RPC each time: sites
 /// frown on tight squeue loops).
