@@ -266,6 +266,35 @@ pub async fn wait_server(
     }
 }
 
+/// Jupyter in a job: where the login host connects, and the server.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// The job as it ran when Jupyter was found (node, time left).
+    pub status: JobStatus,
+    /// The name or address the login host connects to (`direct-tcpip` HOST:`server.port`).
+    pub host: String,
+    /// The server: port, token, base URL.
+    pub server: JupyterServer,
+}
+
+/// [`wait_running`] then [`wait_server`] (Jupyter's start bounded by `within`). The caller
+/// holds the [`Job`] from before, so that Ctrl-C during the wait, or an error, can still
+/// [`release`] it.
+pub async fn find(
+    ssh: &SshSession,
+    job: &Job,
+    within: Duration,
+    report: impl FnMut(&JobStatus),
+) -> anyhow::Result<Found> {
+    let status = wait_running(ssh, job, report).await?;
+    let (host, server) = wait_server(ssh, job, &status, within).await?;
+    Ok(Found {
+        status,
+        host,
+        server,
+    })
+}
+
 /// Cancels the job if podtun submitted it (`scancel`); an existing job is left running.
 pub async fn release(ssh: &SshSession, job: &Job) -> anyhow::Result<()> {
     if !job.submitted {

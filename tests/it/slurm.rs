@@ -331,17 +331,18 @@ async fn slurm_existing_job_is_found_reached_and_left_running() {
         let ssh = SshSession::connect(&via, &opts).await.expect("connect");
         let target = format!("slurm/{attached}");
         let job = Job::existing(slurm::parse_target(&target).expect("a job").expect("an id"));
-        let running = bounded(
-            "the job runs",
-            SCHEDULE_TIMEOUT,
-            slurm::wait_running(&ssh, &job, |_| {}),
+        let found = bounded(
+            "Jupyter found",
+            SCHEDULE_TIMEOUT + JUPYTER_START_TIMEOUT,
+            slurm::find(&ssh, &job, JUPYTER_START_TIMEOUT, |_| {}),
         )
         .await
-        .expect("running");
-        let (host, server) = slurm::wait_server(&ssh, &job, &running, JUPYTER_START_TIMEOUT)
-            .await
-            .expect("Jupyter found in its default runtime dir");
-        assert_eq!(api_status_through(&ssh, &host, &server).await, 200);
+        .expect("Jupyter found in its default runtime dir");
+        assert_eq!(found.host, NODE);
+        assert_eq!(
+            api_status_through(&ssh, &found.host, &found.server).await,
+            200
+        );
         slurm::release(&ssh, &job).await.expect("release");
         ssh.disconnect().await;
     })
@@ -364,10 +365,7 @@ async fn slurm_jobs_that_cannot_start_or_fail_are_reported_with_slurms_reason() 
             let until_jupyter = |job: Job| {
                 let ssh = ssh.clone();
                 async move {
-                    let outcome = async {
-                        let running = slurm::wait_running(&ssh, &job, |_| {}).await?;
-                        slurm::wait_server(&ssh, &job, &running, JUPYTER_START_TIMEOUT).await
-                    };
+                    let outcome = slurm::find(&ssh, &job, JUPYTER_START_TIMEOUT, |_| {});
                     let err = bounded("the job's end", JUPYTER_START_TIMEOUT, outcome)
                         .await
                         .expect_err("no Jupyter");
