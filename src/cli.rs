@@ -19,7 +19,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Forward Jupyter and print (and open) its tokenized URL.
-    Jupyter(PresetArgs),
+    #[command(mut_arg("target", |arg| arg
+        .help(JUPYTER_TARGET_HELP)
+        .hide_possible_values(true)
+        .value_parser(JupyterTarget)))]
+    Jupyter(JupyterArgs),
     /// Forward redis (then: `redis-cli -p 6379`).
     Redis(PresetArgs),
     /// Forward any ports of a pod.
@@ -57,6 +61,66 @@ pub struct PresetArgs {
     /// Flags shared by every forward.
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// Arguments of `jupyter`: those of every preset, and those of a server on the SSH host itself.
+#[derive(Debug, Args)]
+pub struct JupyterArgs {
+    /// Target, port and the flags shared by every forward.
+    #[command(flatten)]
+    pub preset: PresetArgs,
+    /// `@`: a Jupyter server on the last `--via` host.
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// The TARGET that means "the last `--via` host itself" (never a pod name: those are DNS-1123).
+pub const HOST_TARGET: &str = "@";
+
+/// `jupyter`'s TARGET help: the pod targets, and `@`.
+const JUPYTER_TARGET_HELP: &str =
+    "The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME (default: the \
+namespace's Running pod that fits; a choice when several do); or @: a Jupyter server on the last \
+--via host itself (a cloud VM, a desktop, an HPC login host)";
+
+/// Flags of `podtun jupyter @`: a Jupyter server on the SSH host itself.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Jupyter on the SSH host itself (TARGET @)")]
+pub struct HostArgs {
+    /// Start Jupyter there when none of yours runs (on a private socket; stopped with podtun).
+    #[arg(long)]
+    pub start: bool,
+    /// With --start: the conda environment (name or path) or virtualenv (path) to run it from.
+    #[arg(long, value_name = "CONDA_ENV_OR_VENV_PATH", requires = "start")]
+    pub env: Option<String>,
+    /// With --start: the directory to start it in (default: the home directory).
+    #[arg(long, value_name = "PATH", requires = "start")]
+    pub dir: Option<String>,
+}
+
+/// `jupyter`'s TARGET: any text (the plan checks it), with `@` offered by shell completions.
+#[derive(Clone)]
+struct JupyterTarget;
+
+impl clap::builder::TypedValueParser for JupyterTarget {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let host = clap::builder::PossibleValue::new(HOST_TARGET)
+            .help("a Jupyter server on the last --via host itself");
+        Some(Box::new(std::iter::once(host)))
+    }
 }
 
 /// Arguments of `forward`.

@@ -25,7 +25,9 @@ use clap::ArgMatches;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::cli::{Cli, Command, CommonArgs, ForwardArgs, PresetArgs, UpArgs};
+use crate::cli::{
+    Cli, Command, CommonArgs, ForwardArgs, HostArgs, JupyterArgs, PresetArgs, UpArgs,
+};
 use crate::error::usage;
 
 /// The environment variable the agent mode travels in when only the config file sets it.
@@ -128,7 +130,7 @@ pub fn apply(mut cli: Cli, matches: &ArgMatches) -> anyhow::Result<Cli> {
     cli.command = match cli.command {
         Command::Up(up) => profile_command(up, &file, &path, sub)?,
         Command::Jupyter(mut a) => {
-            fill(&mut a.common, sub, &[&file.defaults]);
+            fill(&mut a.preset.common, sub, &[&file.defaults]);
             Command::Jupyter(a)
         }
         Command::Redis(mut a) => {
@@ -282,7 +284,10 @@ fn profile_command(
         common,
     };
     Ok(match preset {
-        Preset::Jupyter => Command::Jupyter(preset_args(common)),
+        Preset::Jupyter => Command::Jupyter(JupyterArgs {
+            preset: preset_args(common),
+            host: HostArgs::default(),
+        }),
         Preset::Redis => Command::Redis(preset_args(common)),
         Preset::Forward => Command::Forward(ForwardArgs {
             target,

@@ -12,7 +12,8 @@
 //! - [`cli`]: the raw flags; [`config`]: the settings file fills what they leave open;
 //!   [`plan`]: flags → a checked [`plan::Plan`].
 //! - [`accept`]: the accept loop both sides share (one task per connection).
-//! - [`laptop`]: the local listeners, readiness probes through the whole chain, and the run loop.
+//! - [`laptop`]: the local listeners, readiness probes through the whole chain, and the run loop;
+//!   [`laptop::host`]: a Jupyter server on the SSH host itself (`podtun jupyter @`), no cluster.
 //! - [`wire`]: the laptop ↔ agent JSON-line protocol (events also drive local mode).
 //! - [`cluster`]: the kube client (with TCP_NODELAY), pure discovery (target, ports, token),
 //!   waiting for a Ready pod, one port-forward per connection, and following pod replacement.
@@ -55,7 +56,8 @@ use plan::Plan;
 /// Sets up logging on stderr: `-v`/`-vv`/`-q` or `RUST_LOG`.
 pub fn init_tracing(cli: &Cli) {
     let (verbose, quiet) = match &cli.command {
-        Command::Jupyter(a) | Command::Redis(a) => (a.common.verbose, a.common.quiet),
+        Command::Jupyter(a) => (a.preset.common.verbose, a.preset.common.quiet),
+        Command::Redis(a) => (a.common.verbose, a.common.quiet),
         Command::Forward(a) => (a.common.verbose, a.common.quiet),
         Command::Up(a) => (a.common.verbose, a.common.quiet),
         Command::Doctor(a) => (a.common.verbose, a.common.quiet),
@@ -91,7 +93,7 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 /// Runs a parsed command line until it is done or `shutdown` resolves.
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let plan = match &cli.command {
-        Command::Jupyter(args) => Plan::from_preset(args, "jupyter")?,
+        Command::Jupyter(args) => Plan::from_jupyter(args)?,
         Command::Redis(args) => Plan::from_preset(args, "redis")?,
         Command::Forward(args) => Plan::from_forward(args)?,
         Command::Ls(args) => return tunnels::commands::ls(args),
@@ -150,7 +152,9 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         }
     };
     let out = Arc::new(out);
-    let result = if plan.via.is_empty() {
+    let result = if plan.host.is_some() {
+        laptop::host::run(&plan, out.clone(), shutdown).await
+    } else if plan.via.is_empty() {
         laptop::run::run_local(&plan, out.clone(), shutdown).await
     } else {
         laptop::session::run_via(&plan, out.clone(), shutdown).await

@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::cli::{AgentMode, CommonArgs, DoctorArgs, ForwardArgs, PresetArgs};
+use crate::cli::{
+    AgentMode, CommonArgs, DoctorArgs, ForwardArgs, HostArgs, JupyterArgs, PresetArgs, HOST_TARGET,
+};
 use crate::cluster::client::ClusterRef;
 use crate::cluster::tunnel::Spec;
 use crate::error::usage;
@@ -41,6 +43,8 @@ pub struct Plan {
     pub quiet: bool,
     /// `-d`: run in the background once ready.
     pub detach: bool,
+    /// TARGET `@`: a Jupyter server on the last `--via` host itself, not a pod.
+    pub host: Option<HostArgs>,
 }
 
 impl Plan {
@@ -48,6 +52,26 @@ impl Plan {
     pub fn from_preset(args: &PresetArgs, preset: &str) -> anyhow::Result<Plan> {
         let ports = args.port.iter().cloned().collect();
         Plan::build(args.target.as_deref(), ports, &args.common, preset)
+    }
+
+    /// `podtun jupyter`: a pod, or with TARGET `@` a server on the SSH host itself.
+    pub fn from_jupyter(args: &JupyterArgs) -> anyhow::Result<Plan> {
+        let preset = &args.preset;
+        if preset.target.as_deref() != Some(HOST_TARGET) {
+            if args.host.start {
+                return Err(usage(
+                    "--start starts Jupyter on the SSH host itself: it needs the target `@`",
+                    Some("`podtun jupyter @ --via HOST --start`".into()),
+                ));
+            }
+            return Plan::from_preset(preset, "jupyter");
+        }
+        crate::laptop::host::check_args(preset)?;
+        let ports = preset.port.iter().cloned().collect();
+        let mut plan = Plan::build(None, ports, &preset.common, "jupyter")?;
+        plan.target_label = HOST_TARGET.to_string();
+        plan.host = Some(args.host.clone());
+        Ok(plan)
     }
 
     /// `podtun forward`.
@@ -71,6 +95,12 @@ impl Plan {
         common: &CommonArgs,
         preset: &str,
     ) -> anyhow::Result<Plan> {
+        if target == Some(HOST_TARGET) {
+            return Err(usage(
+                "the target `@` (the SSH host itself) is for `podtun jupyter` only",
+                Some("`podtun jupyter @ --via HOST` forwards to a Jupyter server there".into()),
+            ));
+        }
         let request = Request {
             target: target.unwrap_or_default().to_string(),
             selector: common.selector.clone(),
@@ -123,6 +153,7 @@ impl Plan {
             browser: !common.no_browser && !common.json,
             quiet: common.quiet,
             detach: common.detach,
+            host: None,
         })
     }
 }

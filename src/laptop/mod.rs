@@ -2,6 +2,10 @@
 
 mod auth;
 pub mod doctor;
+pub mod host;
+mod host_pick;
+mod host_remote;
+mod host_script;
 pub mod install;
 mod known_hosts;
 pub mod kubectl;

@@ -74,7 +74,7 @@ fn menu(offered: &Candidates) -> String {
 }
 
 /// Shows the menu and reads a number on the terminal (Enter: the first).
-fn ask(menu: &str, count: usize) -> anyhow::Result<usize> {
+pub(super) fn ask(menu: &str, count: usize) -> anyhow::Result<usize> {
     let mut err = std::io::stderr().lock();
     write!(err, "{menu}")?;
     let stdin = std::io::stdin();

@@ -192,7 +192,7 @@ fn recall(plan: &Plan, remote: u16) -> Option<u16> {
 }
 
 /// The address users should type: a wildcard listener is reached on loopback.
-fn reachable(local: SocketAddr) -> SocketAddr {
+pub fn reachable(local: SocketAddr) -> SocketAddr {
     match local.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port())

@@ -12,6 +12,8 @@ mod doctor;
 mod errors;
 #[cfg(unix)]
 mod faults;
+#[cfg(unix)]
+mod host;
 mod kind;
 #[cfg(unix)]
 mod kubectl_portforward;

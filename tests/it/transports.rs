@@ -3,11 +3,10 @@
 //! 1.31 serves no tunnel, and a proxy may pass WebSockets only).
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use testcluster::Transport;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::cluster;
@@ -17,23 +16,6 @@ use crate::common::redis::Redis;
 const REDIS: &[&str] = &["manifests/00-namespace.yaml", "manifests/30-redis.yaml"];
 /// New connections made one after another, each with one request.
 const CONNECTIONS: u64 = 20;
-
-/// Collects podtun's stderr (and echoes it, so a failing test shows it).
-fn capture_stderr(p: &mut Podtun) -> Arc<Mutex<String>> {
-    let seen = Arc::new(Mutex::new(String::new()));
-    let stderr = p.child.stderr.take().expect("piped stderr");
-    let sink = seen.clone();
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("{line}");
-            let mut seen = sink.lock().expect("stderr");
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-    });
-    seen
-}
 
 /// `printf 'PING\r\n' | nc -N`: the request, EOF, then the whole reply and the connection's end.
 async fn ping_then_eof(local: &str) -> Vec<u8> {
@@ -59,7 +41,7 @@ async fn forwards_over(off: &[Transport], over: Transport, says: &str) {
     let mut cmd = podtun::command(c.kubeconfig(), home.path(), &args);
     cmd.stderr(Stdio::piped());
     let mut p = Podtun::spawn_command(cmd);
-    let stderr = capture_stderr(&mut p);
+    let stderr = p.capture_stderr();
     let (local, _) = p.ready().await;
 
     for i in 0..CONNECTIONS {

@@ -5,11 +5,9 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpStream;
 
 use crate::common::http;
@@ -336,7 +334,7 @@ async fn exec_fallback_when_the_server_refuses_stream_local_forwarding() {
     let mut cmd = t.podtun(&args);
     cmd.stderr(Stdio::piped());
     let mut p = Podtun::spawn_command(cmd);
-    let stderr = capture_stderr(&mut p);
+    let stderr = p.capture_stderr();
     let (local, _) = p.ready().await;
     ping(&t, &local).await;
     round_trip(&t, &local, 10 << 20).await;
@@ -415,23 +413,6 @@ fn agent_pipes(ns: &str) -> Vec<String> {
         })
         .map(str::to_string)
         .collect()
-}
-
-/// Collects podtun's stderr (and echoes it, so a failing test shows it).
-fn capture_stderr(p: &mut Podtun) -> Arc<Mutex<String>> {
-    let seen = Arc::new(Mutex::new(String::new()));
-    let stderr = p.child.stderr.take().expect("piped stderr");
-    let sink = seen.clone();
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("{line}");
-            let mut seen = sink.lock().expect("stderr");
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-    });
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

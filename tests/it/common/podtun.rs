@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -87,6 +88,23 @@ impl Podtun {
     pub async fn ready(&mut self) -> (String, Value) {
         let ev = self.wait_for("ready", READY_TIMEOUT).await;
         (ev["local"].as_str().expect("local").to_string(), ev)
+    }
+
+    /// Collects podtun's piped stderr (and echoes it, so a failing test shows it).
+    pub fn capture_stderr(&mut self) -> Arc<Mutex<String>> {
+        let seen = Arc::new(Mutex::new(String::new()));
+        let stderr = self.child.stderr.take().expect("piped stderr");
+        let sink = seen.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+                let mut seen = sink.lock().expect("stderr");
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+        });
+        seen
     }
 
     /// SIGTERM, then the exit status (bounded).

@@ -1,0 +1,420 @@
+//! `podtun jupyter @ --via HOST`: a Jupyter server on the SSH host itself (a cloud VM, a
+//! desktop, an HPC login host), no cluster and no agent.
+//!
+//! ```text
+//! browser ─► 127.0.0.1:L ─► podtun ══SSH══► sshd ─direct-tcpip──────────► 127.0.0.1:PORT (jupyter)
+//!                                               └─direct-streamlocal────► DIR/jupyter.sock
+//! ```
+//!
+//! One exec channel runs the script of `host_script` in the login environment: it lists
+//! the user's live servers from Jupyter's runtime directory, and with `--start` starts one
+//! (on a socket in a fresh 0700 directory, or on 127.0.0.1 when sshd refuses stream-local
+//! forwarding) that lives as long as that channel. Each local connection is then one SSH
+//! channel to the server; nothing else runs on the host. A lost connection keeps the local
+//! port: podtun reconnects, finds (or starts) the server again and prints the URL again.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+
+use super::host_pick::{about, choose};
+use super::host_remote::{ensure_found, Remote};
+use super::host_script::{Listen, Script, Server};
+use super::ssh::{OpenError, SshSession};
+use super::{listener, run, session};
+use crate::cli::{HostArgs, PresetArgs, HOST_TARGET};
+use crate::error::{hinted, usage};
+use crate::output::{Event, Output};
+use crate::plan::Plan;
+use crate::wire::JupyterAccess;
+
+/// Bound on how long a new local connection waits for the link to the host to come back.
+const LINK_WAIT: Duration = Duration::from_secs(60);
+/// The local port tried first for a server on a socket (Jupyter's default).
+const DEFAULT_PORT: u16 = 8888;
+
+/// Checks the flags of `podtun jupyter @` that a pod target would accept.
+pub fn check_args(args: &PresetArgs) -> anyhow::Result<()> {
+    let common = &args.common;
+    if common.via.iter().all(|h| h.trim().is_empty()) {
+        return Err(usage(
+            "the target `@` means the last --via host, and no --via was given",
+            Some("name the SSH host: `podtun jupyter @ --via HOST` (jump hosts first: `--via bastion,HOST`)".into()),
+        ));
+    }
+    if common.selector.is_some() {
+        return Err(usage(
+            "-l picks a pod by label; the target `@` is the SSH host itself",
+            Some("drop -l, or drop `@` to forward to a pod".into()),
+        ));
+    }
+    if let Some(port) = &args.port {
+        let remote = port.rsplit(':').next().unwrap_or_default();
+        if remote.parse::<u16>().is_err() {
+            return Err(usage(
+                format!("with the target `@`, --port names the server's port number, not `{port}`"),
+                Some("`--port 8888` picks the server on port 8888 (`--port 9000:8888`: locally on 9000)".into()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One connection to the host with the server found (or started) there.
+struct Established {
+    ssh: SshSession,
+    server: Server,
+    /// The channel holding a server podtun started.
+    keeper: Option<Remote>,
+}
+
+/// Where local connections go now.
+struct Route {
+    ssh: SshSession,
+    server: Server,
+}
+
+/// Why serving ended.
+enum Ended {
+    Shutdown,
+    Lost(String),
+    Fatal(anyhow::Error),
+}
+
+/// Runs the forward until shutdown, reconnecting when the host goes away.
+pub async fn run(
+    plan: &Plan,
+    out: Arc<Output>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    // A local port the user named is bound first, so one that is taken fails before anything
+    // starts on the host.
+    let mut early = run::bind_named(plan)?.into_iter().next().flatten();
+    tokio::pin!(shutdown);
+    let (route_tx, route_rx) = watch::channel::<Option<Arc<Route>>>(None);
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut local: Option<SocketAddr> = None;
+    let mut previous: Option<Server> = None;
+    let mut skip = None;
+    let mut failures = 0u32;
+    let result = loop {
+        let attempt = tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            attempt = establish(plan, &out, skip, previous.as_ref()) => attempt,
+        };
+        let session = match attempt {
+            Ok(session) => session,
+            // The first connection's failure is the user's answer; later ones are retried.
+            Err(e) if local.is_none() || session::is_permanent(&e) => break Err(e),
+            Err(e) => {
+                out.note(&format!("reconnecting failed: {e:#}"));
+                failures += 1;
+                tokio::select! {
+                    () = &mut shutdown => break Ok(()),
+                    () = tokio::time::sleep(session::backoff(failures)) => continue,
+                }
+            }
+        };
+        failures = 0;
+        let first = local.is_none();
+        let addr = match local {
+            Some(addr) => addr,
+            None => {
+                let bound = match early.take() {
+                    Some(l) => Ok(l),
+                    None => bind(plan, &session.server),
+                };
+                let bound = match bound {
+                    Ok(l) => l,
+                    Err(e) => {
+                        close(&session).await;
+                        break Err(e);
+                    }
+                };
+                let addr = match bound.local_addr() {
+                    Ok(addr) => addr,
+                    Err(e) => {
+                        close(&session).await;
+                        break Err(e.into());
+                    }
+                };
+                let route_rx = route_rx.clone();
+                crate::accept::serve(bound, cancel.clone(), &tracker, move |conn| {
+                    let route_rx = route_rx.clone();
+                    async move { forward(route_rx, conn).await }
+                });
+                local = Some(addr);
+                addr
+            }
+        };
+        route_tx.send_replace(Some(Arc::new(Route {
+            ssh: session.ssh.clone(),
+            server: session.server.clone(),
+        })));
+        let ended = serve(plan, &out, &session, addr, first, &mut shutdown).await;
+        route_tx.send_replace(None);
+        if session.keeper.is_some() {
+            skip = Some(session.server.pid);
+        }
+        previous = Some(session.server.clone());
+        close(&session).await;
+        match ended {
+            Ended::Shutdown => break Ok(()),
+            Ended::Fatal(e) => break Err(e),
+            Ended::Lost(reason) => {
+                out.event(&Event::Reconnecting { reason });
+                failures += 1;
+                tokio::select! {
+                    () = &mut shutdown => break Ok(()),
+                    () = tokio::time::sleep(session::backoff(failures)) => {}
+                }
+            }
+        }
+    };
+    run::drain(cancel, tracker).await;
+    result?;
+    out.event(&Event::Closed);
+    Ok(())
+}
+
+/// The local end: the port this tunnel had last time if free, else the server's port if free
+/// (Jupyter's 8888 for a socket), else any.
+fn bind(plan: &Plan, server: &Server) -> anyhow::Result<tokio::net::TcpListener> {
+    let remote = match server.port {
+        0 => DEFAULT_PORT,
+        port => port,
+    };
+    let key = crate::tunnels::ports::Key::of(plan);
+    if let Some(last) = crate::tunnels::ports::recall(&key, server.port) {
+        if let Ok(bound) = listener::bind(plan.address, Some(last), last) {
+            return Ok(bound);
+        }
+    }
+    listener::bind(plan.address, None, remote)
+}
+
+/// Stops the server podtun started (if any) and closes the connection.
+async fn close(session: &Established) {
+    if let Some(keeper) = &session.keeper {
+        keeper.stop().await;
+    }
+    session.ssh.disconnect().await;
+}
+
+/// Connects and finds (or starts) the server.
+async fn establish(
+    plan: &Plan,
+    out: &Output,
+    skip: Option<u32>,
+    previous: Option<&Server>,
+) -> anyhow::Result<Established> {
+    out.progress(&format!("connecting to {}", plan.via.join(" → ")));
+    let ssh = SshSession::connect(&plan.via, &session::ssh_options(plan)).await?;
+    match find_or_start(plan, out, &ssh, skip, previous).await {
+        Ok((server, keeper)) => Ok(Established {
+            ssh,
+            server,
+            keeper,
+        }),
+        Err(e) => {
+            ssh.disconnect().await;
+            Err(e)
+        }
+    }
+}
+
+/// The server to forward to: a live one of the user's, else (with `--start`) a new one.
+async fn find_or_start(
+    plan: &Plan,
+    out: &Output,
+    ssh: &SshSession,
+    skip: Option<u32>,
+    previous: Option<&Server>,
+) -> anyhow::Result<(Server, Option<Remote>)> {
+    let host = ssh.host().to_string();
+    let args = plan.host.clone().unwrap_or_default();
+    out.progress(&format!("looking for your Jupyter servers on `{host}`"));
+    let mut listen = args.start.then_some(Listen::Socket);
+    loop {
+        let script = script(&args, listen, skip);
+        let (listing, keeper) = Remote::run(ssh, &script, plan.spec.timeout).await?;
+        ensure_found(&listing, &host, args.start)?;
+        let (Some(server), Some(keeper)) = (listing.started_server().cloned(), keeper) else {
+            let server = choose(listing.servers, plan, out, &host, previous).await?;
+            if server.secure {
+                return Err(hinted(
+                    anyhow!("the Jupyter server on `{host}` ({}) serves HTTPS, and podtun's URL and readiness check speak HTTP", about(&server)),
+                    "SSH encrypts the tunnel already: run one without --certfile there, or let podtun start one: --start",
+                ));
+            }
+            if args.start {
+                out.note(&format!(
+                    "using your Jupyter server already running on `{host}` ({}); --start starts one only when none runs",
+                    about(&server)
+                ));
+            }
+            if let Some(sock) = &server.sock {
+                if !streamlocal_allowed(ssh, sock).await? {
+                    return Err(hinted(
+                        anyhow!("the Jupyter server on `{host}` listens on socket {sock} only, and sshd there refuses stream-local forwarding"),
+                        "start one on a port there (`jupyter lab --no-browser --ip=127.0.0.1`), or let podtun start one: --start",
+                    ));
+                }
+            }
+            return Ok((server, None));
+        };
+        out.progress(&format!("started Jupyter on `{host}`"));
+        match &server.sock {
+            Some(sock) if !streamlocal_allowed(ssh, sock).await? => {
+                keeper.stop().await;
+                info!(%host, "sshd refuses stream-local forwarding: starting Jupyter on 127.0.0.1 instead of a socket");
+                listen = Some(Listen::Tcp);
+            }
+            _ => {
+                debug!(%host, pid = server.pid, on = %server.listens_on(), "started Jupyter");
+                return Ok((server, Some(keeper)));
+            }
+        }
+    }
+}
+
+fn script(args: &HostArgs, start: Option<Listen>, skip: Option<u32>) -> Script<'_> {
+    Script {
+        start,
+        env: args.env.as_deref(),
+        dir: args.dir.as_deref(),
+        skip,
+    }
+}
+
+/// Whether sshd lets podtun open a stream-local channel to `sock` (which is listening).
+async fn streamlocal_allowed(ssh: &SshSession, sock: &str) -> anyhow::Result<bool> {
+    match ssh.open_streamlocal(sock).await {
+        Ok(channel) => {
+            drop(channel);
+            Ok(true)
+        }
+        // OpenSSH answers a policy refusal as it answers a missing socket (see `OpenError`).
+        Err(OpenError::Prohibited { .. } | OpenError::Refused { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One local connection: one SSH channel to the server.
+async fn forward(
+    mut route: watch::Receiver<Option<Arc<Route>>>,
+    conn: tokio::net::TcpStream,
+) -> anyhow::Result<()> {
+    let up = tokio::time::timeout(LINK_WAIT, async {
+        route.wait_for(Option::is_some).await.map(|g| g.clone())
+    })
+    .await;
+    let route = match up {
+        Ok(Ok(current)) => current.context("no route")?,
+        _ => bail!("the SSH host was unreachable for {}s", LINK_WAIT.as_secs()),
+    };
+    let server = &route.server;
+    let channel = match &server.sock {
+        Some(sock) => route.ssh.open_streamlocal(sock).await?,
+        None => route.ssh.open_tcp(&server.address, server.port).await?,
+    };
+    let moved = crate::splice::splice(conn, channel.into_stream()).await?;
+    debug!(up = moved.up, down = moved.down, "connection closed");
+    Ok(())
+}
+
+/// The server's URL parts.
+fn access(server: &Server, host: &str) -> JupyterAccess {
+    JupyterAccess {
+        token: server.token.clone(),
+        base_path: server.base_url.clone(),
+        path: format!("{}{}", server.base_url, server.page()),
+        note: server.token.is_none().then(|| {
+            format!("the Jupyter server on `{host}` has no token (a password, or none): the URL carries none")
+        }),
+    }
+}
+
+/// Probes, reports `ready`, then holds the connection (and the started server) until shutdown
+/// or a loss.
+async fn serve(
+    plan: &Plan,
+    out: &Output,
+    session: &Established,
+    local: SocketAddr,
+    first: bool,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Ended {
+    let host = session.ssh.host().to_string();
+    let access = access(&session.server, &host);
+    let progress = |m: &str| out.progress(m);
+    let locals = [local];
+    tokio::select! {
+        () = &mut *shutdown => return Ended::Shutdown,
+        usable = run::wait_usable(plan, &locals, Some(&access), &progress) => match usable {
+            Ok(()) => {}
+            Err(e) if first => return Ended::Fatal(e),
+            Err(e) => return Ended::Lost(format!("{e:#}")),
+        },
+    }
+    report_ready(plan, out, &host, &session.server, local, &access, first);
+    let keeper = session.keeper.as_ref();
+    let keeper_ended = async {
+        match keeper {
+            Some(k) => k.ended().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = &mut *shutdown => Ended::Shutdown,
+        () = session.ssh.closed() => Ended::Lost(format!("lost the connection to `{host}`")),
+        () = keeper_ended => {
+            Ended::Lost(format!("the Jupyter server podtun started on `{host}` ended"))
+        }
+    }
+}
+
+/// Prints the URL (or the `ready` event) and opens the browser the first time.
+fn report_ready(
+    plan: &Plan,
+    out: &Output,
+    host: &str,
+    server: &Server,
+    local: SocketAddr,
+    access: &JupyterAccess,
+    first: bool,
+) {
+    out.done();
+    if let Some(note) = &access.note {
+        out.note(note);
+    }
+    let local = run::reachable(local);
+    out.note(&format!(
+        "forwarding {local} → Jupyter on `{host}` ({}) (Ctrl-C to stop)",
+        server.listens_on()
+    ));
+    let url = run::jupyter_url(local, access);
+    out.event(&Event::Ready {
+        target: HOST_TARGET.to_string(),
+        pod: host.to_string(),
+        local: local.to_string(),
+        remote_port: server.port,
+        url: Some(url.clone()),
+        agent: Some("none"),
+    });
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if first && plan.browser && terminal {
+        if let Err(e) = open::that_detached(&url) {
+            out.note(&format!("could not open a browser: {e}"));
+        }
+    }
+    out.ready_reported(first);
+}

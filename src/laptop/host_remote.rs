@@ -1,0 +1,236 @@
+//! The script of [`host_script`](super::host_script) running on the SSH host over an exec
+//! channel, in the user's login environment: its marked lines in, heartbeats and EOF out. A
+//! server podtun started lives as long as this channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use russh::ChannelMsg;
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
+
+use super::host_script::{Listing, Script, MARK};
+use super::install::in_login_shell;
+use super::ssh::SshSession;
+use crate::error::hinted;
+use crate::wire::HEARTBEAT_SECS;
+
+/// Bound on the channel's end after EOF: the host side gives Jupyter 5 s to stop, then cleans up.
+const STOP_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The script on the host.
+pub struct Remote {
+    write: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
+    lines: mpsc::UnboundedReceiver<String>,
+    exited: watch::Receiver<bool>,
+    host: String,
+    /// Heartbeats to a started server's script, from the moment it reported (so a slow
+    /// readiness check or a choice never lets its watchdog stop the server).
+    beats: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if let Some(beats) = self.beats.take() {
+            beats.abort();
+        }
+    }
+}
+
+impl Remote {
+    /// Starts `script` on the host and reads what it reports until it is done (listed only) or
+    /// has started a server, within `timeout`. With a started server, the returned `Remote`
+    /// holds its life.
+    pub async fn run(
+        ssh: &SshSession,
+        script: &Script<'_>,
+        timeout: Duration,
+    ) -> anyhow::Result<(Listing, Option<Remote>)> {
+        let host = ssh.host().to_string();
+        let channel = ssh.exec(&in_login_shell(&script.render())).await?;
+        let (read, write) = channel.split();
+        let (lines_tx, lines) = mpsc::unbounded_channel();
+        let (exited_tx, exited) = watch::channel(false);
+        tokio::spawn(read_lines(read, lines_tx, exited_tx, host.clone()));
+        if script.start.is_none() {
+            // A listing reads nothing.
+            write.eof().await.ok();
+        }
+        let mut remote = Remote {
+            write: Arc::new(write),
+            lines,
+            exited,
+            host,
+            beats: None,
+        };
+        let mut listing = Listing::default();
+        let read = tokio::time::timeout(timeout, async {
+            while let Some(line) = remote.lines.recv().await {
+                listing.push(&line);
+                if listing.done || listing.problem.is_some() {
+                    return Ok(false);
+                }
+                if listing.started.is_some() {
+                    return Ok(true);
+                }
+            }
+            Err(anyhow!(
+                "the Jupyter lookup on `{}` ended before it reported",
+                remote.host
+            ))
+        })
+        .await;
+        match read {
+            Ok(Ok(true)) => {
+                let write = remote.write.clone();
+                remote.beats = Some(tokio::spawn(async move {
+                    let mut every = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
+                    loop {
+                        every.tick().await;
+                        if write.data(&b"\n"[..]).await.is_err() {
+                            break;
+                        }
+                    }
+                }));
+                Ok((listing, Some(remote)))
+            }
+            Ok(Ok(false)) => {
+                // Failing after a start, the script has cleaned up already.
+                remote.stop().await;
+                Ok((listing, None))
+            }
+            Ok(Err(e)) => {
+                remote.stop().await;
+                Err(e)
+            }
+            Err(_) => {
+                remote.stop().await;
+                Err(hinted(
+                    anyhow!(
+                        "Jupyter on `{}` did not report within {}s",
+                        remote.host,
+                        timeout.as_secs()
+                    ),
+                    "a first start can be slow: pass a longer --timeout; `-v` shows the login shell's output",
+                ))
+            }
+        }
+    }
+
+    /// Resolves once the channel closed (the script ended).
+    pub async fn ended(&self) {
+        let mut exited = self.exited.clone();
+        let _ = exited.wait_for(|done| *done).await;
+    }
+
+    /// Closes the script's stdin (it stops the server it started and removes its directory)
+    /// and waits, bounded, for it to finish.
+    pub async fn stop(&self) {
+        if let Some(beats) = &self.beats {
+            beats.abort();
+        }
+        self.write.eof().await.ok();
+        let mut exited = self.exited.clone();
+        if tokio::time::timeout(STOP_TIMEOUT, exited.wait_for(|done| *done))
+            .await
+            .is_err()
+        {
+            debug!(host = %self.host, "the Jupyter script's channel did not close in time");
+        }
+    }
+}
+
+/// Reads the channel to its end: marked lines go to `lines` (never to the log: they carry
+/// tokens), the login shell's own output and stderr to the debug log. `lines` is unbounded so
+/// that nothing here waits on its reader: an unread channel would stall the whole connection.
+async fn read_lines(
+    mut read: russh::ChannelReadHalf,
+    lines: mpsc::UnboundedSender<String>,
+    exited: watch::Sender<bool>,
+    host: String,
+) {
+    let mut stdout = Vec::new();
+    while let Some(msg) = read.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                stdout.extend_from_slice(&data);
+                while let Some(end) = stdout.iter().position(|b| *b == b'\n') {
+                    let raw: Vec<u8> = stdout.drain(..=end).collect();
+                    let line = String::from_utf8_lossy(&raw);
+                    match line.trim_end().strip_prefix(MARK) {
+                        // Nobody listening any more is fine: the channel is still read to its end.
+                        Some(ours) => {
+                            let _ = lines.send(ours.trim_start().to_string());
+                        }
+                        None => debug!(%host, "login shell: {}", line.trim_end()),
+                    }
+                }
+            }
+            ChannelMsg::ExtendedData { data, .. } => {
+                debug!(%host, "jupyter script: {}", String::from_utf8_lossy(&data).trim_end());
+            }
+            ChannelMsg::ExitStatus { exit_status } => {
+                debug!(%host, exit_status, "the Jupyter script exited")
+            }
+            _ => {}
+        }
+    }
+    let _ = exited.send(true);
+}
+
+/// Whether a script's report is a failure: the error for it.
+pub fn problem(listing: &Listing, host: &str) -> anyhow::Result<()> {
+    let Some((word, detail)) = &listing.problem else {
+        return Ok(());
+    };
+    let err = match word.as_str() {
+        "no-jupyter" => hinted(
+            anyhow!("`jupyter` is not on the PATH of a login shell on `{host}`"),
+            "add its directory to PATH in ~/.profile there, or name its environment with --env (a conda environment or a virtualenv path)",
+        ),
+        "no-env" => hinted(
+            anyhow!("could not use the environment given with --env on `{host}`: {detail}"),
+            "pass a conda environment's name, or the path of a virtualenv or conda prefix with jupyter in its bin/",
+        ),
+        "no-dir" => hinted(
+            anyhow!("could not change to the --dir directory on `{host}`"),
+            "check the path there (`~/` is the home directory)",
+        ),
+        "no-private-dir" => anyhow!("could not make a private directory in `{detail}` on `{host}`"),
+        "failed" => {
+            let log = listing.log.join("\n  ");
+            hinted(
+                anyhow!("Jupyter did not start on `{host}`; its last lines:\n  {log}"),
+                "run `jupyter lab --no-browser` there to see why",
+            )
+        }
+        other => anyhow!("unexpected report `{other}` from the Jupyter script on `{host}`"),
+    };
+    Err(err)
+}
+
+/// Fails unless the listing names a live server or the script started one.
+pub fn ensure_found(listing: &Listing, host: &str, start_asked: bool) -> anyhow::Result<()> {
+    problem(listing, host)?;
+    if !listing.servers.is_empty() || listing.started.is_some() {
+        return Ok(());
+    }
+    let dirs = listing.dirs.join(", ");
+    let stale = match listing.stale {
+        0 => String::new(),
+        n => format!(" ({n} stale server file(s) of stopped servers)"),
+    };
+    if start_asked {
+        bail!("the Jupyter script on `{host}` neither found nor started a server");
+    }
+    let hint = if listing.jupyter {
+        "pass --start to start one there for this tunnel (`--env` and `--dir` say with what and where), or start `jupyter lab --no-browser` there yourself".to_string()
+    } else {
+        format!("`jupyter` is not on the PATH of a login shell on `{host}` either: pass --start --env ENV (a conda environment or a virtualenv path), or add it to PATH in ~/.profile there")
+    };
+    Err(hinted(
+        anyhow!("no running Jupyter server of yours on `{host}` (looked in {dirs}){stale}"),
+        hint,
+    ))
+}
