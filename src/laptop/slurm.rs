@@ -22,6 +22,7 @@ mod ended;
 mod job;
 mod jpserver;
 mod status;
+mod tunnel;
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ pub use ended::{ended_error, stuck_error};
 pub use job::{parse_target, JobId, JobSpec, JOB_NAME, STATE_DIR, TARGET_KIND};
 pub use jpserver::JupyterServer;
 pub use status::{slurm_duration, JobStatus, Phase, SQUEUE_FORMAT};
+pub use tunnel::run;
 
 /// How often a job that waits for its node is looked at (one `scontrol` RPC each time: sites
 /// frown on tight squeue loops).
@@ -48,6 +50,15 @@ const ENDING_TIMEOUT: Duration = Duration::from_secs(30);
 const OUTPUT_TAIL_LINES: usize = 15;
 /// Lines of the job's output searched for Jupyter's URL.
 const OUTPUT_SEARCH_LINES: usize = 400;
+
+/// Where Jupyter runs: a job podtun submits, or one that runs already.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `--slurm OPTIONS`: submit [`job::batch_script`]; cancelled when podtun stops.
+    Submit(JobSpec),
+    /// TARGET `slurm/JOBID`: left running when podtun stops.
+    Existing(JobId),
+}
 
 /// A job podtun follows.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -235,7 +235,7 @@ async fn slurm_job_podtun_submits_waits_runs_answers_and_is_cancelled() {
     let (id, reports) = t
         .on_laptop(move || async move {
             let ssh = SshSession::connect(&via, &opts).await.expect("connect");
-            let spec = JobSpec::new("--time=30:00 --job-name=lab", None).expect("spec");
+            let spec = JobSpec::new("--time=30:00 --job-name=lab", None, None).expect("spec");
             let job = bounded("sbatch", HELPER_TIMEOUT, slurm::submit(&ssh, &spec))
                 .await
                 .expect("submitted");
@@ -375,13 +375,13 @@ async fn slurm_jobs_that_cannot_start_or_fail_are_reported_with_slurms_reason() 
                 }
             };
             // More time than the partition allows: Slurm keeps it pending, podtun says why.
-            let spec =
-                JobSpec::new(&format!("-p {SHORT_PARTITION} --time=1:00:00"), None).expect("spec");
+            let spec = JobSpec::new(&format!("-p {SHORT_PARTITION} --time=1:00:00"), None, None)
+                .expect("spec");
             let job = slurm::submit(&ssh, &spec).await.expect("submitted");
             let stuck_id = job.id.to_string();
             let stuck = until_jupyter(job).await;
             // An environment that is not there: the job fails on the node.
-            let spec = JobSpec::new("", Some("~/no-such-venv".into())).expect("spec");
+            let spec = JobSpec::new("", Some("~/no-such-venv".into()), None).expect("spec");
             let job = slurm::submit(&ssh, &spec).await.expect("submitted");
             let failed = until_jupyter(job).await;
             ssh.disconnect().await;
@@ -407,7 +407,10 @@ async fn slurm_jobs_that_cannot_start_or_fail_are_reported_with_slurms_reason() 
         failed.contains("ended: FAILED, reason NonZeroExitCode, exit code 3:0"),
         "{failed}"
     );
-    assert!(failed.contains("podtun: no virtualenv at"), "{failed}");
+    assert!(
+        failed.contains("podtun: no virtualenv or conda environment at"),
+        "{failed}"
+    );
     assert!(failed.contains("no-such-venv on node1"), "{failed}");
     assert!(failed.contains("hint: see "), "{failed}");
 }

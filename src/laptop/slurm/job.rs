@@ -73,39 +73,52 @@ pub struct JobSpec {
     /// sbatch options from `--slurm "…"`, split as a shell would; they come after podtun's
     /// defaults, so `--output`, `--chdir` or `--job-name` there win.
     pub sbatch_args: Vec<String>,
-    /// `--env`: a virtualenv directory (holds a `/`: `~/venvs/lab`) or a conda env name.
+    /// `--env`: a virtualenv or conda env directory (holds a `/`: `~/venvs/lab`), or a conda
+    /// env name.
     pub env: Option<String>,
+    /// `--dir`: where Jupyter starts (sbatch `--chdir`); the home by default.
+    pub dir: Option<String>,
 }
 
 impl JobSpec {
     /// Splits the `--slurm` value (`-p gpu --time=2:00:00 --gres=gpu:1`) with shell quoting.
-    pub fn new(slurm: &str, env: Option<String>) -> Result<JobSpec, String> {
+    pub fn new(slurm: &str, env: Option<String>, dir: Option<String>) -> Result<JobSpec, String> {
         let sbatch_args =
             shlex::split(slurm).ok_or_else(|| format!("--slurm {slurm:?}: unbalanced quotes"))?;
-        if let Some(env) = &env {
-            if env.is_empty() || env.contains('\n') {
-                return Err(format!("--env {env:?}: not an environment name or path"));
+        for (flag, value) in [("--env", &env), ("--dir", &dir)] {
+            if let Some(v) = value {
+                if v.is_empty() || v.contains('\n') {
+                    return Err(format!("{flag} {v:?}: not a name or a path"));
+                }
             }
         }
-        Ok(JobSpec { sbatch_args, env })
+        Ok(JobSpec {
+            sbatch_args,
+            env,
+            dir,
+        })
     }
 }
 
 /// The lines that activate `--env` on the node: `. DIR/bin/activate` for a path, `conda
 /// activate` for a name. A failure ends the job with a message in its output.
 fn activation(env: &str) -> String {
-    if env.contains('/') {
-        let dir = remote_path(env);
-        format!(
-            "[ -f {dir}/bin/activate ] || {{ echo \"podtun: no virtualenv at\" {dir} \"on $(hostname)\" >&2; exit 3; }}\n\
-             . {dir}/bin/activate\n"
-        )
-    } else {
-        let name = sh_quote(env);
+    let conda = |name: &str| {
         format!(
             "command -v conda >/dev/null 2>&1 || {{ echo \"podtun: conda is not on PATH on $(hostname), cannot activate\" {name} >&2; exit 3; }}\n\
              eval \"$(conda shell.posix hook)\" && conda activate {name} || {{ echo \"podtun: conda could not activate\" {name} >&2; exit 3; }}\n"
         )
+    };
+    if env.contains('/') {
+        let dir = remote_path(env);
+        format!(
+            "if [ -f {dir}/bin/activate ]; then . {dir}/bin/activate\n\
+             elif [ -d {dir}/conda-meta ]; then\n{}\
+             else echo \"podtun: no virtualenv or conda environment at\" {dir} \"on $(hostname)\" >&2; exit 3; fi\n",
+            conda(&dir)
+        )
+    } else {
+        conda(&sh_quote(env))
     }
 }
 
@@ -142,7 +155,11 @@ pub fn submit_command(spec: &JobSpec) -> String {
         "command -v sbatch >/dev/null 2>&1 || {{ echo '{MARK} no-sbatch'; exit 3; }}\n\
          d=\"$HOME/{STATE_DIR}\"\n\
          mkdir -p \"$d\" && chmod 700 \"$d\" || {{ echo \"{MARK} no-dir $d\"; exit 3; }}\n\
-         exec sbatch --parsable --job-name={JOB_NAME} --chdir=\"$HOME\" --output=\"$d/%j.out\"{user}"
+         exec sbatch --parsable --job-name={JOB_NAME} --chdir={dir} --output=\"$d/%j.out\"{user}",
+        dir = spec
+            .dir
+            .as_deref()
+            .map_or("\"$HOME\"".to_string(), remote_path),
     )
 }
 
@@ -214,22 +231,23 @@ mod tests {
 
     #[test]
     fn spec_splits_like_a_shell() {
-        let spec = JobSpec::new("-p gpu --time=2:00:00 --comment='my lab'", None).expect("spec");
+        let spec =
+            JobSpec::new("-p gpu --time=2:00:00 --comment='my lab'", None, None).expect("spec");
         assert_eq!(
             spec.sbatch_args,
             ["-p", "gpu", "--time=2:00:00", "--comment=my lab"]
         );
-        assert!(JobSpec::new("--comment='open", None).is_err());
-        assert!(JobSpec::new("", Some(String::new())).is_err());
+        assert!(JobSpec::new("--comment='open", None, None).is_err());
+        assert!(JobSpec::new("", Some(String::new()), None).is_err());
         assert_eq!(
-            JobSpec::new("", None).expect("spec").sbatch_args,
+            JobSpec::new("", None, None).expect("spec").sbatch_args,
             Vec::<String>::new()
         );
     }
 
     #[test]
     fn submit_command_quotes_user_options_after_the_defaults() {
-        let spec = JobSpec::new("-p gpu --comment='it'\\''s; rm -rf ~'", None).expect("spec");
+        let spec = JobSpec::new("-p gpu --comment='it'\\''s; rm -rf ~'", None, None).expect("spec");
         let cmd = submit_command(&spec);
         let defaults = cmd.find("--output=").expect("podtun's --output");
         let user = cmd.find("'-p' 'gpu'").expect("user options, quoted");
@@ -262,6 +280,10 @@ mod tests {
         let venv = batch_script(Some("~/venvs/lab"));
         assert!(venv.contains("/bin/activate"), "{venv}");
         assert!(
+            venv.contains("conda-meta"),
+            "a conda env by path too: {venv}"
+        );
+        assert!(
             venv.contains("\"$HOME\""),
             "~ is the home on the node: {venv}"
         );
@@ -286,7 +308,9 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let cmd = submit_command(&JobSpec::new("-p 'a b'", None).expect("spec"));
+        let cmd = submit_command(
+            &JobSpec::new("-p 'a b'", None, Some("~/my work".into())).expect("spec"),
+        );
         let out = std::process::Command::new("/bin/sh")
             .args(["-n", "-c", &cmd])
             .output()
