@@ -306,11 +306,27 @@ pub async fn find(
     })
 }
 
+/// What [`release`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Released {
+    /// The job podtun submitted was cancelled.
+    Cancelled,
+    /// The job podtun submitted had ended already (scancel says nothing either way).
+    AlreadyEnded,
+    /// The job was not podtun's to cancel.
+    LeftRunning,
+}
+
 /// Cancels the job if podtun submitted it (`scancel`); an existing job is left running.
-pub async fn release(ssh: &SshSession, job: &Job) -> anyhow::Result<()> {
+pub async fn release(ssh: &SshSession, job: &Job) -> anyhow::Result<Released> {
     if !job.submitted {
         debug!(id = %job.id, "leaving the job running: podtun did not submit it");
-        return Ok(());
+        return Ok(Released::LeftRunning);
+    }
+    if let Ok(now) = status(ssh, &job.id).await {
+        if now.phase() == Phase::Ended {
+            return Ok(Released::AlreadyEnded);
+        }
     }
     let ran = install::run(ssh, &format!("scancel {}", sh_quote(job.id.as_str())), None).await?;
     if ran.status != Some(0) {
@@ -322,7 +338,7 @@ pub async fn release(ssh: &SshSession, job: &Job) -> anyhow::Result<()> {
         ));
     }
     debug!(id = %job.id, "cancelled");
-    Ok(())
+    Ok(Released::Cancelled)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use podtun::cluster::token::Token;
-use podtun::laptop::slurm::{self, Job, JobSpec, JupyterServer, STATE_DIR};
+use podtun::laptop::slurm::{self, Job, JobSpec, JupyterServer, Released, STATE_DIR};
 use podtun::laptop::ssh::{SshOptions, SshSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -268,9 +268,10 @@ async fn slurm_job_podtun_submits_waits_runs_answers_and_is_cancelled() {
                 .expect("Jupyter found");
             assert_eq!(host, NODE);
             assert_eq!(api_status_through(&ssh, &host, &server).await, 200);
-            bounded("scancel", HELPER_TIMEOUT, slurm::release(&ssh, &job))
+            let released = bounded("scancel", HELPER_TIMEOUT, slurm::release(&ssh, &job))
                 .await
-                .expect("cancelled");
+                .expect("scancel");
+            assert_eq!(released, Released::Cancelled);
             ssh.disconnect().await;
             (job.id.to_string(), reports)
         })
@@ -343,7 +344,8 @@ async fn slurm_existing_job_is_found_reached_and_left_running() {
             api_status_through(&ssh, &found.host, &found.server).await,
             200
         );
-        slurm::release(&ssh, &job).await.expect("release");
+        let released = slurm::release(&ssh, &job).await.expect("release");
+        assert_eq!(released, Released::LeftRunning);
         ssh.disconnect().await;
     })
     .await;
@@ -370,8 +372,8 @@ async fn slurm_jobs_that_cannot_start_or_fail_are_reported_with_slurms_reason() 
                         .await
                         .expect_err("no Jupyter");
                     // What podtun does next with a job it submitted.
-                    slurm::release(&ssh, &job).await.expect("release");
-                    podtun::error::render(&err)
+                    let released = slurm::release(&ssh, &job).await.expect("release");
+                    (podtun::error::render(&err), released)
                 }
             };
             // More time than the partition allows: Slurm keeps it pending, podtun says why.
@@ -379,11 +381,13 @@ async fn slurm_jobs_that_cannot_start_or_fail_are_reported_with_slurms_reason() 
                 .expect("spec");
             let job = slurm::submit(&ssh, &spec).await.expect("submitted");
             let stuck_id = job.id.to_string();
-            let stuck = until_jupyter(job).await;
+            let (stuck, released) = until_jupyter(job).await;
+            assert_eq!(released, Released::Cancelled, "a pending job is cancelled");
             // An environment that is not there: the job fails on the node.
             let spec = JobSpec::new("", Some("~/no-such-venv".into()), None).expect("spec");
             let job = slurm::submit(&ssh, &spec).await.expect("submitted");
-            let failed = until_jupyter(job).await;
+            let (failed, released) = until_jupyter(job).await;
+            assert_eq!(released, Released::AlreadyEnded, "nothing to cancel");
             ssh.disconnect().await;
             (stuck, stuck_id, failed)
         })

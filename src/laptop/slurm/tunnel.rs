@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::{find, release, status, submit, Found, Job, Phase, Source};
+use super::{find, release, status, submit, Found, Job, Phase, Released, Source};
 use crate::error::hinted;
 use crate::laptop::ssh::SshSession;
 use crate::laptop::{listener, run, session};
@@ -93,7 +93,8 @@ async fn cancel(plan: &Plan, out: &Output, ssh: &SshSession, job: &Job) {
         }
     };
     match tokio::time::timeout(CANCEL_TIMEOUT, attempt).await {
-        Ok(Ok(())) => out.note(&format!("cancelled Slurm job {}", job.id)),
+        Ok(Ok(Released::Cancelled)) => out.note(&format!("cancelled Slurm job {}", job.id)),
+        Ok(Ok(Released::AlreadyEnded | Released::LeftRunning)) => {}
         Ok(Err(e)) => out.note(&format!(
             "could not cancel Slurm job {}: {e:#}; run `scancel {}` on the login host",
             job.id, job.id
