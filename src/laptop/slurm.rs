@@ -171,10 +171,24 @@ async fn output_tail(ssh: &SshSession, job: &JobStatus, lines: usize) -> String 
     }
 }
 
-/// The error for a job that ended, with the end of its output.
-async fn ended(ssh: &SshSession, job: &JobStatus) -> anyhow::Error {
-    let tail = output_tail(ssh, job, OUTPUT_TAIL_LINES).await;
-    ended_error(job, &tail)
+/// The error for a job that ended, with the end of its output. A job still `COMPLETING` (a
+/// time limit hit, the kill under way) is waited for, bounded, so that the error names its
+/// final state (`TIMEOUT`, `CANCELLED`…) rather than the transition.
+async fn ended(ssh: &SshSession, id: &JobId, now: &JobStatus) -> anyhow::Error {
+    let mut last = now.clone();
+    let deadline = tokio::time::Instant::now() + ENDING_TIMEOUT;
+    while last.phase() == Phase::Ending && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(POLL_STARTING).await;
+        match status(ssh, id).await {
+            Ok(now) => last = now,
+            Err(e) => {
+                debug!(id = %last.id, "could not ask Slurm about the job: {e:#}");
+                break;
+            }
+        }
+    }
+    let tail = output_tail(ssh, &last, OUTPUT_TAIL_LINES).await;
+    ended_error(&last, &tail)
 }
 
 /// Follows the job until it runs, calling `report` with each new status (state, reason, node,
@@ -187,7 +201,6 @@ pub async fn wait_running(
     mut report: impl FnMut(&JobStatus),
 ) -> anyhow::Result<JobStatus> {
     let mut last: Option<JobStatus> = None;
-    let mut ending_since = None;
     loop {
         let now = status(ssh, &job.id).await?;
         if last.as_ref() != Some(&now) {
@@ -195,20 +208,13 @@ pub async fn wait_running(
         }
         match now.phase() {
             Phase::Running if now.node().is_some() => return Ok(now),
-            Phase::Ended => return Err(ended(ssh, &now).await),
-            Phase::Ending => {
-                let since = *ending_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() > ENDING_TIMEOUT {
-                    return Err(ended(ssh, &now).await);
-                }
-            }
+            Phase::Ended | Phase::Ending => return Err(ended(ssh, &job.id, &now).await),
             Phase::Waiting => {
                 if let Some(stuck) = stuck_error(&now) {
                     return Err(stuck);
                 }
-                ending_since = None;
             }
-            Phase::Running => ending_since = None,
+            Phase::Running => {}
         }
         last = Some(now);
         tokio::time::sleep(POLL_WAITING).await;
@@ -246,7 +252,7 @@ pub async fn wait_server(
         }
         current = status(ssh, &job.id).await?;
         if matches!(current.phase(), Phase::Ended | Phase::Ending) {
-            return Err(ended(ssh, &current).await);
+            return Err(ended(ssh, &job.id, &current).await);
         }
         if tokio::time::Instant::now() >= deadline {
             let tail = output_tail(ssh, &current, OUTPUT_TAIL_LINES).await;

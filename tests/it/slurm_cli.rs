@@ -248,6 +248,48 @@ async fn slurm_job_that_cannot_start_is_an_error_with_its_reason_and_is_cancelle
     .await;
 }
 
+/// Bound on a one-minute job hitting its limit and podtun reporting it: slurmctld checks
+/// limits every 30 s, podtun looks at the job every 30 s, and the kill waits 5 s.
+const TIME_LIMIT_END: Duration = Duration::from_secs(240);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_job_hitting_its_time_limit_ends_podtun_with_timeout() {
+    let mut t = Topology::start(Shape::default()).await;
+    let _slurm = slurm_for(&mut t);
+    let (mut p, stderr) = spawn(&t, &["--slurm", "--time=1"]);
+    let ready = p.wait_for("ready", READY_TIMEOUT).await;
+    let id = ready["target"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("slurm/"))
+        .expect("slurm/JOBID")
+        .to_string();
+    url_works(&t, &ready).await;
+    let status = tokio::time::timeout(TIME_LIMIT_END, p.child.wait())
+        .await
+        .expect("podtun did not stop after the job's time limit")
+        .expect("wait for podtun");
+    assert_eq!(status.code(), Some(1), "{status}");
+    let text = stderr.lock().expect("stderr").clone();
+    assert!(
+        text.contains(&format!("Slurm job {id} has 0:")),
+        "the last minute is announced: {text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "error: Slurm job {id} ended: TIMEOUT, reason TimeLimit"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: the job hit its time limit of 1:00"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("cancelled Slurm job"),
+        "nothing left to cancel: {text}"
+    );
+}
+
 #[tokio::test]
 async fn slurm_usage_errors() {
     let home = tempfile::tempdir().expect("home");

@@ -258,7 +258,7 @@ async fn watch(ssh: &SshSession, out: &Output, job: &Job) -> anyhow::Error {
                     }
                 }
             }
-            Phase::Ended | Phase::Ending => return super::ended(ssh, &now).await,
+            Phase::Ended | Phase::Ending => return super::ended(ssh, &job.id, &now).await,
             Phase::Waiting => {
                 return anyhow!("Slurm job {} stopped running: {now}", job.id);
             }

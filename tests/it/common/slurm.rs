@@ -178,7 +178,8 @@ impl Slurm {
         let d = self.dir.path().display();
         // proctrack/linuxproc and task/none: no cgroups (none to delegate in a test); whole
         // nodes (select/linear), so a second job waits with Reason=Resources; ended jobs stay
-        // visible to `scontrol show job` for MinJobAge seconds.
+        // visible to `scontrol show job` for MinJobAge seconds; a job past its time limit is
+        // killed 5 s after its SIGTERM (KillWait, 30 s by default).
         let conf = format!(
             "ClusterName=podtun-it\n\
              SlurmctldHost={LOGIN_HOST}({login_ip})\n\
@@ -192,6 +193,7 @@ impl Slurm {
              ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
              SelectType=select/linear\nSchedulerType=sched/backfill\n\
              MinJobAge=300\nReturnToService=2\nMpiDefault=none\nMailProg=/bin/true\n\
+             KillWait=5\n\
              JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\n\
              JobCompType=jobcomp/none\n\
              NodeName={NODE} NodeAddr={node_ip} CPUs=1 State=UNKNOWN\n\
