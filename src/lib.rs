@@ -69,7 +69,9 @@ pub fn init_tracing(cli: &Cli) {
     };
     let level = match (quiet, verbose) {
         (true, _) => "error",
-        (_, 0) => "warn",
+        // Other crates' warnings are for developers (kube-client warns of every EOF a lost
+        // connection causes, which podtun reports in its own words).
+        (_, 0) => "podtun=warn,error",
         (_, 1) => "podtun=debug,info",
         _ => "debug",
     };

@@ -2,10 +2,13 @@
 """Load programs for scripts/bench: the byte server and the clients that measure through a path.
 
     load.py serve --listen HOST:PORT        sink/source server (one header line per connection)
+    load.py http --listen HOST:PORT         a Jupyter-like HTTP server: `GET /api` answers
+                                            {"version": …} with Content-Length, then closes
     load.py digest N                        sha256 of the first N bytes of the pattern
     load.py bulk ADDR up|down N DIGEST      1 connection, N bytes one way; prints JSON
-    load.py latency ADDR COUNT              COUNT sequential connects, one redis PING each
-    load.py percentiles FILE                p50/p99 of the times `latency --samples` collected
+    load.py latency ADDR COUNT [--http]     COUNT sequential connects, one redis PING each
+                                            (--http: one `GET /api`, read by its Content-Length)
+    load.py percentiles FILE                p50/p90/p99 of the times `latency --samples` collected
     load.py hold ADDR COUNT --pid L=PID ... --netns NS
                                             COUNT open redis connections, then memory figures
     load.py pipes NS                        how many `podtun agent pipe` processes run in NS
@@ -134,6 +137,51 @@ def serve(args):
     server.serve_forever()
 
 
+HTTP_BODY = json.dumps({"version": "2.14.2"}).encode()
+
+
+class HttpHandler(socketserver.BaseRequestHandler):
+    """One request per connection, as a Jupyter server answers a client that sends
+    `Connection: close`: the response (headers and body in one write, with Content-Length), then
+    the server closes."""
+
+    def handle(self):
+        sock = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(IO_TIMEOUT)
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise ConnectionError(f"closed before the end of the request (got {head!r})")
+                head += chunk
+                if len(head) > 16384:
+                    raise ValueError("request head too long")
+            method, target, version = head.split(b"\r\n", 1)[0].decode().split()
+            if method == "GET" and target.split("?")[0] == "/api":
+                status, body = "200 OK", HTTP_BODY
+            else:
+                status, body = "404 Not Found", json.dumps({"message": "Not Found"}).encode()
+            sock.sendall(
+                f"{version} {status}\r\n"
+                "Server: load.py\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                "Connection: close\r\n"
+                "\r\n".encode()
+                + body
+            )
+        except (OSError, ValueError) as err:
+            print(f"load http: {self.client_address}: {err}", file=sys.stderr, flush=True)
+
+
+def http_serve(args):
+    server = Server(parse_addr(args.listen), HttpHandler)
+    print(f"load http: listening on {args.listen}", flush=True)
+    server.serve_forever()
+
+
 # ---------------------------------------------------------------- clients
 
 
@@ -252,6 +300,36 @@ def ping(sock):
         raise ValueError(f"unexpected PING reply {reply!r}")
 
 
+def http_get(sock):
+    """`GET /api` with `Connection: close`; reads the response by its Content-Length, as an HTTP
+    client does (not up to the server's close, which a kubelet passes on up to 1 s late)."""
+    sock.sendall(b"GET /api HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed before the end of the response head (got {data!r})")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode(errors="replace").split("\r\n")
+    if not lines[0].startswith("HTTP/1.") or lines[0].split()[1] != "200":
+        raise ValueError(f"unexpected status line {lines[0]!r}")
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    if length is None:
+        raise ValueError("no Content-Length in the response")
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(body)} of {length} body bytes")
+        body += chunk
+    if "version" not in json.loads(body[:length]):
+        raise ValueError(f"unexpected body {body!r}")
+
+
 def percentile(sorted_values, p):
     return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
 
@@ -264,7 +342,7 @@ def latency(args):
         t0 = time.perf_counter()
         try:
             sock = connect(args.addr)
-            ping(sock)
+            (http_get if args.http else ping)(sock)
         except (OSError, ValueError) as err:
             sys.exit(f"latency: connection {i + 1} of {args.count} via {args.addr} failed: {err}")
         times.append(time.perf_counter() - t0)
@@ -278,6 +356,7 @@ def latency(args):
         json.dumps(
             {
                 "p50_ms": ms(percentile(times, 50)),
+                "p90_ms": ms(percentile(times, 90)),
                 "p99_ms": ms(percentile(times, 99)),
                 "max_ms": ms(times[-1]),
                 "total_s": round(sum(times), 3),
@@ -292,7 +371,7 @@ def percentiles(args):
         times = sorted(float(line) for line in f if line.strip())
     if not times:
         sys.exit(f"percentiles: no samples in {args.samples}")
-    print(json.dumps({"p50_ms": round(percentile(times, 50), 3), "p99_ms": round(percentile(times, 99), 3), "count": len(times)}))
+    print(json.dumps({f"p{p}_ms": round(percentile(times, p), 3) for p in (50, 90, 99)} | {"count": len(times)}))
 
 
 def status_kib(pid, field):
@@ -441,23 +520,37 @@ PATHS = [
     ("local", "podtun local"),
     ("via", "podtun --via"),
     ("exec", "--via exec"),
+    ("kubectl", "--agent kubectl"),
 ]
-PODTUN = ("local", "via", "exec")
+PODTUN = ("local", "via", "exec", "kubectl")
 # (key, label, format); ratios are podtun ÷ reference for the rows in RATIO_ROWS.
 ROWS = [
     ("up_mbps", "upload MB/s (sha256 ok)", "{:.0f}"),
     ("down_mbps", "download MB/s (sha256 ok)", "{:.0f}"),
     ("lat_p50_ms", "connect+PING p50 ms", "{:.2f}"),
+    ("lat_p90_ms", "connect+PING p90 ms", "{:.2f}"),
     ("lat_p99_ms", "connect+PING p99 ms", "{:.2f}"),
+    ("http_p50_ms", "connect+GET /api p50 ms", "{:.2f}"),
+    ("http_p90_ms", "connect+GET /api p90 ms", "{:.2f}"),
+    ("http_p99_ms", "connect+GET /api p99 ms", "{:.2f}"),
     ("wan_p50_ms", "connect+PING p50 ms, WAN", "{:.2f}"),
     ("set_ops", "redis SET ops/s", "{:.0f}"),
     ("get_ops", "redis GET ops/s", "{:.0f}"),
     ("laptop_mib", "peak RSS laptop MiB @100", "{:.1f}"),
-    ("agent_mib", "peak RSS agent MiB @100", "{:.1f}"),
+    ("agent_mib", "peak RSS login host MiB @100", "{:.1f}"),
     ("upgrades", "upgrades / connection", "{:.2f}"),
     ("api_waits", "connections waiting on API", "{}"),
 ]
-RATIO_ROWS = {"up_mbps", "down_mbps", "lat_p50_ms", "lat_p99_ms", "wan_p50_ms", "set_ops", "get_ops", "laptop_mib"}
+LATENCY_ROWS = {f"{kind}_p{p}_ms" for kind in ("lat", "http") for p in (50, 90, 99)}
+RATIO_ROWS = {"up_mbps", "down_mbps", "wan_p50_ms", "set_ops", "get_ops", "laptop_mib"} | LATENCY_ROWS
+# The manual chain (ssh -L + kubectl port-forward) is what podtun replaces: every figure it has
+# is a reference. The kubectl-mode path is also set against the podtun agent (--via).
+REFERENCES = [
+    ("direct", "direct", RATIO_ROWS, PODTUN),
+    ("ssh", "ssh -L", RATIO_ROWS, PODTUN),
+    ("manual", "manual", RATIO_ROWS, PODTUN),
+    ("via", "via", RATIO_ROWS, ("kubectl",)),
+]
 
 
 def report(args):
@@ -477,21 +570,20 @@ def report(args):
     for key, label, fmt in ROWS:
         cells = []
         for path, _ in PATHS:
-            v = values.get((path, key), "n/a" if path == "manual" else None)
+            v = values.get((path, key))
             cells.append(("-" if v is None else v if isinstance(v, str) else fmt.format(v)).rjust(col_w))
         lines.append(label.ljust(label_w) + "".join(cells))
-        if key not in RATIO_ROWS:
-            continue
-        for ref, ref_name in (("direct", "direct"), ("ssh", "ssh -L")):
+        for ref, ref_name, rows, over in REFERENCES:
             cells = []
             base = values.get((ref, key))
-            if base is None:
+            if key not in rows or not isinstance(base, (int, float)) or not base:
                 continue
             for path, _ in PATHS:
                 v = values.get((path, key))
-                ok = path in PODTUN and isinstance(v, (int, float)) and isinstance(base, (int, float)) and base
+                ok = path in over and isinstance(v, (int, float))
                 cells.append(("{:.2f}x".format(v / base) if ok else "").rjust(col_w))
-            lines.append(f"  ÷ {ref_name}".ljust(label_w) + "".join(cells))
+            if any(c.strip() for c in cells):
+                lines.append(f"  ÷ {ref_name}".ljust(label_w) + "".join(cells))
     print("\n".join(line.rstrip() for line in lines))
     for note in notes:
         print(f"  {note}")
@@ -503,6 +595,9 @@ def main():
     s = sub.add_parser("serve")
     s.add_argument("--listen", required=True)
     s.set_defaults(fn=serve)
+    s = sub.add_parser("http")
+    s.add_argument("--listen", required=True)
+    s.set_defaults(fn=http_serve)
     s = sub.add_parser("digest")
     s.add_argument("bytes", type=int)
     s.set_defaults(fn=lambda a: print(digest(a.bytes, pattern())))
@@ -519,6 +614,7 @@ def main():
     s.add_argument("--gap", type=float, default=0, help="seconds to wait between connections")
     s.add_argument("--over", type=float, help="also count the connections that took at least this many ms")
     s.add_argument("--samples", help="append each connection's time (ms, one per line) to this file")
+    s.add_argument("--http", action="store_true", help="one `GET /api` per connection instead of a PING")
     s.set_defaults(fn=latency)
     s = sub.add_parser("percentiles")
     s.add_argument("samples", help="a --samples file of `latency`")

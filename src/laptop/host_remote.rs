@@ -2,16 +2,12 @@
 //! channel, in the user's login environment: its marked lines in, heartbeats and EOF out. A
 //! server podtun started lives as long as this channel.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use russh::ChannelMsg;
-use tokio::sync::{mpsc, watch};
-use tracing::debug;
 
 use super::host_script::{Listing, Script, MARK};
-use super::install::in_login_shell;
+use super::remote::RemoteScript;
 use super::ssh::SshSession;
 use crate::error::hinted;
 use crate::wire::HEARTBEAT_SECS;
@@ -21,10 +17,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The script on the host.
 pub struct Remote {
-    write: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
-    lines: mpsc::UnboundedReceiver<String>,
-    exited: watch::Receiver<bool>,
-    host: String,
+    script: RemoteScript,
     /// Heartbeats to a started server's script, from the moment it reported (so a slow
     /// readiness check or a choice never lets its watchdog stop the server).
     beats: Option<tokio::task::JoinHandle<()>>,
@@ -47,26 +40,19 @@ impl Remote {
         script: &Script<'_>,
         timeout: Duration,
     ) -> anyhow::Result<(Listing, Option<Remote>)> {
-        let host = ssh.host().to_string();
-        let channel = ssh.exec(&in_login_shell(&script.render())).await?;
-        let (read, write) = channel.split();
-        let (lines_tx, lines) = mpsc::unbounded_channel();
-        let (exited_tx, exited) = watch::channel(false);
-        tokio::spawn(read_lines(read, lines_tx, exited_tx, host.clone()));
+        let running =
+            RemoteScript::start(ssh, &script.render(), MARK, "the Jupyter script").await?;
         if script.start.is_none() {
             // A listing reads nothing.
-            write.eof().await.ok();
+            running.eof().await;
         }
         let mut remote = Remote {
-            write: Arc::new(write),
-            lines,
-            exited,
-            host,
+            script: running,
             beats: None,
         };
         let mut listing = Listing::default();
         let read = tokio::time::timeout(timeout, async {
-            while let Some(line) = remote.lines.recv().await {
+            while let Some(line) = remote.script.lines.recv().await {
                 listing.push(&line);
                 if listing.done || listing.problem.is_some() {
                     return Ok(false);
@@ -77,13 +63,13 @@ impl Remote {
             }
             Err(anyhow!(
                 "the Jupyter lookup on `{}` ended before it reported",
-                remote.host
+                remote.script.host()
             ))
         })
         .await;
         match read {
             Ok(Ok(true)) => {
-                let write = remote.write.clone();
+                let write = remote.script.writer();
                 remote.beats = Some(tokio::spawn(async move {
                     let mut every = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
                     loop {
@@ -109,7 +95,7 @@ impl Remote {
                 Err(hinted(
                     anyhow!(
                         "Jupyter on `{}` did not report within {}s",
-                        remote.host,
+                        remote.script.host(),
                         timeout.as_secs()
                     ),
                     "a first start can be slow: pass a longer --timeout; `-v` shows the login shell's output",
@@ -120,8 +106,7 @@ impl Remote {
 
     /// Resolves once the channel closed (the script ended).
     pub async fn ended(&self) {
-        let mut exited = self.exited.clone();
-        let _ = exited.wait_for(|done| *done).await;
+        self.script.ended().await
     }
 
     /// Closes the script's stdin (it stops the server it started and removes its directory)
@@ -130,53 +115,8 @@ impl Remote {
         if let Some(beats) = &self.beats {
             beats.abort();
         }
-        self.write.eof().await.ok();
-        let mut exited = self.exited.clone();
-        if tokio::time::timeout(STOP_TIMEOUT, exited.wait_for(|done| *done))
-            .await
-            .is_err()
-        {
-            debug!(host = %self.host, "the Jupyter script's channel did not close in time");
-        }
+        self.script.stop(STOP_TIMEOUT).await
     }
-}
-
-/// Reads the channel to its end: marked lines go to `lines` (never to the log: they carry
-/// tokens), the login shell's own output and stderr to the debug log. `lines` is unbounded so
-/// that nothing here waits on its reader: an unread channel would stall the whole connection.
-async fn read_lines(
-    mut read: russh::ChannelReadHalf,
-    lines: mpsc::UnboundedSender<String>,
-    exited: watch::Sender<bool>,
-    host: String,
-) {
-    let mut stdout = Vec::new();
-    while let Some(msg) = read.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => {
-                stdout.extend_from_slice(&data);
-                while let Some(end) = stdout.iter().position(|b| *b == b'\n') {
-                    let raw: Vec<u8> = stdout.drain(..=end).collect();
-                    let line = String::from_utf8_lossy(&raw);
-                    match line.trim_end().strip_prefix(MARK) {
-                        // Nobody listening any more is fine: the channel is still read to its end.
-                        Some(ours) => {
-                            let _ = lines.send(ours.trim_start().to_string());
-                        }
-                        None => debug!(%host, "login shell: {}", line.trim_end()),
-                    }
-                }
-            }
-            ChannelMsg::ExtendedData { data, .. } => {
-                debug!(%host, "jupyter script: {}", String::from_utf8_lossy(&data).trim_end());
-            }
-            ChannelMsg::ExitStatus { exit_status } => {
-                debug!(%host, exit_status, "the Jupyter script exited")
-            }
-            _ => {}
-        }
-    }
-    let _ = exited.send(true);
 }
 
 /// Whether a script's report is a failure: the error for it.

@@ -16,18 +16,19 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Fuse};
+use futures::FutureExt;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use russh::ChannelMsg;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{BoxError, ServiceBuilder};
 use tracing::{debug, info};
 
-use super::install::{in_login_shell, remote_path, sh_quote};
+use super::install::{remote_path, sh_quote};
+use super::remote::RemoteScript;
 use super::run::{self, Resolved};
 use super::ssh::{OpenError, SshSession};
 use crate::cluster::client::Cluster;
@@ -36,7 +37,7 @@ use crate::cluster::tunnel::Tunnel;
 use crate::error::hinted;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::wire::{AgentEvent, Candidates, HEARTBEAT_SECS};
+use crate::wire::{AgentEvent, Candidates, JupyterAccess, HEARTBEAT_SECS};
 
 /// Bound on kubectl proxy's start (login shell and kubectl's own start-up included).
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,9 +131,7 @@ stop
 
 /// A running `kubectl proxy` on the login host, held by its exec channel.
 pub struct Proxy {
-    write: russh::ChannelWriteHalf<russh::client::Msg>,
-    exited: watch::Receiver<bool>,
-    host: String,
+    script: RemoteScript,
     /// The proxy's socket on the login host.
     pub socket: String,
     /// The namespace of the kubeconfig's context there (empty: none set).
@@ -143,11 +142,9 @@ impl Proxy {
     /// Starts the proxy and waits until its socket exists.
     pub async fn start(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Proxy> {
         let host = ssh.host().to_string();
-        let channel = ssh.exec(&in_login_shell(&proxy_script(plan))).await?;
-        let (read, write) = channel.split();
-        let (lines_tx, mut lines) = mpsc::channel(64);
-        let (exited_tx, exited) = watch::channel(false);
-        tokio::spawn(read_lines(read, lines_tx, exited_tx, host.clone()));
+        let mut script =
+            RemoteScript::start(ssh, &proxy_script(plan), MARK, "kubectl proxy").await?;
+        let lines = &mut script.lines;
         let mut namespace = String::new();
         let mut log = Vec::new();
         let started = tokio::time::timeout(PROXY_START_TIMEOUT, async {
@@ -189,11 +186,11 @@ impl Proxy {
         let socket = match started {
             Ok(Ok(socket)) => socket,
             Ok(Err(e)) => {
-                write.eof().await.ok();
+                script.eof().await;
                 return Err(e);
             }
             Err(_) => {
-                write.eof().await.ok();
+                script.eof().await;
                 bail!(
                     "kubectl proxy did not start on login host `{host}` within {}s",
                     PROXY_START_TIMEOUT.as_secs()
@@ -202,9 +199,7 @@ impl Proxy {
         };
         debug!(%host, %socket, %namespace, "kubectl proxy listening");
         Ok(Proxy {
-            write,
-            exited,
-            host,
+            script,
             socket,
             namespace,
         })
@@ -212,61 +207,18 @@ impl Proxy {
 
     /// Tells the login side the laptop is still there.
     async fn heartbeat(&self) -> Result<(), russh::Error> {
-        self.write.data(&b"\n"[..]).await
+        self.script.heartbeat().await
     }
 
     /// Resolves once the proxy's channel closed.
     async fn ended(&self) {
-        let mut exited = self.exited.clone();
-        let _ = exited.wait_for(|done| *done).await;
+        self.script.ended().await
     }
 
     /// Closes the proxy's stdin (it stops kubectl and removes the socket) and waits a little.
     pub async fn stop(&self) {
-        self.write.eof().await.ok();
-        let mut exited = self.exited.clone();
-        if tokio::time::timeout(PROXY_EXIT_TIMEOUT, exited.wait_for(|done| *done))
-            .await
-            .is_err()
-        {
-            debug!(host = %self.host, "kubectl proxy's channel did not close in time");
-        }
+        self.script.stop(PROXY_EXIT_TIMEOUT).await
     }
-}
-
-/// Reads the proxy's channel: marked stdout lines go to `lines`, the rest to the debug log.
-async fn read_lines(
-    mut read: russh::ChannelReadHalf,
-    lines: mpsc::Sender<String>,
-    exited: watch::Sender<bool>,
-    host: String,
-) {
-    let mut stdout = Vec::new();
-    while let Some(msg) = read.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => {
-                stdout.extend_from_slice(&data);
-                while let Some(end) = stdout.iter().position(|b| *b == b'\n') {
-                    let raw: Vec<u8> = stdout.drain(..=end).collect();
-                    let line = String::from_utf8_lossy(&raw);
-                    match line.trim_end().strip_prefix(MARK) {
-                        Some(ours) => {
-                            let _ = lines.send(ours.trim_start().to_string()).await;
-                        }
-                        None => debug!(%host, "login shell: {}", line.trim_end()),
-                    }
-                }
-            }
-            ChannelMsg::ExtendedData { data, .. } => {
-                debug!(%host, "kubectl proxy: {}", String::from_utf8_lossy(&data).trim_end());
-            }
-            ChannelMsg::ExitStatus { exit_status } => {
-                debug!(%host, exit_status, "kubectl proxy's shell exited")
-            }
-            _ => {}
-        }
-    }
-    let _ = exited.send(true);
 }
 
 /// Where the proxy is now: the SSH connection and the socket on the login host.
@@ -542,40 +494,53 @@ async fn serve(
             async move { tunnel.forward(remote, conn).await.map(|_| ()) }
         });
     }
-    let ready = async {
-        let jupyter = match plan.spec.preset {
-            Preset::Jupyter => Some(tunnel.jupyter(&progress).await?),
-            _ => None,
-        };
-        run::wait_usable(plan, &locals, jupyter.as_ref(), &progress).await?;
-        Ok::<_, anyhow::Error>(jupyter)
-    };
+    // Every change of route after this point is a reconnection (or the loss before it).
+    let mut relinked = route_tx.subscribe();
     let jupyter = tokio::select! {
         () = &mut shutdown => None,
         res = &mut keeper => Some(res.map(|()| None)),
-        ready = ready => Some(ready.map(Some)),
+        ready = usable(plan, &tunnel, &locals, &progress) => Some(ready.map(Some)),
     };
     let result = match jupyter {
         None => Ok(()),
         Some(Err(e)) => Err(e),
         Some(Ok(jupyter)) => {
-            run::report_ready(
-                plan,
-                &out,
-                &resolved,
-                &locals,
-                jupyter.flatten().as_ref(),
-                true,
-                Some("kubectl"),
-            );
-            let supervise = async {
-                let emit = |ev: AgentEvent| run::on_agent_event(&out, &locals, ev);
-                tunnel.supervise(&emit).await
+            let report = |jupyter: Option<&JupyterAccess>, first: bool| {
+                run::report_ready(
+                    plan,
+                    &out,
+                    &resolved,
+                    &locals,
+                    jupyter,
+                    first,
+                    Some("kubectl"),
+                )
             };
-            tokio::select! {
-                () = &mut shutdown => Ok(()),
-                res = &mut keeper => res,
-                res = supervise => res,
+            report(jupyter.flatten().as_ref(), true);
+            let emit = |ev: AgentEvent| run::on_agent_event(&out, &locals, ev);
+            let supervise = tunnel.supervise(&emit);
+            tokio::pin!(supervise);
+            // After a reconnection the forward is `ready` again (as with podtun's agent) once
+            // its ports answer through the new link; the check runs while heartbeats go on.
+            let mut again: Fuse<BoxFuture<'_, anyhow::Result<Option<JupyterAccess>>>> =
+                Fuse::terminated();
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break Ok(()),
+                    res = &mut keeper => break res,
+                    res = &mut supervise => break res,
+                    Ok(()) = relinked.changed() => {
+                        again = if relinked.borrow_and_update().is_some() {
+                            usable(plan, &tunnel, &locals, &progress).boxed().fuse()
+                        } else {
+                            Fuse::terminated()
+                        };
+                    }
+                    checked = &mut again => match checked {
+                        Ok(jupyter) => report(jupyter.as_ref(), false),
+                        Err(e) => out.note(&format!("not usable after reconnecting: {e:#}")),
+                    },
+                }
             }
         }
     };
@@ -583,6 +548,22 @@ async fn serve(
     result?;
     out.event(&Event::Closed);
     Ok(())
+}
+
+/// Waits until every local port answers through the whole chain (for Jupyter, with the token
+/// read from the pod's log); the Jupyter access found.
+async fn usable(
+    plan: &Plan,
+    tunnel: &Tunnel,
+    locals: &[SocketAddr],
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<Option<JupyterAccess>> {
+    let jupyter = match plan.spec.preset {
+        Preset::Jupyter => Some(tunnel.jupyter(progress).await?),
+        _ => None,
+    };
+    run::wait_usable(plan, locals, jupyter.as_ref(), progress).await?;
+    Ok(jupyter)
 }
 
 /// Keeps the link up: heartbeats to the login side; when the connection or the proxy goes away,

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod pick;
 pub mod probe;
 pub mod release;
+mod remote;
 pub mod run;
 pub mod session;
 pub mod slurm;

@@ -545,7 +545,10 @@ async fn on_a_terminal_several_servers_are_a_numbered_choice() {
     let (mut seen, mut buf, mut answered) = (String::new(), [0u8; 4096], false);
     let deadline = tokio::time::Instant::now() + podtun::READY_TIMEOUT;
     let forwarding = format!("(port {older_port}) (Ctrl-C to stop)");
-    while !seen.contains(&forwarding) {
+    let token = older.info["token"].as_str().expect("token");
+    let url = format!("lab?token={token}");
+    // The URL comes once the server answers through the chain, after the forwarding line.
+    while !(seen.contains(&forwarding) && seen.contains(&url)) {
         let n = tokio::time::timeout_at(deadline, out.read(&mut buf))
             .await
             .unwrap_or_else(|_| panic!("no choice and no forward in time:\n{seen}"))
@@ -562,8 +565,6 @@ async fn on_a_terminal_several_servers_are_a_numbered_choice() {
         }
     }
     assert!(answered, "a choice was offered:\n{seen}");
-    let token = older.info["token"].as_str().expect("token");
-    assert!(seen.contains(&format!("lab?token={token}")), "{seen}");
 }
 
 /// `-d`: the shell comes back with the URL; `ls` lists the tunnel; `stop` ends it and the

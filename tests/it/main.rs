@@ -16,6 +16,8 @@ mod faults;
 mod host;
 mod kind;
 #[cfg(unix)]
+mod kubectl_mode;
+#[cfg(unix)]
 mod kubectl_portforward;
 mod local;
 #[cfg(unix)]

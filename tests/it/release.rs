@@ -224,7 +224,7 @@ fn login_host_untouched(t: &Topology) {
     assert!(t.login_podtuns().is_empty(), "{:?}", t.login_podtuns());
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -352,11 +352,9 @@ async fn a_release_folder_by_file_url_gives_jupyter() {
     assert!(t.login_home.installed_binary().exists(), "uploaded");
 }
 
-/// A release build the login host cannot run (here a stand-in that fails as a binary built
-/// against a newer glibc does) is removed after its `--version` check, and the error quotes it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_build_that_does_not_run_there_is_removed_and_quoted() {
-    let t = Topology::start(shape(REDIS)).await;
+/// A release folder (and its `file://` URL) whose build the login host cannot run: a stand-in
+/// that fails as a binary built against a newer glibc does.
+pub(crate) fn unrunnable_release() -> (tempfile::TempDir, String) {
     let stage = tempfile::tempdir().expect("tempdir");
     let binary = stage.path().join("podtun");
     std::fs::write(
@@ -368,6 +366,15 @@ async fn a_release_build_that_does_not_run_there_is_removed_and_quoted() {
     // It cannot run here either, so scripts/dist must not ask it for its version.
     let folder = dist_folder(&binary, &["--no-run"]);
     let releases = format!("file://{}/", folder.path().display());
+    (folder, releases)
+}
+
+/// A release build the login host cannot run (here a stand-in that fails as a binary built
+/// against a newer glibc does) is removed after its `--version` check, and the error quotes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_build_that_does_not_run_there_is_removed_and_quoted() {
+    let t = Topology::start(shape(REDIS)).await;
+    let (_folder, releases) = unrunnable_release();
 
     let out = podtun::finish(foreign(&t, "redis", &releases)).await;
     assert_eq!(out.status.code(), Some(1), "stderr:\n{}", out.stderr);

@@ -19,14 +19,14 @@ use crate::common::topology::{
     ensure_user, identity, ids, wait_until, Shape, Topology, LOGIN_USER, OTHER_USER,
 };
 
-const REDIS: &[&str] = &["manifests/00-namespace.yaml", "manifests/30-redis.yaml"];
-const JUPYTER: &[&str] = &["manifests/00-namespace.yaml", "manifests/20-jupyter.yaml"];
+pub(crate) const REDIS: &[&str] = &["manifests/00-namespace.yaml", "manifests/30-redis.yaml"];
+pub(crate) const JUPYTER: &[&str] = &["manifests/00-namespace.yaml", "manifests/20-jupyter.yaml"];
 
 /// Bound on a connection attempt that must fail (an unreachable address may just stay silent).
 const CONNECT_PROBE: Duration = Duration::from_secs(2);
 
 /// Bound on the agent and its socket going away once the laptop has.
-const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bound on one client's work through the tunnel (100 MiB each way on a debug build included).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -34,7 +34,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Bound on one HTTP request through the tunnel.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn shape(manifests: &[&'static str]) -> Shape {
+pub(crate) fn shape(manifests: &[&'static str]) -> Shape {
     Shape {
         manifests: manifests.to_vec(),
         ..Default::default()
@@ -42,7 +42,7 @@ fn shape(manifests: &[&'static str]) -> Shape {
 }
 
 /// `podtun PRESET TARGET -n demo -p 0 --via VIA --kubeconfig (login's) [--remote-bin BIN]`.
-fn args(t: &Topology, preset: &str, via: &str, remote_bin: bool) -> Vec<String> {
+pub(crate) fn args(t: &Topology, preset: &str, via: &str, remote_bin: bool) -> Vec<String> {
     let mut args: Vec<String> = [preset, preset, "-n", "demo", "-p", "0", "--via", via]
         .iter()
         .map(|s| s.to_string())
@@ -54,7 +54,7 @@ fn args(t: &Topology, preset: &str, via: &str, remote_bin: bool) -> Vec<String> 
     args
 }
 
-fn spawn(t: &Topology, args: &[String]) -> Podtun {
+pub(crate) fn spawn(t: &Topology, args: &[String]) -> Podtun {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Podtun::spawn_command(t.podtun(&args))
 }
@@ -70,7 +70,7 @@ async fn redis_via(t: &Topology, via: &str) -> (Podtun, String) {
 }
 
 /// PING from the laptop's namespace.
-async fn ping(t: &Topology, local: &str) {
+pub(crate) async fn ping(t: &Topology, local: &str) {
     let local = local.to_string();
     let pong = t
         .on_laptop(move || async move {
@@ -83,7 +83,7 @@ async fn ping(t: &Topology, local: &str) {
 }
 
 /// SET then GET of a `len`-byte value from the laptop's namespace, compared byte for byte.
-async fn round_trip(t: &Topology, local: &str, len: usize) {
+pub(crate) async fn round_trip(t: &Topology, local: &str, len: usize) {
     let local = local.to_string();
     let (set, same, got_len) = t
         .on_laptop(move || async move {
@@ -114,7 +114,7 @@ async fn round_trip(t: &Topology, local: &str, len: usize) {
 }
 
 /// `GET path` on `addr`, failing the test when no response comes in time.
-async fn get(addr: &str, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: &str, path: &str) -> (u16, String) {
     tokio::time::timeout(HTTP_TIMEOUT, http::get(addr, path))
         .await
         .unwrap_or_else(|_| panic!("GET {path}: no response within {HTTP_TIMEOUT:?}"))
@@ -611,7 +611,7 @@ async fn kubeconfig_from_the_login_profile_and_a_banner() {
 }
 
 /// The `kubectl proxy` processes on the login host, with their socket paths.
-fn login_kubectl_proxies(t: &Topology) -> Vec<String> {
+pub(crate) fn login_kubectl_proxies(t: &Topology) -> Vec<String> {
     t.login
         .pids()
         .iter()
