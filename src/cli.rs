@@ -72,16 +72,35 @@ pub struct JupyterArgs {
     /// `@`: a Jupyter server on the last `--via` host.
     #[command(flatten)]
     pub host: HostArgs,
+    /// `--slurm`: Jupyter in a Slurm batch job.
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
+}
+
+/// Flags of Jupyter in a Slurm job (`--slurm`, or TARGET `slurm/JOBID` for a running job).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Jupyter in a Slurm job (--slurm, or TARGET slurm/JOBID)")]
+pub struct SlurmArgs {
+    /// Submit a batch job that runs Jupyter, through the --via login host, with these sbatch
+    /// options ("" for none); podtun cancels it when it stops
+    #[arg(
+        long,
+        value_name = "SBATCH_OPTIONS",
+        allow_hyphen_values = true,
+        conflicts_with = "start"
+    )]
+    pub slurm: Option<String>,
 }
 
 /// The TARGET that means "the last `--via` host itself" (never a pod name: those are DNS-1123).
 pub const HOST_TARGET: &str = "@";
 
-/// `jupyter`'s TARGET help: the pod targets, and `@`.
+/// `jupyter`'s TARGET help: the pod targets, `@`, and `slurm/JOBID`.
 const JUPYTER_TARGET_HELP: &str =
     "The pod: NAME, pod/NAME, svc/NAME, deploy/NAME or sts/NAME (default: the \
 namespace's Running pod that fits; a choice when several do); or @: a Jupyter server on the last \
---via host itself (a cloud VM, a desktop, an HPC login host)";
+--via host itself (a cloud VM, a desktop, an HPC login host); or slurm/JOBID: Jupyter in a running \
+Slurm job, reached through the --via login host";
 
 /// Flags of `podtun jupyter @`: a Jupyter server on the SSH host itself.
 #[derive(Debug, Clone, Default, Args)]
@@ -90,11 +109,12 @@ pub struct HostArgs {
     /// Start Jupyter there when none of yours runs (on a private socket; stopped with podtun).
     #[arg(long)]
     pub start: bool,
-    /// With --start: the conda environment (name or path) or virtualenv (path) to run it from.
-    #[arg(long, value_name = "CONDA_ENV_OR_VENV_PATH", requires = "start")]
+    /// With --start or --slurm: the conda environment (name or path) or virtualenv (path) to
+    /// run it from.
+    #[arg(long, value_name = "CONDA_ENV_OR_VENV_PATH")]
     pub env: Option<String>,
-    /// With --start: the directory to start it in (default: the home directory).
-    #[arg(long, value_name = "PATH", requires = "start")]
+    /// With --start or --slurm: the directory to start it in (default: the home directory).
+    #[arg(long, value_name = "PATH")]
     pub dir: Option<String>,
 }
 

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::cli::{
-    Cli, Command, CommonArgs, ForwardArgs, HostArgs, JupyterArgs, PresetArgs, UpArgs,
+    Cli, Command, CommonArgs, ForwardArgs, HostArgs, JupyterArgs, PresetArgs, SlurmArgs, UpArgs,
 };
 use crate::error::usage;
 
@@ -287,6 +287,7 @@ fn profile_command(
         Preset::Jupyter => Command::Jupyter(JupyterArgs {
             preset: preset_args(common),
             host: HostArgs::default(),
+            slurm: SlurmArgs::default(),
         }),
         Preset::Redis => Command::Redis(preset_args(common)),
         Preset::Forward => Command::Forward(ForwardArgs {

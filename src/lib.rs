@@ -14,6 +14,7 @@
 //! - [`accept`]: the accept loop both sides share (one task per connection).
 //! - [`laptop`]: the local listeners, readiness probes through the whole chain, and the run loop;
 //!   [`laptop::host`]: a Jupyter server on the SSH host itself (`podtun jupyter @`), no cluster.
+//!   [`laptop::slurm`]: Jupyter in a Slurm job (`--slurm`, `slurm/JOBID`), through the login host.
 //! - [`wire`]: the laptop ↔ agent JSON-line protocol (events also drive local mode).
 //! - [`cluster`]: the kube client (with TCP_NODELAY), pure discovery (target, ports, token),
 //!   waiting for a Ready pod, one port-forward per connection, and following pod replacement.
@@ -154,7 +155,9 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         }
     };
     let out = Arc::new(out);
-    let result = if plan.host.is_some() {
+    let result = if plan.slurm.is_some() {
+        laptop::slurm::run(&plan, out.clone(), shutdown).await
+    } else if plan.host.is_some() {
         laptop::host::run(&plan, out.clone(), shutdown).await
     } else if plan.via.is_empty() {
         laptop::run::run_local(&plan, out.clone(), shutdown).await

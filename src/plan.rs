@@ -10,6 +10,7 @@ use crate::cli::{
 use crate::cluster::client::ClusterRef;
 use crate::cluster::tunnel::Spec;
 use crate::error::usage;
+use crate::laptop::slurm::{self, JobSpec, Source};
 use crate::wire::Request;
 
 /// Everything a forward needs, checked.
@@ -45,6 +46,8 @@ pub struct Plan {
     pub detach: bool,
     /// TARGET `@`: a Jupyter server on the last `--via` host itself, not a pod.
     pub host: Option<HostArgs>,
+    /// `--slurm` or TARGET `slurm/JOBID`: Jupyter in a Slurm job, not a pod.
+    pub slurm: Option<Source>,
 }
 
 impl Plan {
@@ -57,6 +60,16 @@ impl Plan {
     /// `podtun jupyter`: a pod, or with TARGET `@` a server on the SSH host itself.
     pub fn from_jupyter(args: &JupyterArgs) -> anyhow::Result<Plan> {
         let preset = &args.preset;
+        let job = preset.target.as_deref().and_then(slurm::parse_target);
+        if args.slurm.slurm.is_some() || job.is_some() {
+            return Plan::from_slurm(args, job);
+        }
+        if (args.host.env.is_some() || args.host.dir.is_some()) && !args.host.start {
+            return Err(usage(
+                "--env and --dir say how to start Jupyter: they need --start or --slurm",
+                Some("`podtun jupyter @ --via HOST --start --env ENV`, or `podtun jupyter --via HOST --slurm \"\" --env ENV`".into()),
+            ));
+        }
         if preset.target.as_deref() != Some(HOST_TARGET) {
             if args.host.start {
                 return Err(usage(
@@ -71,6 +84,76 @@ impl Plan {
         let mut plan = Plan::build(None, ports, &preset.common, "jupyter")?;
         plan.target_label = HOST_TARGET.to_string();
         plan.host = Some(args.host.clone());
+        Ok(plan)
+    }
+
+    /// `podtun jupyter --slurm OPTIONS` (submit a job) or `podtun jupyter slurm/JOBID` (a
+    /// running job): Jupyter in a Slurm job, through the `--via` login host.
+    fn from_slurm(
+        args: &JupyterArgs,
+        job: Option<Result<slurm::JobId, String>>,
+    ) -> anyhow::Result<Plan> {
+        let preset = &args.preset;
+        let common = &preset.common;
+        let source = match (&args.slurm.slurm, job) {
+            (_, Some(Err(why))) => return Err(usage(why, None)),
+            (Some(_), Some(Ok(id))) => {
+                return Err(usage(
+                    format!("--slurm submits a new job, and slurm/{id} names a running one"),
+                    Some(
+                        "drop --slurm to use job {id}, or drop the TARGET to submit a new job"
+                            .replace("{id}", id.as_str()),
+                    ),
+                ))
+            }
+            (Some(options), None) => {
+                if preset.target.is_some() {
+                    return Err(usage(
+                        "--slurm runs Jupyter in a new Slurm job: it takes no TARGET",
+                        Some(
+                            "`podtun jupyter --via LOGIN --slurm \"-p PARTITION --time=2:00:00\"`"
+                                .into(),
+                        ),
+                    ));
+                }
+                let spec = JobSpec::new(options, args.host.env.clone(), args.host.dir.clone())
+                    .map_err(|why| usage(why, None))?;
+                Source::Submit(spec)
+            }
+            (None, Some(Ok(id))) => {
+                if args.host.env.is_some() || args.host.dir.is_some() {
+                    return Err(usage(
+                        format!("--env and --dir start a new job; slurm/{id} runs already"),
+                        None,
+                    ));
+                }
+                Source::Existing(id)
+            }
+            (None, None) => return Err(usage("no Slurm job", None)),
+        };
+        if common.via.iter().all(|h| h.trim().is_empty()) {
+            return Err(usage(
+                "Slurm jobs are reached through the cluster's login host, and no --via was given",
+                Some("name it: `podtun jupyter --via LOGIN --slurm \"…\"` (jump hosts first: `--via bastion,LOGIN`)".into()),
+            ));
+        }
+        let unsupported = [
+            (common.selector.is_some(), "-l"),
+            (preset.port.is_some(), "--port"),
+            (common.detach, "-d"),
+        ];
+        if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
+            return Err(usage(
+                format!("{flag} does not apply to Jupyter in a Slurm job"),
+                Some("podtun finds the node, port and token itself; -p sets the local port".into()),
+            ));
+        }
+        let mut plan = Plan::build(None, Vec::new(), common, "jupyter")?;
+        plan.target_label = match &source {
+            Source::Existing(id) => format!("{}/{id}", slurm::TARGET_KIND),
+            Source::Submit(_) => slurm::TARGET_KIND.to_string(),
+        };
+        plan.slurm = Some(source);
         Ok(plan)
     }
 
@@ -154,6 +237,7 @@ impl Plan {
             quiet: common.quiet,
             detach: common.detach,
             host: None,
+            slurm: None,
         })
     }
 }

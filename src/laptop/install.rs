@@ -16,10 +16,10 @@ use crate::plan::Plan;
 use crate::wire::VERSION;
 
 /// What a finished remote command printed.
-struct Ran {
-    stdout: String,
-    stderr: String,
-    status: Option<u32>,
+pub(crate) struct Ran {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) status: Option<u32>,
 }
 
 /// Quotes a string for a POSIX shell.
@@ -68,7 +68,11 @@ fn after_mark(stdout: &str) -> &str {
 
 /// Runs `command` on the login host in the user's login environment, sending `input` on its
 /// stdin, and collects its output (without what login scripts printed before it).
-async fn run(ssh: &SshSession, command: &str, input: Option<&[u8]>) -> anyhow::Result<Ran> {
+pub(crate) async fn run(
+    ssh: &SshSession,
+    command: &str,
+    input: Option<&[u8]>,
+) -> anyhow::Result<Ran> {
     let marked = format!("echo '{OUTPUT_MARK}'; {command}");
     let channel = ssh.exec(&in_login_shell(&marked)).await?;
     let (mut read, write) = channel.split();

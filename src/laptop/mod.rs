@@ -16,6 +16,7 @@ pub mod release;
 mod remote;
 pub mod run;
 pub mod session;
+pub mod slurm;
 pub mod ssh;
 mod ssh_config;
 mod ssh_config_file;

@@ -23,6 +23,10 @@ mod local;
 #[cfg(unix)]
 mod pick;
 mod release;
+#[cfg(unix)]
+mod slurm;
+#[cfg(unix)]
+mod slurm_cli;
 mod ssh;
 #[cfg(unix)]
 mod transports;

@@ -4,6 +4,8 @@ pub mod cluster;
 pub mod http;
 pub mod podtun;
 pub mod redis;
+#[cfg(unix)]
+pub mod slurm;
 pub mod sshd;
 pub mod topology;
 

@@ -82,7 +82,7 @@ impl Addrs {
     }
 
     /// `10.N.L.host`.
-    fn ip(&self, link: u8, host: u8) -> String {
+    pub fn ip(&self, link: u8, host: u8) -> String {
         format!("{}.{link}.{host}", self.net())
     }
 }

@@ -1,0 +1,323 @@
+//! `podtun jupyter --slurm` and `podtun jupyter slurm/JOBID` as a user runs them: the binary on
+//! the laptop, real sshd on the login host, real slurmctld/slurmd and Jupyter on a node the
+//! laptop cannot reach (`common::slurm`). What is checked is what the user sees: the job's
+//! state on stderr, a URL that works on the laptop, and what happens to the job after Ctrl-C.
+
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::cluster::JUPYTER_BIN;
+use crate::common::http;
+use crate::common::podtun::{self, Podtun};
+use crate::common::slurm::{Slurm, NODE, SHORT_PARTITION};
+use crate::common::topology::{wait_until, Shape, Topology};
+
+/// Bound on a job being scheduled once the node is free.
+const SCHEDULE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on podtun's `ready` (a job start and a Jupyter start on a loaded machine).
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// Bound on one HTTP request through the tunnel.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on podtun's exit after Ctrl-C (a scancel over SSH included).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(40);
+/// Bound on a cancelled job leaving squeue.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Slurm on `t`, and the login user's `~/.profile` putting Jupyter on the PATH (as a site's
+/// module would): the job finds it only through its login shell.
+fn slurm_for(t: &mut Topology) -> Slurm {
+    let slurm = tokio::task::block_in_place(|| Slurm::start(t));
+    std::fs::write(
+        t.login_home.path().join(".profile"),
+        format!("PATH={JUPYTER_BIN}:$PATH\nexport PATH\n"),
+    )
+    .expect(".profile");
+    slurm
+}
+
+/// `podtun jupyter ARGS --via LOGIN -p 0 --no-browser --json`, stderr captured.
+fn spawn(t: &Topology, args: &[&str]) -> (Podtun, Arc<Mutex<String>>) {
+    let mut all = vec!["jupyter"];
+    all.extend(args);
+    all.extend(["--via", &t.addrs.login, "-p", "0", "--no-browser"]);
+    let mut cmd = t.podtun(&all);
+    cmd.stderr(Stdio::piped());
+    let mut p = Podtun::spawn_command(cmd);
+    let stderr = p.capture_stderr();
+    (p, stderr)
+}
+
+/// Ctrl-C: SIGINT, then the exit status (bounded).
+async fn ctrl_c(mut p: Podtun) -> ExitStatus {
+    let pid = p.child.id().expect("podtun runs");
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "SIGINT to podtun");
+    tokio::time::timeout(EXIT_TIMEOUT, p.child.wait())
+        .await
+        .expect("podtun did not exit in time after Ctrl-C")
+        .expect("wait for podtun")
+}
+
+/// The `ready` event's URL answers on the laptop: 200 with the token, 403 without.
+async fn url_works(t: &Topology, ready: &Value) {
+    let url = ready["url"].as_str().expect("a URL").to_string();
+    let (addr, path) = http::split_url(&url);
+    assert!(addr.starts_with("127.0.0.1:"), "{url}");
+    let (page, token) = path.split_once("?token=").expect("a tokenized URL");
+    assert_eq!(page, "/lab", "{url}");
+    let with = format!("/api/status?token={token}");
+    let (with_token, without) = t
+        .on_laptop(move || async move {
+            let get = |p: String| {
+                let addr = addr.clone();
+                async move {
+                    tokio::time::timeout(HTTP_TIMEOUT, http::get(&addr, &p))
+                        .await
+                        .expect("an HTTP answer in time")
+                        .0
+                }
+            };
+            (get(with).await, get("/api/status".into()).await)
+        })
+        .await;
+    assert_eq!((with_token, without), (200, 403), "{url}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_submit_shows_pending_prints_a_working_url_and_ctrl_c_cancels_the_job() {
+    let mut t = Topology::start(Shape::default()).await;
+    let slurm = slurm_for(&mut t);
+    // Another job holds the node: podtun's waits, and says why.
+    let output = format!("--output={}/slurm-%j.out", t.login_home.path().display());
+    let blocker = slurm.run("sbatch", &["--parsable", &output, "--wrap", "sleep 600"]);
+    let blocker = blocker.trim().to_string();
+    wait_until("the blocking job runs", SCHEDULE_TIMEOUT, || {
+        slurm
+            .squeue(&blocker)
+            .is_some_and(|s| s.starts_with("RUNNING"))
+    })
+    .await;
+
+    let (mut p, stderr) = spawn(&t, &["--slurm", "--time=30:00 --job-name=lab"]);
+    wait_until(
+        "podtun shows the job pending for Resources",
+        READY_TIMEOUT,
+        || {
+            stderr
+                .lock()
+                .expect("stderr")
+                .contains("is pending (Resources), time limit 30:00")
+        },
+    )
+    .await;
+    slurm.run("scancel", &[&blocker]);
+    let ready = p.wait_for("ready", READY_TIMEOUT).await;
+    let target = ready["target"].as_str().expect("target").to_string();
+    let id = target
+        .strip_prefix("slurm/")
+        .expect("slurm/JOBID")
+        .to_string();
+    assert_eq!(ready["pod"], NODE, "{ready}");
+    assert_eq!(
+        slurm.squeue(&id).as_deref(),
+        Some(&format!("RUNNING {NODE}")[..])
+    );
+    url_works(&t, &ready).await;
+    {
+        let text = stderr.lock().expect("stderr").clone();
+        assert!(
+            text.contains(&format!("submitted Slurm job {id}")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("Slurm job {id} is running on {NODE}, ")),
+            "{text}"
+        );
+        assert!(
+            text.contains(" left) (Ctrl-C to stop and cancel the job)"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(ready["url"].as_str().expect("url")),
+            "the token stays off stderr"
+        );
+    }
+
+    let status = ctrl_c(p).await;
+    assert!(status.success(), "podtun exits 0 after Ctrl-C: {status}");
+    assert!(
+        stderr
+            .lock()
+            .expect("stderr")
+            .contains(&format!("cancelled Slurm job {id}")),
+        "{}",
+        stderr.lock().expect("stderr")
+    );
+    wait_until(
+        &format!("job {id} gone from squeue"),
+        CANCEL_TIMEOUT,
+        || slurm.squeue(&id).is_none(),
+    )
+    .await;
+    assert_eq!(slurm.job_state(&id), "JobState=CANCELLED Reason=None");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_job_target_attaches_and_ctrl_c_leaves_the_job_running() {
+    let mut t = Topology::start(Shape::default()).await;
+    let slurm = slurm_for(&mut t);
+    let home = t.login_home.path();
+    let script = home.join("lab.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh -l\nexec jupyter lab --no-browser --ip=\"$(hostname)\" --port=0\n",
+    )
+    .expect("job script");
+    let output = format!("--output={}/slurm-%j.out", home.display());
+    let id = slurm.run(
+        "sbatch",
+        &["--parsable", &output, &script.display().to_string()],
+    );
+    let id = id.trim().to_string();
+
+    let target = format!("slurm/{id}");
+    let (mut p, stderr) = spawn(&t, &[&target]);
+    let ready = p.wait_for("ready", READY_TIMEOUT).await;
+    assert_eq!(ready["target"], target.as_str(), "{ready}");
+    assert_eq!(ready["pod"], NODE, "{ready}");
+    url_works(&t, &ready).await;
+    let status = ctrl_c(p).await;
+    assert!(status.success(), "podtun exits 0 after Ctrl-C: {status}");
+    let text = stderr.lock().expect("stderr").clone();
+    assert!(!text.contains("cancelled"), "{text}");
+    assert_eq!(
+        slurm.squeue(&id).as_deref(),
+        Some(&format!("RUNNING {NODE}")[..]),
+        "a job podtun did not submit keeps running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_job_that_cannot_start_is_an_error_with_its_reason_and_is_cancelled() {
+    let mut t = Topology::start(Shape::default()).await;
+    let slurm = slurm_for(&mut t);
+    let options = format!("-p {SHORT_PARTITION} --time=1:00:00");
+    let cmd = t.podtun(&[
+        "jupyter",
+        "--via",
+        &t.addrs.login,
+        "--slurm",
+        &options,
+        "--no-browser",
+    ]);
+    let done = podtun::finish(cmd).await;
+    assert_eq!(done.status.code(), Some(1), "{}", done.stderr);
+    assert!(done.stdout.is_empty(), "nothing on stdout: {}", done.stdout);
+    let text = done.stderr;
+    let id = text
+        .split("submitted Slurm job ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the job id on stderr")
+        .to_string();
+    assert!(
+        text.contains(&format!(
+            "error: Slurm job {id} cannot start: it is PENDING with reason PartitionTimeLimit"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: the time asked for is over the partition's limit"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("cancelled Slurm job {id}")),
+        "{text}"
+    );
+    wait_until(
+        &format!("job {id} gone from squeue"),
+        CANCEL_TIMEOUT,
+        || slurm.squeue(&id).is_none(),
+    )
+    .await;
+}
+
+/// Bound on a one-minute job hitting its limit and podtun reporting it: slurmctld checks
+/// limits every 30 s, podtun looks at the job every 30 s, and the kill waits 5 s.
+const TIME_LIMIT_END: Duration = Duration::from_secs(240);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_job_hitting_its_time_limit_ends_podtun_with_timeout() {
+    let mut t = Topology::start(Shape::default()).await;
+    let _slurm = slurm_for(&mut t);
+    let (mut p, stderr) = spawn(&t, &["--slurm", "--time=1"]);
+    let ready = p.wait_for("ready", READY_TIMEOUT).await;
+    let id = ready["target"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("slurm/"))
+        .expect("slurm/JOBID")
+        .to_string();
+    url_works(&t, &ready).await;
+    let status = tokio::time::timeout(TIME_LIMIT_END, p.child.wait())
+        .await
+        .expect("podtun did not stop after the job's time limit")
+        .expect("wait for podtun");
+    assert_eq!(status.code(), Some(1), "{status}");
+    let text = stderr.lock().expect("stderr").clone();
+    assert!(
+        text.contains(&format!("Slurm job {id} has 0:")),
+        "the last minute is announced: {text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "error: Slurm job {id} ended: TIMEOUT, reason TimeLimit"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: the job hit its time limit of 1:00"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("cancelled Slurm job"),
+        "nothing left to cancel: {text}"
+    );
+}
+
+#[tokio::test]
+async fn slurm_usage_errors() {
+    let home = tempfile::tempdir().expect("home");
+    for (args, says) in [
+        (
+            &["jupyter", "slurm/12x", "--via", "login"][..],
+            "`12x` is not a Slurm job id",
+        ),
+        (&["jupyter", "--slurm", "-p gpu"][..], "no --via was given"),
+        (
+            &["jupyter", "slurm/12", "--slurm", "", "--via", "login"][..],
+            "--slurm submits a new job, and slurm/12 names a running one",
+        ),
+        (
+            &["jupyter", "pod-a", "--slurm", "", "--via", "login"][..],
+            "--slurm runs Jupyter in a new Slurm job: it takes no TARGET",
+        ),
+        (
+            &["jupyter", "slurm/12", "--env", "torch", "--via", "login"][..],
+            "--env and --dir start a new job",
+        ),
+        (
+            &["jupyter", "pod-a", "--env", "torch", "--via", "login"][..],
+            "--env and --dir say how to start Jupyter: they need --start or --slurm",
+        ),
+    ] {
+        let done = podtun::run_raw(home.path(), args).await;
+        assert_eq!(done.status.code(), Some(2), "{args:?}: {}", done.stderr);
+        assert!(done.stderr.contains(says), "{args:?}: {}", done.stderr);
+    }
+}
