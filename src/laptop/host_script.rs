@@ -224,45 +224,58 @@ impl Server {
 }
 
 /// The fields of a `jpserver-*.json` (Jupyter Server) or `nbserver-*.json` (Notebook < 7) that
-/// podtun reads.
+/// podtun reads: on the SSH host, and in the runtime dir of a Slurm job.
 #[derive(Deserialize)]
-struct ServerInfo {
-    pid: u32,
+pub(crate) struct ServerInfo {
     #[serde(default)]
-    port: u16,
+    pub pid: Option<u32>,
     #[serde(default)]
-    hostname: String,
+    pub port: u16,
+    /// What the server was told to listen on (`--ip`): a name, an address, or a wildcard.
     #[serde(default)]
-    sock: String,
+    pub hostname: String,
     #[serde(default)]
-    token: String,
+    pub sock: String,
+    #[serde(default)]
+    pub token: String,
     #[serde(default)]
     base_url: String,
     #[serde(default)]
-    root_dir: String,
+    pub root_dir: String,
     #[serde(default)]
-    notebook_dir: String,
+    pub notebook_dir: String,
     #[serde(default)]
-    secure: bool,
+    pub secure: bool,
+}
+
+impl ServerInfo {
+    /// Its base URL, always starting and ending with `/`.
+    pub fn base_url(&self) -> String {
+        let mut base_url = self.base_url.clone();
+        if !base_url.starts_with('/') {
+            base_url.insert(0, '/');
+        }
+        if !base_url.ends_with('/') {
+            base_url.push('/');
+        }
+        base_url
+    }
 }
 
 /// Parses one server file's JSON.
 pub fn parse_server(json: &str) -> Result<Server, serde_json::Error> {
     let info: ServerInfo = serde_json::from_str(json)?;
+    let pid = info
+        .pid
+        .ok_or_else(|| <serde_json::Error as serde::de::Error>::missing_field("pid"))?;
     let classic = !info.notebook_dir.is_empty() && info.root_dir.is_empty();
-    let mut base_url = info.base_url;
-    if !base_url.starts_with('/') {
-        base_url.insert(0, '/');
-    }
-    if !base_url.ends_with('/') {
-        base_url.push('/');
-    }
+    let base_url = info.base_url();
     let address = match info.hostname.as_str() {
         "" | "localhost" | "0.0.0.0" | "*" | "::" | "[::]" | "127.0.0.1" => "127.0.0.1",
         one => one.trim_start_matches('[').trim_end_matches(']'),
     };
     Ok(Server {
-        pid: info.pid,
+        pid,
         port: info.port,
         address: address.to_string(),
         sock: Some(info.sock).filter(|s| !s.is_empty()),

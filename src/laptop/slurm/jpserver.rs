@@ -3,11 +3,11 @@
 //! the job's output. Pure: text in, a [`JupyterServer`] out.
 
 use anyhow::anyhow;
-use serde::Deserialize;
 
 use super::job::MARK;
 use crate::cluster::token::{find_token, Token, TokenFind};
 use crate::error::hinted;
+use crate::laptop::host_script::ServerInfo;
 
 /// The line before each file in [`listing_command`]'s output.
 const FILE_MARK: &str = "jpserver";
@@ -29,33 +29,11 @@ pub struct JupyterServer {
     pub sock: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RawServer {
-    #[serde(default)]
-    hostname: String,
-    #[serde(default)]
-    port: u16,
-    #[serde(default)]
-    token: String,
-    #[serde(default)]
-    base_url: String,
-    #[serde(default)]
-    secure: bool,
-    #[serde(default)]
-    sock: String,
-}
-
 impl JupyterServer {
     /// Parses a `jpserver-PID.json` file.
     pub fn from_json(text: &str) -> Result<JupyterServer, String> {
-        let raw: RawServer = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let mut base_url = raw.base_url;
-        if !base_url.starts_with('/') {
-            base_url.insert(0, '/');
-        }
-        if !base_url.ends_with('/') {
-            base_url.push('/');
-        }
+        let raw: ServerInfo = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let base_url = raw.base_url();
         Ok(JupyterServer {
             hostname: raw.hostname,
             port: raw.port,
