@@ -103,6 +103,13 @@ impl Output {
         self.registration = Some(registration);
     }
 
+    /// What `ls` shows as the tunnel's target, once known (a submitted job's `slurm/JOBID`).
+    pub fn set_target(&self, target: &str) {
+        if let Some(reg) = &self.registration {
+            reg.set_target(target);
+        }
+    }
+
     /// Every forward of a batch was reported ready (`first`: the first time).
     pub fn ready_reported(&self, first: bool) {
         let Some(reg) = &self.registration else {

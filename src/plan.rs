@@ -140,7 +140,6 @@ impl Plan {
         let unsupported = [
             (common.selector.is_some(), "-l"),
             (preset.port.is_some(), "--port"),
-            (common.detach, "-d"),
         ];
         if let Some((_, flag)) = unsupported.iter().find(|(given, _)| *given) {
             return Err(usage(

@@ -12,8 +12,10 @@
 //! ([`wait_server`]: the `jpserver-PID.json` Jupyter writes in the home the login host shares
 //! with the nodes, else the URL in the job's output). The laptop then opens one `direct-tcpip`
 //! channel to NODE:PORT per connection: the login host's sshd makes the TCP connection, and
-//! nothing is started on the login host. A job podtun submitted is cancelled when podtun stops
-//! ([`release`]); a job it attached to is left running.
+//! nothing runs on the login host for the forward itself. A lost connection keeps the local
+//! port: podtun reconnects and finds the job's server again. A job podtun submitted is
+//! cancelled when podtun stops ([`release`]), and by a watchdog script on the login host when
+//! the laptop goes away without stopping it (`watchdog`); a job it attached to is left running.
 //!
 //! Every command runs over an SSH exec channel in the user's login environment (where sites
 //! put Slurm on the PATH), as kubectl mode's do.
@@ -23,6 +25,7 @@ mod job;
 mod jpserver;
 mod status;
 mod tunnel;
+mod watchdog;
 
 use std::time::Duration;
 

@@ -248,7 +248,7 @@ fn identity(plan: &Plan) -> String {
         .as_ref()
         .map(|k| k.display().to_string())
         .unwrap_or_default();
-    let parts = [
+    let mut parts = vec![
         plan.via.join(","),
         plan.request.cluster.context.clone().unwrap_or_default(),
         plan.request.cluster.namespace.clone().unwrap_or_default(),
@@ -258,6 +258,10 @@ fn identity(plan: &Plan) -> String {
         ports,
         local,
     ];
+    // Two submissions with other sbatch options are two tunnels (two jobs).
+    if let Some(crate::laptop::slurm::Source::Submit(spec)) = &plan.slurm {
+        parts.push(format!("{spec:?}"));
+    }
     let digest = ring::digest::digest(&ring::digest::SHA256, parts.join("\0").as_bytes());
     data_encoding::HEXLOWER.encode(&digest.as_ref()[..4])
 }
@@ -363,6 +367,11 @@ impl Registration {
             change(&mut state);
         }
         self.save();
+    }
+
+    /// Names the target as `ls` shows it, once it is known.
+    pub fn set_target(&self, target: &str) {
+        self.update(|s| s.target = target.to_string());
     }
 
     /// Follows what the tunnel reports.

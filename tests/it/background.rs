@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 
 use crate::common::http;
 use crate::common::podtun::{self, Finished};
@@ -33,28 +32,8 @@ async fn topology(manifests: &[&'static str]) -> Topology {
 }
 
 /// Runs a podtun command to completion (bounded) and returns what it printed.
-async fn finish(mut cmd: tokio::process::Command) -> Finished {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn podtun");
-    let (mut out, mut err) = (String::new(), String::new());
-    let mut so = child.stdout.take().expect("stdout");
-    let mut se = child.stderr.take().expect("stderr");
-    let status = tokio::time::timeout(RUN_TIMEOUT, async {
-        let (a, b, status) = tokio::join!(
-            so.read_to_string(&mut out),
-            se.read_to_string(&mut err),
-            child.wait()
-        );
-        a.and(b).and(status)
-    })
-    .await
-    .expect("podtun did not finish in time")
-    .expect("run podtun");
-    Finished {
-        status,
-        stdout: out,
-        stderr: err,
-    }
+async fn finish(cmd: tokio::process::Command) -> Finished {
+    podtun::finish_within(cmd, RUN_TIMEOUT).await
 }
 
 /// Runs `podtun ARGS` on the laptop; asserts exit 0 and returns stdout.

@@ -410,22 +410,7 @@ async fn a_lost_connection_keeps_the_port_and_prints_the_new_url() {
     let (old_pid, old_socket) = started_servers(&t).pop().expect("a started server");
 
     // The laptop's SSH session dies on the login host (sshd's listener stays).
-    let sessions: Vec<String> = t
-        .login
-        .pids()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|raw| String::from_utf8_lossy(&raw).starts_with("sshd: podtun-login"))
-        })
-        .collect();
-    assert!(!sessions.is_empty(), "the laptop's sshd session");
-    let killed = std::process::Command::new("kill")
-        .arg("-KILL")
-        .args(&sessions)
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    t.kill_login_ssh_sessions();
 
     let ev = p.wait_for("reconnecting", RECOVERY).await;
     assert!(ev["reason"].is_string(), "{ev}");

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::common::http;
 use crate::common::podtun::{self, Podtun};
 use crate::common::topology::{
-    ensure_user, ids, wait_until, Shape, Topology, LOGIN_USER, OTHER_USER,
+    ensure_user, ids, parent_pid, wait_until, Shape, Topology, LOGIN_USER, OTHER_USER,
 };
 use crate::via::{
     args, get, login_kubectl_proxies, ping, shape, spawn, CLEANUP_TIMEOUT, JUPYTER, REDIS,
@@ -409,15 +409,6 @@ async fn kubectl_mode_kubeconfig_from_the_login_profile_and_a_banner() {
 
 /// The login host's sshd processes serving connections (not its listener).
 fn ssh_sessions(t: &Topology) -> Vec<String> {
-    let parent = |pid: &str| -> Option<String> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // `pid (comm) state ppid …`: comm may hold spaces, so count from its end.
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)
-            .map(str::to_string)
-    };
     let sshds: Vec<String> = t
         .login
         .pids()
@@ -429,7 +420,7 @@ fn ssh_sessions(t: &Topology) -> Vec<String> {
         .collect();
     sshds
         .iter()
-        .filter(|pid| parent(pid).is_some_and(|ppid| sshds.contains(&ppid)))
+        .filter(|pid| parent_pid(pid).is_some_and(|ppid| sshds.contains(&ppid)))
         .cloned()
         .collect()
 }

@@ -13,7 +13,7 @@ use crate::common::cluster::JUPYTER_BIN;
 use crate::common::http;
 use crate::common::podtun::{self, Podtun};
 use crate::common::slurm::{Slurm, NODE, SHORT_PARTITION};
-use crate::common::topology::{wait_until, Shape, Topology};
+use crate::common::topology::{parent_pid, wait_until, Shape, Topology};
 
 /// Bound on a job being scheduled once the node is free.
 const SCHEDULE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -320,4 +320,149 @@ async fn slurm_usage_errors() {
         assert_eq!(done.status.code(), Some(2), "{args:?}: {}", done.stderr);
         assert!(done.stderr.contains(says), "{args:?}: {}", done.stderr);
     }
+}
+
+/// Bound on `reconnecting` and then `ready` after the SSH connection died (the backoff, a new
+/// connection and a new look at the job included).
+const RECOVERY: Duration = Duration::from_secs(90);
+/// Bound on the watchdog cancelling a job after podtun was killed: its grace (60 s without a
+/// heartbeat), its 5 s look, and scancel on a loaded machine.
+const WATCHDOG_CANCEL: Duration = Duration::from_secs(180);
+
+/// The job id of a `ready` event's `slurm/JOBID` target.
+fn job_id(ready: &Value) -> String {
+    ready["target"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("slurm/"))
+        .unwrap_or_else(|| panic!("no slurm/JOBID target in {ready}"))
+        .to_string()
+}
+
+/// podtun's job watchdogs on the login host: their shells' pids (a watchdog's own subshells,
+/// which share its command line, are not counted).
+fn watchdogs(t: &Topology) -> Vec<String> {
+    let watching = |pid: &str| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+            let cmd = String::from_utf8_lossy(&raw);
+            cmd.contains("podtun-slurm:") && cmd.contains("watching")
+        })
+    };
+    let pids: Vec<String> = t.login.pids().into_iter().filter(|p| watching(p)).collect();
+    pids.iter()
+        .filter(|pid| parent_pid(pid).is_none_or(|ppid| !pids.contains(&ppid)))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_lost_connection_keeps_the_port_and_the_submitted_job() {
+    let mut t = Topology::start(Shape::default()).await;
+    let slurm = slurm_for(&mut t);
+    let (mut p, _stderr) = spawn(&t, &["--slurm", "--time=30:00"]);
+    let ready = p.wait_for("ready", READY_TIMEOUT).await;
+    let id = job_id(&ready);
+    url_works(&t, &ready).await;
+
+    t.kill_login_ssh_sessions();
+    let ev = p.wait_for("reconnecting", RECOVERY).await;
+    assert!(ev["reason"].is_string(), "{ev}");
+    let again = p.wait_for("ready", RECOVERY).await;
+    assert_eq!(again["local"], ready["local"], "the same local port");
+    assert_eq!(again["url"], ready["url"], "the same server, the same URL");
+    url_works(&t, &again).await;
+    assert_eq!(
+        slurm.squeue(&id).as_deref(),
+        Some(&format!("RUNNING {NODE}")[..]),
+        "the job podtun submitted outlives a lost connection"
+    );
+    // The lost connection's watchdog hands the job over to the new connection's.
+    wait_until("one watchdog of the job", RECOVERY, || {
+        watchdogs(&t).len() == 1
+    })
+    .await;
+
+    let status = ctrl_c(p).await;
+    assert!(status.success(), "podtun exits 0 after Ctrl-C: {status}");
+    wait_until(
+        &format!("job {id} gone from squeue, no watchdog left"),
+        CANCEL_TIMEOUT,
+        || slurm.squeue(&id).is_none() && watchdogs(&t).is_empty(),
+    )
+    .await;
+    assert_eq!(slurm.job_state(&id), "JobState=CANCELLED Reason=None");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_submitted_job_is_cancelled_after_podtun_is_killed() {
+    let mut t = Topology::start(Shape::default()).await;
+    let slurm = slurm_for(&mut t);
+    let (mut p, _stderr) = spawn(&t, &["--slurm", "--time=30:00"]);
+    let ready = p.wait_for("ready", READY_TIMEOUT).await;
+    let id = job_id(&ready);
+    assert_eq!(watchdogs(&t).len(), 1, "{:?}", watchdogs(&t));
+
+    p.child.start_kill().expect("kill -9 podtun");
+    p.child.wait().await.expect("wait for podtun");
+    wait_until(
+        &format!("job {id} cancelled on the login host, its watchdog gone"),
+        WATCHDOG_CANCEL,
+        || slurm.squeue(&id).is_none() && watchdogs(&t).is_empty(),
+    )
+    .await;
+    assert_eq!(slurm.job_state(&id), "JobState=CANCELLED Reason=None");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_job_in_the_background_is_listed_and_stop_cancels_it() {
+    let mut t = Topology::start(Shape::default()).await;
+    let slurm = slurm_for(&mut t);
+    let start = [
+        "jupyter",
+        "--slurm",
+        "--time=30:00",
+        "--via",
+        &t.addrs.login,
+        "-p",
+        "0",
+        "--no-browser",
+        "-d",
+    ];
+    let done = podtun::finish(t.podtun(&start)).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    let url = done.stdout.trim().to_string();
+    let ready = serde_json::json!({ "url": url });
+    url_works(&t, &ready).await;
+
+    let listed = podtun::finish(t.podtun(&["ls", "--json"])).await;
+    assert!(listed.status.success(), "{}", listed.stderr);
+    let entries: Vec<Value> = listed
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l}: {e}")))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["state"], "ready", "{entries:?}");
+    let id = entries[0]["target"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("slurm/"))
+        .unwrap_or_else(|| panic!("ls names the job: {entries:?}"))
+        .to_string();
+    assert_eq!(
+        slurm.squeue(&id).as_deref(),
+        Some(&format!("RUNNING {NODE}")[..])
+    );
+
+    let stopped = podtun::finish(t.podtun(&["stop", "--all"])).await;
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    wait_until(
+        &format!("job {id} cancelled, no watchdog, no podtun on the laptop"),
+        CANCEL_TIMEOUT,
+        || {
+            slurm.squeue(&id).is_none()
+                && watchdogs(&t).is_empty()
+                && !t.laptop_commands().iter().any(|c| c.contains("podtun"))
+        },
+    )
+    .await;
+    assert_eq!(slurm.job_state(&id), "JobState=CANCELLED Reason=None");
 }

@@ -1,21 +1,24 @@
 //! `podtun jupyter --via LOGIN --slurm OPTIONS` and `podtun jupyter slurm/JOBID --via LOGIN`:
 //! one SSH connection to the login host; the job submitted (or found), followed until Jupyter
-//! answers; then one `direct-tcpip` channel to NODE:PORT per local connection, until Ctrl-C,
-//! the job's end or the connection's loss. A job podtun submitted is cancelled on the way out,
-//! whatever the way; a job it did not submit is left running.
+//! answers; then one `direct-tcpip` channel to NODE:PORT per local connection, until Ctrl-C or
+//! the job's end. A lost connection keeps the local port: podtun reconnects with backoff, finds
+//! the job's server again and reports `ready` again. A job podtun submitted is cancelled when
+//! podtun stops, and by its [`Watchdog`] on the login host when the laptop goes away for good;
+//! a job it did not submit is left running.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail, Context};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use super::watchdog::Watchdog;
 use super::{find, release, status, submit, Found, Job, Phase, Released, Source};
-use crate::error::hinted;
 use crate::laptop::ssh::SshSession;
 use crate::laptop::{listener, run, session};
 use crate::output::{Event, Output};
@@ -28,8 +31,61 @@ const WATCH_EVERY: Duration = Duration::from_secs(30);
 const TIME_WARNING: Duration = Duration::from_secs(10 * 60);
 /// Bound on cancelling a submitted job on the way out (a new connection included).
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on how long a new local connection waits for the link to the login host to come back.
+const LINK_WAIT: Duration = Duration::from_secs(60);
 
-/// Runs the forward to Jupyter in a Slurm job until shutdown.
+/// One connection to the login host, with the watchdog of a submitted job on it.
+struct Link {
+    ssh: SshSession,
+    watchdog: Option<Watchdog>,
+}
+
+/// Where local connections go now.
+struct Route {
+    ssh: SshSession,
+    node: String,
+    port: u16,
+}
+
+/// Why serving over one connection ended.
+enum Ended {
+    Shutdown,
+    Lost(String),
+    Fatal(anyhow::Error),
+}
+
+/// The laptop's end: bound once, kept across reconnections.
+struct LocalEnd {
+    early: Option<tokio::net::TcpListener>,
+    addr: Option<SocketAddr>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    route: watch::Sender<Option<Arc<Route>>>,
+}
+
+impl LocalEnd {
+    /// The local address, bound (and served) the first time: the port the user named, else the
+    /// server's if free, else any.
+    fn bind(&mut self, plan: &Plan, port: u16) -> anyhow::Result<SocketAddr> {
+        if let Some(addr) = self.addr {
+            return Ok(addr);
+        }
+        let bound = match self.early.take() {
+            Some(l) => l,
+            None => listener::bind(plan.address, None, port)?,
+        };
+        let addr = bound.local_addr()?;
+        let route = self.route.subscribe();
+        crate::accept::serve(bound, self.cancel.clone(), &self.tracker, move |conn| {
+            forward(route.clone(), conn)
+        });
+        self.addr = Some(addr);
+        Ok(addr)
+    }
+}
+
+/// Runs the forward to Jupyter in a Slurm job until shutdown, reconnecting when the login host
+/// goes away.
 pub async fn run(
     plan: &Plan,
     out: Arc<Output>,
@@ -63,6 +119,7 @@ pub async fn run(
                     return Err(e);
                 }
             };
+            out.set_target(&format!("{}/{}", super::TARGET_KIND, job.id));
             out.note(&format!(
                 "submitted Slurm job {} on `{host}` (cancelled when podtun stops)",
                 job.id
@@ -70,18 +127,159 @@ pub async fn run(
             job
         }
     };
-    let result = forward(plan, &out, &ssh, &job, early, &mut shutdown).await;
+    let watchdog = guard(&out, &ssh, &job).await;
+    let link = Link { ssh, watchdog };
+    let (route, _) = watch::channel(None);
+    let mut end = LocalEnd {
+        early,
+        addr: None,
+        cancel: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        route,
+    };
+    let (result, link) = follow(plan, &out, &job, link, &mut end, &mut shutdown).await;
+    run::drain(end.cancel, end.tracker).await;
     if job.submitted {
-        cancel(plan, &out, &ssh, &job).await;
+        let done = cancel(plan, &out, &link.ssh, &job).await;
+        if let Some(watchdog) = link.watchdog {
+            // Not cancelled: the watchdog does it once podtun is gone.
+            if done && !link.ssh.is_closed() {
+                watchdog.dismiss().await;
+            }
+        }
     }
-    ssh.disconnect().await;
+    link.ssh.disconnect().await;
     result?;
     out.event(&Event::Closed);
     Ok(())
 }
 
-/// Cancels the job podtun submitted; over a new connection when this one was lost.
-async fn cancel(plan: &Plan, out: &Output, ssh: &SshSession, job: &Job) {
+/// The watchdog of a job podtun submitted (none for a job it attached to); one that cannot
+/// start is said, not fatal.
+async fn guard(out: &Output, ssh: &SshSession, job: &Job) -> Option<Watchdog> {
+    if !job.submitted {
+        return None;
+    }
+    match Watchdog::start(ssh, &job.id).await {
+        Ok(watchdog) => Some(watchdog),
+        Err(e) => {
+            out.note(&format!(
+                "{e:#}; the job is cancelled when podtun stops, but not if podtun is killed"
+            ));
+            None
+        }
+    }
+}
+
+/// Serves over one connection after another until shutdown or a failure; gives back the last.
+async fn follow(
+    plan: &Plan,
+    out: &Output,
+    job: &Job,
+    mut link: Link,
+    end: &mut LocalEnd,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> (anyhow::Result<()>, Link) {
+    let mut warned = false;
+    let mut failures = 0u32;
+    loop {
+        let ended = serve(plan, out, job, &link, end, &mut warned, shutdown).await;
+        end.route.send_replace(None);
+        let reason = match ended {
+            Ended::Shutdown => return (Ok(()), link),
+            Ended::Fatal(e) => return (Err(e), link),
+            Ended::Lost(reason) => reason,
+        };
+        out.event(&Event::Reconnecting { reason });
+        // The old watchdog keeps the job through the reconnect window (its grace).
+        link.ssh.disconnect().await;
+        loop {
+            failures += 1;
+            tokio::select! {
+                () = &mut *shutdown => return (Ok(()), link),
+                () = tokio::time::sleep(session::backoff(failures)) => {}
+            }
+            let again = tokio::select! {
+                () = &mut *shutdown => return (Ok(()), link),
+                again = reconnect(plan, out, job) => again,
+            };
+            match again {
+                Ok(new) => {
+                    link = new;
+                    failures = 0;
+                    break;
+                }
+                Err(e) if session::is_permanent(&e) => return (Err(e), link),
+                Err(e) => out.note(&format!("reconnecting failed: {e:#}")),
+            }
+        }
+    }
+}
+
+/// A new connection, and a new watchdog for a submitted job, which takes the job over from the
+/// one of the lost connection.
+async fn reconnect(plan: &Plan, out: &Output, job: &Job) -> anyhow::Result<Link> {
+    out.progress(&format!("connecting to {}", plan.via.join(" → ")));
+    let ssh = SshSession::connect(&plan.via, &session::ssh_options(plan)).await?;
+    let watchdog = guard(out, &ssh, job).await;
+    Ok(Link { ssh, watchdog })
+}
+
+/// Over one connection: finds the job's server, routes local connections to it, reports
+/// `ready`, then holds until shutdown, the job's end or the connection's loss.
+async fn serve(
+    plan: &Plan,
+    out: &Output,
+    job: &Job,
+    link: &Link,
+    end: &mut LocalEnd,
+    warned: &mut bool,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Ended {
+    let ssh = &link.ssh;
+    let lost = || format!("lost the connection to `{}`", ssh.host());
+    let report = |s: &super::JobStatus| out.progress(&s.to_string());
+    let found = tokio::select! {
+        () = &mut *shutdown => return Ended::Shutdown,
+        () = ssh.closed() => return Ended::Lost(lost()),
+        found = find(ssh, job, plan.spec.timeout, report) => match found {
+            Ok(found) => found,
+            Err(e) if ssh.is_closed() => return Ended::Lost(format!("{e:#}")),
+            Err(e) => return Ended::Fatal(e),
+        },
+    };
+    let first = end.addr.is_none();
+    let local = match end.bind(plan, found.server.port) {
+        Ok(addr) => addr,
+        Err(e) => return Ended::Fatal(e),
+    };
+    end.route.send_replace(Some(Arc::new(Route {
+        ssh: ssh.clone(),
+        node: found.host.clone(),
+        port: found.server.port,
+    })));
+    let access = access(&found);
+    let progress = |m: &str| out.progress(m);
+    let locals = [local];
+    tokio::select! {
+        () = &mut *shutdown => return Ended::Shutdown,
+        usable = run::wait_usable(plan, &locals, Some(&access), &progress) => match usable {
+            Ok(()) => {}
+            Err(e) if first && !ssh.is_closed() => return Ended::Fatal(e),
+            Err(e) => return Ended::Lost(format!("{e:#}")),
+        },
+    }
+    report_ready(plan, out, job, &found, local, &access, first);
+    tokio::select! {
+        () = &mut *shutdown => Ended::Shutdown,
+        () = ssh.closed() => Ended::Lost(lost()),
+        ended = watch_job(ssh, out, job, warned) => Ended::Fatal(ended),
+    }
+}
+
+/// Cancels the job podtun submitted, over a new connection when this one was lost; whether it
+/// is gone.
+async fn cancel(plan: &Plan, out: &Output, ssh: &SshSession, job: &Job) -> bool {
     let attempt = async {
         if ssh.is_closed() {
             let again = SshSession::connect(&plan.via, &session::ssh_options(plan)).await?;
@@ -93,76 +291,50 @@ async fn cancel(plan: &Plan, out: &Output, ssh: &SshSession, job: &Job) {
         }
     };
     match tokio::time::timeout(CANCEL_TIMEOUT, attempt).await {
-        Ok(Ok(Released::Cancelled)) => out.note(&format!("cancelled Slurm job {}", job.id)),
-        Ok(Ok(Released::AlreadyEnded | Released::LeftRunning)) => {}
-        Ok(Err(e)) => out.note(&format!(
-            "could not cancel Slurm job {}: {e:#}; run `scancel {}` on the login host",
-            job.id, job.id
-        )),
-        Err(_) => out.note(&format!(
-            "could not cancel Slurm job {} within {}s; run `scancel {}` on the login host",
-            job.id,
-            CANCEL_TIMEOUT.as_secs(),
-            job.id
-        )),
+        Ok(Ok(Released::Cancelled)) => {
+            out.note(&format!("cancelled Slurm job {}", job.id));
+            true
+        }
+        Ok(Ok(Released::AlreadyEnded | Released::LeftRunning)) => true,
+        Ok(Err(e)) => {
+            out.note(&format!(
+                "could not cancel Slurm job {}: {e:#}; run `scancel {}` on the login host",
+                job.id, job.id
+            ));
+            false
+        }
+        Err(_) => {
+            out.note(&format!(
+                "could not cancel Slurm job {} within {}s; run `scancel {}` on the login host",
+                job.id,
+                CANCEL_TIMEOUT.as_secs(),
+                job.id
+            ));
+            false
+        }
     }
 }
 
-/// Follows the job to Jupyter, serves local connections, and holds until the end.
+/// One local connection: one `direct-tcpip` channel to the job's server, once the link is up.
 async fn forward(
-    plan: &Plan,
-    out: &Output,
-    ssh: &SshSession,
-    job: &Job,
-    early: Option<tokio::net::TcpListener>,
-    shutdown: &mut (impl Future<Output = ()> + Unpin),
+    mut route: watch::Receiver<Option<Arc<Route>>>,
+    conn: tokio::net::TcpStream,
 ) -> anyhow::Result<()> {
-    let report = |s: &super::JobStatus| out.progress(&s.to_string());
-    let found = tokio::select! {
-        () = &mut *shutdown => return Ok(()),
-        found = find(ssh, job, plan.spec.timeout, report) => found?,
+    let up = tokio::time::timeout(LINK_WAIT, async {
+        route.wait_for(Option::is_some).await.map(|g| g.clone())
+    })
+    .await;
+    let route = match up {
+        Ok(Ok(current)) => current.context("no route")?,
+        _ => bail!(
+            "the login host was unreachable for {}s",
+            LINK_WAIT.as_secs()
+        ),
     };
-    let bound = match early {
-        Some(l) => l,
-        None => listener::bind(plan.address, None, found.server.port)?,
-    };
-    let local = bound.local_addr()?;
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let (route, node, port) = (ssh.clone(), found.host.clone(), found.server.port);
-    crate::accept::serve(bound, cancel.clone(), &tracker, move |conn| {
-        let (ssh, node) = (route.clone(), node.clone());
-        async move {
-            let channel = ssh.open_tcp(&node, port).await?;
-            let moved = crate::splice::splice(conn, channel.into_stream()).await?;
-            debug!(up = moved.up, down = moved.down, "connection closed");
-            Ok(())
-        }
-    });
-    let access = access(&found);
-    let progress = |m: &str| out.progress(m);
-    let locals = [local];
-    let usable = tokio::select! {
-        () = &mut *shutdown => Ok(false),
-        usable = run::wait_usable(plan, &locals, Some(&access), &progress) => usable.map(|()| true),
-    };
-    let result = match usable {
-        Ok(true) => {
-            report_ready(plan, out, job, &found, local, &access);
-            tokio::select! {
-                () = &mut *shutdown => Ok(()),
-                () = ssh.closed() => Err(hinted(
-                    anyhow!("lost the connection to `{}`", ssh.host()),
-                    "run the same command again",
-                )),
-                ended = watch(ssh, out, job) => Err(ended),
-            }
-        }
-        Ok(false) => Ok(()),
-        Err(e) => Err(e),
-    };
-    run::drain(cancel, tracker).await;
-    result
+    let channel = route.ssh.open_tcp(&route.node, route.port).await?;
+    let moved = crate::splice::splice(conn, channel.into_stream()).await?;
+    debug!(up = moved.up, down = moved.down, "connection closed");
+    Ok(())
 }
 
 /// The URL parts of the server.
@@ -190,6 +362,7 @@ fn report_ready(
     found: &Found,
     local: SocketAddr,
     access: &JupyterAccess,
+    first: bool,
 ) {
     out.done();
     if let Some(note) = &access.note {
@@ -224,18 +397,17 @@ fn report_ready(
         agent: Some("none"),
     });
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    if plan.browser && terminal {
+    if first && plan.browser && terminal {
         if let Err(e) = open::that_detached(&url) {
             out.note(&format!("could not open a browser: {e}"));
         }
     }
-    out.ready_reported(true);
+    out.ready_reported(first);
 }
 
 /// Resolves with the error to report when the job stops running; says once when little time
 /// is left.
-async fn watch(ssh: &SshSession, out: &Output, job: &Job) -> anyhow::Error {
-    let mut warned = false;
+async fn watch_job(ssh: &SshSession, out: &Output, job: &Job, warned: &mut bool) -> anyhow::Error {
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
         let now = match status(ssh, &job.id).await {
@@ -248,13 +420,13 @@ async fn watch(ssh: &SshSession, out: &Output, job: &Job) -> anyhow::Error {
         match now.phase() {
             Phase::Running => {
                 if let Some(left) = now.time_left().filter(|l| *l < TIME_WARNING) {
-                    if !warned {
+                    if !*warned {
                         out.note(&format!(
                             "Slurm job {} has {} left",
                             job.id,
                             super::slurm_duration(left)
                         ));
-                        warned = true;
+                        *warned = true;
                     }
                 }
             }

@@ -152,13 +152,18 @@ pub async fn run_raw(home: &Path, args: &[&str]) -> Finished {
 }
 
 /// Runs a podtun command the test built itself to completion (bounded).
-pub async fn finish(mut cmd: Command) -> Finished {
+pub async fn finish(cmd: Command) -> Finished {
+    finish_within(cmd, Duration::from_secs(60)).await
+}
+
+/// Runs a podtun command the test built itself to completion, at most `within`.
+pub async fn finish_within(mut cmd: Command, within: Duration) -> Finished {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn podtun");
     let (mut out, mut err) = (String::new(), String::new());
     let mut so = child.stdout.take().expect("stdout");
     let mut se = child.stderr.take().expect("stderr");
-    let status = tokio::time::timeout(Duration::from_secs(60), async {
+    let status = tokio::time::timeout(within, async {
         let (a, b, status) = tokio::join!(
             so.read_to_string(&mut out),
             se.read_to_string(&mut err),
@@ -167,7 +172,7 @@ pub async fn finish(mut cmd: Command) -> Finished {
         a.and(b).and(status)
     })
     .await
-    .expect("podtun did not finish within 60s")
+    .unwrap_or_else(|_| panic!("podtun did not finish within {}s", within.as_secs()))
     .expect("run podtun");
     Finished {
         status,

@@ -313,14 +313,63 @@ impl Topology {
 
     /// The command lines of the `podtun` processes living on the login host.
     pub fn login_podtuns(&self) -> Vec<String> {
-        self.login
-            .pids()
-            .iter()
-            .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
-            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        self.login_commands()
+            .into_iter()
             .filter(|cmd| cmd.contains("podtun agent"))
             .collect()
     }
+
+    /// The command lines of every process on the login host.
+    pub fn login_commands(&self) -> Vec<String> {
+        commands(&self.login)
+    }
+
+    /// The command lines of every process on the laptop.
+    pub fn laptop_commands(&self) -> Vec<String> {
+        commands(&self.laptop)
+    }
+
+    /// Kills the login host's sshd sessions serving the laptop (its listener stays): the SSH
+    /// connection dies as when the login host drops it.
+    pub fn kill_login_ssh_sessions(&self) {
+        let sessions: Vec<String> = self
+            .login
+            .pids()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                    String::from_utf8_lossy(&raw).starts_with(&format!("sshd: {LOGIN_USER}"))
+                })
+            })
+            .collect();
+        assert!(!sessions.is_empty(), "no sshd session serves the laptop");
+        let killed = std::process::Command::new("kill")
+            .arg("-KILL")
+            .args(&sessions)
+            .status()
+            .expect("kill");
+        assert!(killed.success(), "kill -KILL {sessions:?}");
+    }
+}
+
+/// The parent of process `pid`.
+pub fn parent_pid(pid: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces, so count from its end.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_string)
+}
+
+/// The command lines of the processes in `ns`.
+fn commands(ns: &Netns) -> Vec<String> {
+    ns.pids()
+        .iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .collect()
 }
 
 /// Starts the test cluster with its API server listening inside `ns` on `ip` (a port the
