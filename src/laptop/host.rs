@@ -308,19 +308,29 @@ async fn streamlocal_allowed(ssh: &SshSession, sock: &str) -> anyhow::Result<boo
     }
 }
 
+/// Where a new local connection goes: the current route once the link to `host` is up, waiting
+/// at most `within` while podtun reconnects.
+pub(crate) async fn route_when_up<T>(
+    route: &mut watch::Receiver<Option<Arc<T>>>,
+    within: Duration,
+    host: &str,
+) -> anyhow::Result<Arc<T>> {
+    let up = tokio::time::timeout(within, async {
+        route.wait_for(Option::is_some).await.map(|g| g.clone())
+    })
+    .await;
+    match up {
+        Ok(Ok(current)) => current.context("no route"),
+        _ => bail!("{host} was unreachable for {}s", within.as_secs()),
+    }
+}
+
 /// One local connection: one SSH channel to the server.
 async fn forward(
     mut route: watch::Receiver<Option<Arc<Route>>>,
     conn: tokio::net::TcpStream,
 ) -> anyhow::Result<()> {
-    let up = tokio::time::timeout(LINK_WAIT, async {
-        route.wait_for(Option::is_some).await.map(|g| g.clone())
-    })
-    .await;
-    let route = match up {
-        Ok(Ok(current)) => current.context("no route")?,
-        _ => bail!("the SSH host was unreachable for {}s", LINK_WAIT.as_secs()),
-    };
+    let route = route_when_up(&mut route, LINK_WAIT, "the SSH host").await?;
     let server = &route.server;
     let channel = match &server.sock {
         Some(sock) => route.ssh.open_streamlocal(sock).await?,

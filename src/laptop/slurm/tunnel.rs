@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::anyhow;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,6 +19,7 @@ use tracing::debug;
 
 use super::watchdog::Watchdog;
 use super::{find, release, status, submit, Found, Job, Phase, Released, Source};
+use crate::laptop::host::route_when_up;
 use crate::laptop::ssh::SshSession;
 use crate::laptop::{listener, run, session};
 use crate::output::{Event, Output};
@@ -320,17 +321,7 @@ async fn forward(
     mut route: watch::Receiver<Option<Arc<Route>>>,
     conn: tokio::net::TcpStream,
 ) -> anyhow::Result<()> {
-    let up = tokio::time::timeout(LINK_WAIT, async {
-        route.wait_for(Option::is_some).await.map(|g| g.clone())
-    })
-    .await;
-    let route = match up {
-        Ok(Ok(current)) => current.context("no route")?,
-        _ => bail!(
-            "the login host was unreachable for {}s",
-            LINK_WAIT.as_secs()
-        ),
-    };
+    let route = route_when_up(&mut route, LINK_WAIT, "the login host").await?;
     let channel = route.ssh.open_tcp(&route.node, route.port).await?;
     let moved = crate::splice::splice(conn, channel.into_stream()).await?;
     debug!(up = moved.up, down = moved.down, "connection closed");
