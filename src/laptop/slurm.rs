@@ -140,6 +140,15 @@ pub async fn status(ssh: &SshSession, id: &JobId) -> anyhow::Result<JobStatus> {
             ),
         ));
     }
+    if ran.status == Some(127) || said.contains("not found") {
+        return Err(hinted(
+            anyhow!(
+                "scontrol is not on login host `{}`'s PATH (in a login shell)",
+                ssh.host()
+            ),
+            "load Slurm there (e.g. `module load slurm` in ~/.profile), or check that this is the cluster's login host",
+        ));
+    }
     Err(anyhow!(
         "`scontrol show job {id}` failed on login host `{}` (exit status {}){}",
         ssh.host(),
@@ -149,6 +158,23 @@ pub async fn status(ssh: &SshSession, id: &JobId) -> anyhow::Result<JobStatus> {
         } else {
             format!(": {said}")
         }
+    ))
+}
+
+/// An existing job is the login user's own: another user's Jupyter, its token in their files,
+/// is not podtun's to reach.
+pub async fn check_yours(ssh: &SshSession, job: &JobStatus) -> anyhow::Result<()> {
+    let Some(owner) = &job.user else {
+        return Ok(());
+    };
+    let ran = install::run(ssh, "id -un", None).await?;
+    let me = ran.stdout.trim();
+    if me.is_empty() || me == owner {
+        return Ok(());
+    }
+    Err(hinted(
+        anyhow!("Slurm job {} is not yours: it runs as `{owner}`, and you are `{me}` on login host `{}`", job.id, ssh.host()),
+        "podtun attaches to your own jobs only; see yours with `squeue --me`, or start one with --slurm",
     ))
 }
 

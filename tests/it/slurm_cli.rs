@@ -3,6 +3,7 @@
 //! laptop cannot reach (`common::slurm`). What is checked is what the user sees: the job's
 //! state on stderr, a URL that works on the laptop, and what happens to the job after Ctrl-C.
 
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use crate::common::cluster::JUPYTER_BIN;
 use crate::common::http;
 use crate::common::podtun::{self, Podtun};
 use crate::common::slurm::{Slurm, NODE, SHORT_PARTITION};
-use crate::common::topology::{parent_pid, wait_until, Shape, Topology};
+use crate::common::topology::{ensure_user, parent_pid, wait_until, Shape, Topology, OTHER_USER};
 
 /// Bound on a job being scheduled once the node is free.
 const SCHEDULE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -465,4 +466,88 @@ async fn slurm_job_in_the_background_is_listed_and_stop_cancels_it() {
     )
     .await;
     assert_eq!(slurm.job_state(&id), "JobState=CANCELLED Reason=None");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_errors_name_what_is_missing_or_not_yours() {
+    let mut t = Topology::start(Shape::default()).await;
+    let slurm = tokio::task::block_in_place(|| Slurm::start(&mut t));
+    let profile = t.login_home.path().join(".profile");
+
+    // Jupyter is not on the PATH the job's login shell gets: the job fails, podtun says why.
+    std::fs::write(&profile, "").expect(".profile");
+    let cmd = t.podtun(&[
+        "jupyter",
+        "--via",
+        &t.addrs.login,
+        "--slurm",
+        "--time=10:00",
+        "--no-browser",
+    ]);
+    let done = podtun::finish_within(cmd, READY_TIMEOUT).await;
+    assert_eq!(done.status.code(), Some(1), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("jupyter is not on PATH on node1"),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        done.stderr
+            .contains("hint: Jupyter is not on the PATH of the job's login shell"),
+        "{}",
+        done.stderr
+    );
+
+    // Another user's job: refused, and left running.
+    ensure_user(OTHER_USER, &["-M", "-r", "-s", "/usr/sbin/nologin"]);
+    let other = slurm
+        .command_as(
+            OTHER_USER,
+            Path::new("/"),
+            "sbatch",
+            &["--parsable", "--output=/dev/null", "--wrap", "sleep 600"],
+        )
+        .output()
+        .expect("sbatch as another user");
+    assert!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let id = String::from_utf8_lossy(&other.stdout).trim().to_string();
+    let target = format!("slurm/{id}");
+    let attach = || t.podtun(&["jupyter", &target, "--via", &t.addrs.login, "--no-browser"]);
+    let done = podtun::finish(attach()).await;
+    assert_eq!(done.status.code(), Some(1), "{}", done.stderr);
+    assert!(
+        done.stderr.contains(&format!(
+            "Slurm job {id} is not yours: it runs as `{OTHER_USER}`"
+        )),
+        "{}",
+        done.stderr
+    );
+    assert!(done.stderr.contains("squeue --me"), "{}", done.stderr);
+    assert!(
+        slurm.squeue(&id).is_some(),
+        "another user's job is left alone"
+    );
+
+    // Slurm's commands are not on the login shell's PATH.
+    std::fs::write(&profile, "PATH=/nonexistent\nexport PATH\n").expect(".profile");
+    let done = podtun::finish(attach()).await;
+    assert_eq!(done.status.code(), Some(1), "{}", done.stderr);
+    assert!(
+        done.stderr.contains(&format!(
+            "scontrol is not on login host `{}`'s PATH",
+            t.addrs.login
+        )),
+        "{}",
+        done.stderr
+    );
+    assert!(done.stderr.contains("module load slurm"), "{}", done.stderr);
+    let cancelled = slurm
+        .command_as(OTHER_USER, Path::new("/"), "scancel", &[&id])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(cancelled, "scancel {id} as its owner");
 }

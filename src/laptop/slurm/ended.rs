@@ -93,6 +93,15 @@ pub fn ended_error(job: &JobStatus, output_tail: &str) -> anyhow::Error {
                         partition or QOS without preemption"
             .to_string(),
         "DEADLINE" => "it could not start before its --deadline".to_string(),
+        _ if job
+            .exit_code
+            .as_deref()
+            .is_some_and(|c| c.starts_with("127:")) =>
+        {
+            "Jupyter is not on the PATH of the job's login shell on its node: load it in \
+             ~/.profile (e.g. `module load jupyter`), or name its environment with --env"
+                .to_string()
+        }
         _ => format!("see {output} on the login host"),
     };
     let mut err = anyhow!("Slurm job {} ended: {said}", job.id);
@@ -134,6 +143,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("jupyter is not on PATH on node1"), "{text}");
+        assert!(
+            text.contains("hint: Jupyter is not on the PATH of the job's login shell"),
+            "{text}"
+        );
+        let other = JobStatus::from_scontrol(&line.replace("ExitCode=127:0", "ExitCode=1:0"))
+            .expect("parsed");
+        let text = render(&ended_error(&other, "Traceback …\n"));
         assert!(
             text.contains("see /home/alice/.cache/podtun/slurm/14.out on the login host"),
             "{text}"

@@ -28,6 +28,8 @@ pub struct JobStatus {
     pub id: String,
     /// `PENDING`, `RUNNING`, `FAILED`…, as Slurm spells it.
     pub state: String,
+    /// The user the job runs as (`UserId=alice(1001)` gives `alice`); `None` when not said.
+    pub user: Option<String>,
     /// Slurm's reason (`Resources`, `Priority`, `NonZeroExitCode`, `TimeLimit`…); `None` when
     /// Slurm gives none.
     pub reason: Option<String>,
@@ -91,6 +93,7 @@ impl JobStatus {
         Some(JobStatus {
             id,
             state: get("JobState").and_then(present)?,
+            user: get("UserId").and_then(|u| present(u.split('(').next().unwrap_or_default())),
             reason: get("Reason").and_then(present),
             nodes: get("NodeList").and_then(present),
             batch_host: get("BatchHost").and_then(present),
@@ -245,6 +248,7 @@ mod tests {
     fn scontrol_running_job() {
         let job = JobStatus::from_scontrol(RUNNING).expect("parsed");
         assert_eq!(job.id, "12");
+        assert_eq!(job.user.as_deref(), Some("alice"));
         assert_eq!(job.phase(), Phase::Running);
         assert_eq!(job.reason, None);
         assert_eq!(job.node().as_deref(), Some("node1"));

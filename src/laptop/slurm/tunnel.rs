@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::watchdog::Watchdog;
-use super::{find, release, status, submit, Found, Job, Phase, Released, Source};
+use super::{check_yours, find, release, status, submit, Found, Job, Phase, Released, Source};
 use crate::laptop::host::route_when_up;
 use crate::laptop::ssh::SshSession;
 use crate::laptop::{listener, run, session};
@@ -109,7 +109,17 @@ pub async fn run(
     };
     let host = ssh.host().to_string();
     let job = match source {
-        Source::Existing(id) => Job::existing(id.clone()),
+        Source::Existing(id) => {
+            let mine = async {
+                let now = status(&ssh, id).await?;
+                check_yours(&ssh, &now).await
+            };
+            if let Err(e) = mine.await {
+                ssh.disconnect().await;
+                return Err(e);
+            }
+            Job::existing(id.clone())
+        }
         Source::Submit(spec) => {
             out.progress(&format!("submitting a Slurm job on `{host}`"));
             // Not raced against Ctrl-C: a job submitted meanwhile would be lost to scancel.

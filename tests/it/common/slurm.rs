@@ -257,12 +257,17 @@ impl Slurm {
     /// `PROGRAM ARGS` on the login host as [`LOGIN_USER`], with its HOME, in `/` (where an SSH
     /// session of that user starts).
     pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        self.command_as(LOGIN_USER, &self.home, program, args)
+    }
+
+    /// `PROGRAM ARGS` on the login host as `user` with HOME `home`, in `/`.
+    pub fn command_as(&self, user: &str, home: &Path, program: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.login_ns, "setpriv"])
-            .arg(format!("--reuid={LOGIN_USER}"))
-            .arg(format!("--regid={LOGIN_USER}"))
+            .arg(format!("--reuid={user}"))
+            .arg(format!("--regid={user}"))
             .args(["--clear-groups", "env"])
-            .arg(format!("HOME={}", self.home.display()))
+            .arg(format!("HOME={}", home.display()))
             .arg(program)
             .args(args)
             .current_dir("/")
