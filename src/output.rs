@@ -53,6 +53,16 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         hint: Option<String>,
     },
+    /// The time a Slurm job has left: once it is ready, and again (`warning`) when little is
+    /// left.
+    TimeLeft {
+        /// The job id.
+        job: String,
+        /// Seconds left.
+        seconds: u64,
+        /// Whether this is the warning before the limit.
+        warning: bool,
+    },
     /// podtun stopped, everything cleaned up.
     Closed,
 }
@@ -190,7 +200,15 @@ impl Output {
                 }
             }
             Event::Reconnecting { reason } => self.note(&format!("reconnecting: {reason}")),
-            Event::Error { .. } | Event::Closed => {}
+            Event::TimeLeft {
+                job,
+                seconds,
+                warning: true,
+            } => self.note(&format!(
+                "Slurm job {job} has {} left",
+                crate::laptop::slurm::slurm_duration(Duration::from_secs(*seconds))
+            )),
+            Event::TimeLeft { .. } | Event::Error { .. } | Event::Closed => {}
         }
     }
 

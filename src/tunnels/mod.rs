@@ -409,7 +409,7 @@ impl Registration {
                 }
             }),
             Event::Error { message, .. } => self.update(|s| s.error = Some(message.clone())),
-            Event::Closed => {}
+            Event::TimeLeft { .. } | Event::Closed => {}
         }
     }
 

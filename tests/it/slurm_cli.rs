@@ -265,16 +265,21 @@ async fn slurm_job_hitting_its_time_limit_ends_podtun_with_timeout() {
         .expect("slurm/JOBID")
         .to_string();
     url_works(&t, &ready).await;
+    let left = p.wait_for("time-left", HTTP_TIMEOUT).await;
+    assert_eq!(left["job"], id.as_str(), "{left}");
+    assert_eq!(left["warning"], false, "{left}");
+    assert!(left["seconds"].as_u64().is_some_and(|s| s <= 60), "{left}");
+    let warning = p.wait_for("time-left", TIME_LIMIT_END).await;
+    assert_eq!(
+        warning["warning"], true,
+        "the last minute is announced: {warning}"
+    );
     let status = tokio::time::timeout(TIME_LIMIT_END, p.child.wait())
         .await
         .expect("podtun did not stop after the job's time limit")
         .expect("wait for podtun");
     assert_eq!(status.code(), Some(1), "{status}");
     let text = stderr.lock().expect("stderr").clone();
-    assert!(
-        text.contains(&format!("Slurm job {id} has 0:")),
-        "the last minute is announced: {text}"
-    );
     assert!(
         text.contains(&format!(
             "error: Slurm job {id} ended: TIMEOUT, reason TimeLimit"

@@ -397,6 +397,13 @@ fn report_ready(
         url: Some(url.clone()),
         agent: Some("none"),
     });
+    if let Some(left) = found.status.time_left() {
+        out.event(&Event::TimeLeft {
+            job: job.id.to_string(),
+            seconds: left.as_secs(),
+            warning: false,
+        });
+    }
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if first && plan.browser && terminal {
         if let Err(e) = open::that_detached(&url) {
@@ -422,11 +429,11 @@ async fn watch_job(ssh: &SshSession, out: &Output, job: &Job, warned: &mut bool)
             Phase::Running => {
                 if let Some(left) = now.time_left().filter(|l| *l < TIME_WARNING) {
                     if !*warned {
-                        out.note(&format!(
-                            "Slurm job {} has {} left",
-                            job.id,
-                            super::slurm_duration(left)
-                        ));
+                        out.event(&Event::TimeLeft {
+                            job: job.id.to_string(),
+                            seconds: left.as_secs(),
+                            warning: true,
+                        });
                         *warned = true;
                     }
                 }
