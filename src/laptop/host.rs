@@ -26,7 +26,9 @@ use tracing::{debug, info};
 
 use super::host_pick::{about, choose};
 use super::host_remote::{ensure_found, Remote};
-use super::host_script::{Listen, Script, Server};
+use super::host_script::{Listen, Script, Server, MARK};
+use super::install::sh_quote;
+use super::remote::RemoteScript;
 use super::ssh::{OpenError, SshSession};
 use super::{listener, run, session};
 use crate::cli::{HostArgs, PresetArgs, HOST_TARGET};
@@ -295,17 +297,29 @@ fn script(args: &HostArgs, start: Option<Listen>, skip: Option<u32>) -> Script<'
     }
 }
 
+/// How many times a refused stream-local channel is tried before it counts as sshd's policy.
+const STREAMLOCAL_PROBES: u32 = 3;
+
 /// Whether sshd lets podtun open a stream-local channel to `sock` (which is listening).
 async fn streamlocal_allowed(ssh: &SshSession, sock: &str) -> anyhow::Result<bool> {
-    match ssh.open_streamlocal(sock).await {
-        Ok(channel) => {
-            drop(channel);
-            Ok(true)
+    for probe in 1..=STREAMLOCAL_PROBES {
+        match ssh.open_streamlocal(sock).await {
+            Ok(channel) => {
+                drop(channel);
+                return Ok(true);
+            }
+            // OpenSSH answers a policy refusal as it answers a socket it could not connect to
+            // (see `OpenError`): a refusal is taken for policy only once it repeats.
+            Err(OpenError::Prohibited { .. } | OpenError::Refused { .. }) => {
+                debug!(host = %ssh.host(), probe, "stream-local channel to {sock} refused");
+                if probe < STREAMLOCAL_PROBES {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
-        // OpenSSH answers a policy refusal as it answers a missing socket (see `OpenError`).
-        Err(OpenError::Prohibited { .. } | OpenError::Refused { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
     }
+    Ok(false)
 }
 
 /// Where a new local connection goes: the current route once the link to `host` is up, waiting
@@ -383,11 +397,58 @@ async fn serve(
             None => std::future::pending().await,
         }
     };
+    // A server of the user's may stop (or be restarted) while the tunnel runs.
+    let watched = async {
+        match keeper {
+            None => server_gone(&session.ssh, session.server.pid).await,
+            Some(_) => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = &mut *shutdown => Ended::Shutdown,
         () = session.ssh.closed() => Ended::Lost(format!("lost the connection to `{host}`")),
         () = keeper_ended => {
             Ended::Lost(format!("the Jupyter server podtun started on `{host}` ended"))
+        }
+        () = watched => Ended::Lost(format!(
+            "your Jupyter server on `{host}` ({}) stopped; looking for a server again",
+            about(&session.server)
+        )),
+    }
+}
+
+/// How often the host checks that a server of the user's still runs.
+const SERVER_CHECK_SECS: u64 = 5;
+
+/// Resolves when process `pid` (a server of the user's) is gone from the host: one small
+/// script on an exec channel looks every few seconds and ends with the channel. Never resolves
+/// when that script cannot run (the loss of the connection is noticed anyway).
+async fn server_gone(ssh: &SshSession, pid: u32) {
+    if pid == 0 {
+        return std::future::pending().await;
+    }
+    let script = format!(
+        "M={mark}
+         ( while kill -0 {pid} 2>/dev/null; do sleep {SERVER_CHECK_SECS}; done; echo \"$M gone\" ) </dev/null &
+         w=$!
+         cat >/dev/null
+         kill \"$w\" 2>/dev/null
+",
+        mark = sh_quote(MARK),
+    );
+    let mut watcher = match RemoteScript::start(ssh, &script, MARK, "the server's watcher").await {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            debug!(host = %ssh.host(), "cannot watch the Jupyter server: {e:#}");
+            return std::future::pending().await;
+        }
+    };
+    // Its channel closes with the connection, which every end of `serve` closes.
+    loop {
+        match watcher.lines.recv().await {
+            Some(line) if line == "gone" => return,
+            Some(_) => {}
+            None => return std::future::pending().await,
         }
     }
 }

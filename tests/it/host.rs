@@ -579,3 +579,48 @@ async fn in_the_background_stop_ends_the_started_server() {
     assert!(stopped.status.success(), "{}", stopped.stderr);
     server_is_gone(pid, socket.parent().expect("dir"), "podtun stop").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_is_noticed_and_its_successor_served_on_the_same_port() {
+    let t = Topology::start(Shape::default()).await;
+    login_profile(&t);
+    let first = hand_started(&t).await;
+    let mut p = spawn(&t, &t.addrs.login, &[]);
+    let (local, ready) = p.ready().await;
+    let old_token = url_works(&t, &ready).await;
+
+    // The user stops their server: podtun says so without waiting for a connection to fail.
+    drop(first);
+    let ev = p.wait_for("reconnecting", RECOVERY).await;
+    assert!(
+        ev["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("your Jupyter server on") && r.contains("stopped")),
+        "{ev}"
+    );
+
+    // … and serves the next one the user starts, on the same local port, with its token.
+    let second = hand_started(&t).await;
+    let again = p.wait_for("ready", RECOVERY).await;
+    assert_eq!(again["local"], local.as_str(), "the same local port");
+    assert_eq!(again["remote_port"], second.info["port"], "{again}");
+    let token = url_works(&t, &again).await;
+    assert_eq!(token, second.info["token"].as_str().expect("token"));
+    assert_ne!(token, old_token);
+
+    assert!(p.terminate().await.success(), "exit 0 after SIGTERM");
+    wait_until(
+        "no server watcher left on the login host",
+        CLEANUP_TIMEOUT,
+        || {
+            !t.login_commands()
+                .iter()
+                .any(|c| c.contains("podtun-jupyter:") && c.contains("kill -0"))
+        },
+    )
+    .await;
+    assert!(
+        Path::new(&format!("/proc/{}", second.pid)).exists(),
+        "podtun never stops a server it did not start"
+    );
+}
