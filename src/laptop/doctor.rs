@@ -3,7 +3,8 @@
 //!
 //! Via mode: the SSH config, the host key, authentication and what can run on the login host
 //! are checked here; the cluster checks ([`crate::cluster::doctor`]) run in the agent there,
-//! which reports them as `check` events. Local mode runs the cluster checks in-process.
+//! which reports them as `check` events; then what `jupyter @` and Slurm targets would use there.
+//! Local mode runs the cluster checks in-process.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,7 +188,54 @@ async fn via(plan: &Plan, show: &mut dyn FnMut(Check)) {
             "nothing can reach the cluster from the login host",
         ),
     }
+    beyond_pods(&ssh, show).await;
     ssh.disconnect().await;
+}
+
+/// What `jupyter @` and Slurm targets need on the login host: worth knowing, never a failure
+/// (a Kubernetes login host has neither).
+async fn beyond_pods(ssh: &SshSession, show: &mut dyn FnMut(Check)) {
+    const JUPYTER: &str = "Jupyter on the login host";
+    const SLURM: &str = "Slurm on the login host";
+    show(match install::first_line(ssh, "command -v jupyter").await {
+        Ok(path) => check(
+            JUPYTER,
+            CheckStatus::Ok,
+            format!("{path} (for `podtun jupyter @`)"),
+            None,
+        ),
+        Err(_) => check(
+            JUPYTER,
+            CheckStatus::Note,
+            "not on the login shell's PATH (only `podtun jupyter @` needs it)",
+            Some("add it to PATH in ~/.profile there, or name its environment with `--start --env ENV`".into()),
+        ),
+    });
+    let sbatch = install::first_line(ssh, "command -v sbatch").await.ok();
+    let version = match &sbatch {
+        Some(_) => Some(install::first_line(ssh, "sbatch --version").await),
+        None => None,
+    };
+    show(match (sbatch, version) {
+        (Some(path), Some(Ok(version))) => check(
+            SLURM,
+            CheckStatus::Ok,
+            format!("{version} at {path} (for `--slurm` and `slurm/JOBID`)"),
+            None,
+        ),
+        (Some(path), Some(Err(e))) => check(
+            SLURM,
+            CheckStatus::Note,
+            format!("{path} does not run: {e:#}"),
+            Some("Slurm's commands cannot reach the cluster's configuration here; is this the cluster's login host?".into()),
+        ),
+        _ => check(
+            SLURM,
+            CheckStatus::Note,
+            "sbatch is not on the login shell's PATH (only Slurm targets need it)",
+            None,
+        ),
+    });
 }
 
 /// The cluster checks through `kubectl proxy` on the login host, shown as they come.

@@ -2,7 +2,9 @@
 //! each broken step (host key, user key, no podtun with --no-install, no port-forward rights)
 //! is the one marked ✗, with the later steps skipped or still checked as they can be.
 
+use crate::common::cluster::JUPYTER_BIN;
 use crate::common::podtun::{self, Finished};
+use crate::common::slurm::Slurm;
 use crate::common::topology::{Shape, Topology};
 
 const BASE: &[&str] = &["manifests/00-namespace.yaml", "manifests/10-rbac.yaml"];
@@ -79,6 +81,10 @@ async fn doctor_passes_on_the_test_topology() {
         passed(out, name);
     }
     assert!(line(out, "Jupyter pods").contains("alice-1"), "{out}");
+    // Neither Jupyter nor a configured Slurm on this login host: worth knowing, not a failure.
+    for name in ["Jupyter on the login host", "Slurm on the login host"] {
+        assert!(line(out, name).starts_with('!'), "{name}:\n{out}");
+    }
     // What a user pastes into a ticket holds no credential.
     for secret in [t.cluster.tc.user_token(), t.cluster.tc.admin_token()] {
         assert!(
@@ -201,6 +207,30 @@ async fn doctor_names_missing_portforward_rights() {
     failed(out, "rights on pods/portforward");
     assert!(
         line(out, "rights on pods/portforward").contains("not granted in `demo`: create, get"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_sees_jupyter_and_slurm_on_an_hpc_login_host() {
+    let mut t = Topology::start(shape()).await;
+    let _slurm = tokio::task::block_in_place(|| Slurm::start(&mut t));
+    std::fs::write(
+        t.login_home.path().join(".profile"),
+        format!("PATH={JUPYTER_BIN}:$PATH\nexport PATH\n"),
+    )
+    .expect(".profile");
+    let done = doctor(&t, &["--context", "minimal"]).await;
+    let out = &done.stdout;
+    assert!(done.status.success(), "{out}\n{}", done.stderr);
+    passed(out, "Jupyter on the login host");
+    assert!(
+        line(out, "Jupyter on the login host").contains(&format!("{JUPYTER_BIN}/jupyter")),
+        "{out}"
+    );
+    passed(out, "Slurm on the login host");
+    assert!(
+        line(out, "Slurm on the login host").contains("slurm"),
         "{out}"
     );
 }
