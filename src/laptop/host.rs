@@ -29,6 +29,7 @@ use super::host_remote::{ensure_found, Remote};
 use super::host_script::{Listen, Script, Server, MARK};
 use super::install::sh_quote;
 use super::remote::RemoteScript;
+use super::session::Ended;
 use super::ssh::{OpenError, SshSession};
 use super::{listener, run, session};
 use crate::cli::{HostArgs, PresetArgs, HOST_TARGET};
@@ -81,13 +82,6 @@ struct Established {
 struct Route {
     ssh: SshSession,
     server: Server,
-}
-
-/// Why serving ended.
-enum Ended {
-    Shutdown,
-    Lost(String),
-    Fatal(anyhow::Error),
 }
 
 /// Runs the forward until shutdown, reconnecting when the host goes away.
@@ -463,29 +457,13 @@ fn report_ready(
     access: &JupyterAccess,
     first: bool,
 ) {
-    out.done();
-    if let Some(note) = &access.note {
-        out.note(note);
-    }
-    let local = run::reachable(local);
-    out.note(&format!(
-        "forwarding {local} → Jupyter on `{host}` ({}) (Ctrl-C to stop)",
-        server.listens_on()
-    ));
-    let url = run::jupyter_url(local, access);
-    out.event(&Event::Ready {
+    let what = format!("Jupyter on `{host}` ({})", server.listens_on());
+    let served = run::Served {
         target: HOST_TARGET.to_string(),
-        pod: host.to_string(),
-        local: local.to_string(),
+        host: host.to_string(),
         remote_port: server.port,
-        url: Some(url.clone()),
-        agent: Some("none"),
-    });
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    if first && plan.browser && terminal {
-        if let Err(e) = open::that_detached(&url) {
-            out.note(&format!("could not open a browser: {e}"));
-        }
-    }
-    out.ready_reported(first);
+        what: &what,
+        on_stop: "",
+    };
+    run::report_served(plan, out, local, access, served, first);
 }

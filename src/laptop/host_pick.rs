@@ -99,16 +99,7 @@ fn command_for(server: &Server) -> String {
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut words = vec!["podtun".to_string()];
-    words.extend(args.iter().map(|a| quote(a)));
+    words.extend(args.iter().map(|a| pick::quote(a)));
     words.push(format!("--port {}", server.port));
     format!("{}    # {}", words.join(" "), about(server))
-}
-
-fn quote(word: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c);
-    if !word.is_empty() && word.chars().all(safe) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }

@@ -5,7 +5,7 @@
 //! host has gzip, written 0700 under a temp name, checksum checked, and renamed into place only
 //! after it ran `--version` there.
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use russh::ChannelMsg;
 use tracing::{debug, info};
 
@@ -20,6 +20,32 @@ pub(crate) struct Ran {
     pub(crate) stdout: String,
     pub(crate) stderr: String,
     pub(crate) status: Option<u32>,
+}
+
+impl Ran {
+    /// The last line of its stderr, trimmed.
+    pub(crate) fn said(&self) -> String {
+        self.stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// The error for `command` failing on `host`: its exit status and last word.
+    pub(crate) fn failure(&self, command: &str, host: &str) -> anyhow::Error {
+        let why = self.said();
+        anyhow!(
+            "`{command}` failed on {host} (exit status {}){}",
+            self.status.map_or("unknown".to_string(), |s| s.to_string()),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            }
+        )
+    }
 }
 
 /// Quotes a string for a POSIX shell.
@@ -306,23 +332,7 @@ pub async fn first_line(ssh: &SshSession, command: &str) -> anyhow::Result<Strin
         .trim()
         .to_string();
     if ran.status != Some(0) || line.is_empty() {
-        let why = ran
-            .stderr
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        bail!(
-            "`{command}` failed on `{}` (exit status {}){}",
-            ssh.host(),
-            ran.status.map_or("unknown".to_string(), |s| s.to_string()),
-            if why.is_empty() {
-                String::new()
-            } else {
-                format!(": {why}")
-            }
-        );
+        return Err(ran.failure(command, &format!("`{}`", ssh.host())));
     }
     Ok(line)
 }

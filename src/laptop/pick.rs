@@ -116,7 +116,7 @@ fn render_command(args: &[String], name: &str) -> String {
 }
 
 /// `word`, single-quoted for a POSIX shell when it holds anything but safe characters.
-fn quote(word: &str) -> String {
+pub(super) fn quote(word: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c);
     if !word.is_empty() && word.chars().all(safe) {
         word.to_string()

@@ -249,14 +249,69 @@ pub fn report_ready(
             url: url.clone(),
             agent,
         });
-        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        if let Some(url) = url.filter(|_| first && plan.browser && terminal) {
-            if let Err(e) = open::that_detached(&url) {
-                out.note(&format!("could not open a browser: {e}"));
-            }
+        if let Some(url) = url.filter(|_| first && plan.browser) {
+            open_browser(out, &url);
         }
     }
     out.ready_reported(first);
+}
+
+/// A Jupyter server reached over SSH without Kubernetes (`jupyter @`, a Slurm job), as its
+/// `ready` names it.
+pub struct Served<'a> {
+    /// The target (`@`, `slurm/JOBID`).
+    pub target: String,
+    /// The host it runs on (the event's `pod`).
+    pub host: String,
+    /// Its port there (0 on a socket).
+    pub remote_port: u16,
+    /// What the progress line says it forwards to, e.g. ``Jupyter on `vm` (port 8888)``.
+    pub what: &'a str,
+    /// What Ctrl-C does besides stopping, e.g. ` and cancel the job`.
+    pub on_stop: &'a str,
+}
+
+/// Prints the URL of a [`Served`] server (or the `ready` event), and opens the browser the
+/// first time.
+pub fn report_served(
+    plan: &Plan,
+    out: &Output,
+    local: SocketAddr,
+    access: &JupyterAccess,
+    served: Served<'_>,
+    first: bool,
+) {
+    out.done();
+    if let Some(note) = &access.note {
+        out.note(note);
+    }
+    let local = reachable(local);
+    out.note(&format!(
+        "forwarding {local} → {} (Ctrl-C to stop{})",
+        served.what, served.on_stop
+    ));
+    let url = jupyter_url(local, access);
+    out.event(&Event::Ready {
+        target: served.target,
+        pod: served.host,
+        local: local.to_string(),
+        remote_port: served.remote_port,
+        url: Some(url.clone()),
+        agent: Some("none"),
+    });
+    if first && plan.browser {
+        open_browser(out, &url);
+    }
+    out.ready_reported(first);
+}
+
+/// Opens `url` in the browser when stdout is a terminal; says so when it cannot.
+pub fn open_browser(out: &Output, url: &str) {
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        if let Err(e) = open::that_detached(url) {
+            out.note(&format!("could not open a browser: {e}"));
+        }
+    }
 }
 
 /// Cluster-side events while serving: progress lines, and the new pod (and URL) on replacement.

@@ -51,13 +51,13 @@ struct Established {
     jupyter: Option<JupyterAccess>,
 }
 
-/// Why a session ended.
-enum Ended {
+/// Why serving over one SSH connection ended (via mode, `jupyter @`, Slurm jobs).
+pub(super) enum Ended {
     /// Ctrl-C/SIGTERM.
     Shutdown,
-    /// The login host or the agent went away: reconnect.
+    /// The login host, the agent or the server went away: reconnect.
     Lost(String),
-    /// The cluster side failed for good.
+    /// Failed for good.
     Fatal(anyhow::Error),
 }
 

@@ -125,13 +125,7 @@ pub async fn status(ssh: &SshSession, id: &JobId) -> anyhow::Result<JobStatus> {
     if let Some(status) = ran.stdout.lines().find_map(JobStatus::from_scontrol) {
         return Ok(status);
     }
-    let said = ran
-        .stderr
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let said = ran.said();
     if said.contains("Invalid job id") {
         return Err(hinted(
             anyhow!("Slurm does not know job {id} on login host `{}`", ssh.host()),
@@ -149,15 +143,9 @@ pub async fn status(ssh: &SshSession, id: &JobId) -> anyhow::Result<JobStatus> {
             "load Slurm there (e.g. `module load slurm` in ~/.profile), or check that this is the cluster's login host",
         ));
     }
-    Err(anyhow!(
-        "`scontrol show job {id}` failed on login host `{}` (exit status {}){}",
-        ssh.host(),
-        ran.status.map_or("unknown".to_string(), |s| s.to_string()),
-        if said.is_empty() {
-            String::new()
-        } else {
-            format!(": {said}")
-        }
+    Err(ran.failure(
+        &format!("scontrol show job {id}"),
+        &format!("login host `{}`", ssh.host()),
     ))
 }
 

@@ -76,7 +76,7 @@ pub async fn start(
                     println_flush(&line);
                     if !opened && plan.browser && line.starts_with("http") {
                         opened = true;
-                        open_browser(out, &line);
+                        crate::laptop::run::open_browser(out, &line);
                     }
                 }
                 // It ended before it was ready: its error is in its log.
@@ -111,14 +111,6 @@ pub fn leave_terminal() {
     #[cfg(unix)]
     if let Err(e) = rustix::process::setsid() {
         tracing::debug!("setsid: {e}");
-    }
-}
-
-fn open_browser(out: &Output, url: &str) {
-    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        if let Err(e) = open::that_detached(url) {
-            out.note(&format!("could not open a browser: {e}"));
-        }
     }
 }
 

@@ -20,6 +20,7 @@ use tracing::debug;
 use super::watchdog::Watchdog;
 use super::{check_yours, find, release, status, submit, Found, Job, Phase, Released, Source};
 use crate::laptop::host::route_when_up;
+use crate::laptop::session::Ended;
 use crate::laptop::ssh::SshSession;
 use crate::laptop::{listener, run, session};
 use crate::output::{Event, Output};
@@ -46,13 +47,6 @@ struct Route {
     ssh: SshSession,
     node: String,
     port: u16,
-}
-
-/// Why serving over one connection ended.
-enum Ended {
-    Shutdown,
-    Lost(String),
-    Fatal(anyhow::Error),
 }
 
 /// The laptop's end: bound once, kept across reconnections.
@@ -355,7 +349,8 @@ fn access(found: &Found) -> JupyterAccess {
     }
 }
 
-/// Prints the URL (or the `ready` event) and opens the browser.
+/// Prints the URL (or the `ready` event) and the time left, and opens the browser the first
+/// time.
 fn report_ready(
     plan: &Plan,
     out: &Output,
@@ -365,52 +360,36 @@ fn report_ready(
     access: &JupyterAccess,
     first: bool,
 ) {
-    out.done();
-    if let Some(note) = &access.note {
-        out.note(note);
-    }
-    let local = run::reachable(local);
-    out.note(&format!(
-        "forwarding {local} → Jupyter in Slurm job {} on {}:{} ({}) (Ctrl-C to stop{})",
+    let left = found.status.time_left();
+    let what = format!(
+        "Jupyter in Slurm job {} on {}:{} ({})",
         job.id,
         found.host,
         found.server.port,
-        found
-            .status
-            .time_left()
-            .map_or("no time limit".to_string(), |l| format!(
-                "{} left",
-                super::slurm_duration(l)
-            )),
-        if job.submitted {
+        left.map_or("no time limit".to_string(), |l| format!(
+            "{} left",
+            super::slurm_duration(l)
+        )),
+    );
+    let served = run::Served {
+        target: format!("{}/{}", super::TARGET_KIND, job.id),
+        host: found.host.clone(),
+        remote_port: found.server.port,
+        what: &what,
+        on_stop: if job.submitted {
             " and cancel the job"
         } else {
             ""
         },
-    ));
-    let url = run::jupyter_url(local, access);
-    out.event(&Event::Ready {
-        target: format!("{}/{}", super::TARGET_KIND, job.id),
-        pod: found.host.clone(),
-        local: local.to_string(),
-        remote_port: found.server.port,
-        url: Some(url.clone()),
-        agent: Some("none"),
-    });
-    if let Some(left) = found.status.time_left() {
+    };
+    run::report_served(plan, out, local, access, served, first);
+    if let Some(left) = left {
         out.event(&Event::TimeLeft {
             job: job.id.to_string(),
             seconds: left.as_secs(),
             warning: false,
         });
     }
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    if first && plan.browser && terminal {
-        if let Err(e) = open::that_detached(&url) {
-            out.note(&format!("could not open a browser: {e}"));
-        }
-    }
-    out.ready_reported(first);
 }
 
 /// Resolves with the error to report when the job stops running; says once when little time
