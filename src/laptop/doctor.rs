@@ -14,8 +14,8 @@ use anyhow::{anyhow, bail, Context};
 use russh::ChannelMsg;
 
 use super::install::{self, Located};
+use super::ssh::{exec, route};
 use super::ssh::{SshOptions, SshSession};
-use super::ssh_route;
 use crate::cli::AgentMode;
 use crate::error::hinted;
 use crate::plan::Plan;
@@ -105,7 +105,7 @@ async fn via(plan: &Plan, show: &mut dyn FnMut(Check)) {
         home: std::env::var_os("HOME").map(std::path::PathBuf::from),
         ..SshOptions::default()
     };
-    match ssh_route::plan(&plan.via, &options).await {
+    match route::plan(&plan.via, &options).await {
         Ok(hops) => {
             let route: Vec<String> = hops
                 .iter()
@@ -197,7 +197,7 @@ async fn via(plan: &Plan, show: &mut dyn FnMut(Check)) {
 async fn beyond_pods(ssh: &SshSession, show: &mut dyn FnMut(Check)) {
     const JUPYTER: &str = "Jupyter on the login host";
     const SLURM: &str = "Slurm on the login host";
-    show(match install::first_line(ssh, "command -v jupyter").await {
+    show(match exec::first_line(ssh, "command -v jupyter").await {
         Ok(path) => check(
             JUPYTER,
             CheckStatus::Ok,
@@ -211,9 +211,9 @@ async fn beyond_pods(ssh: &SshSession, show: &mut dyn FnMut(Check)) {
             Some("add it to PATH in ~/.profile there, or name its environment with `--start --env ENV`".into()),
         ),
     });
-    let sbatch = install::first_line(ssh, "command -v sbatch").await.ok();
+    let sbatch = exec::first_line(ssh, "command -v sbatch").await.ok();
     let version = match &sbatch {
-        Some(_) => Some(install::first_line(ssh, "sbatch --version").await),
+        Some(_) => Some(exec::first_line(ssh, "sbatch --version").await),
         None => None,
     };
     show(match (sbatch, version) {
@@ -297,7 +297,7 @@ async fn login_host(
         }
         Some(located) => match located {
             Ok(Located::Given(bin)) => {
-                match install::first_line(ssh, &format!("{bin} --version")).await {
+                match exec::first_line(ssh, &format!("{bin} --version")).await {
                     Ok(version) if version == format!("podtun {VERSION}") => {
                         held.push(check(
                             NAME,
@@ -351,8 +351,7 @@ async fn login_host(
             }
         },
     };
-    let (kubectl, kubectl_line) = match install::first_line(ssh, "kubectl version --client 2>&1")
-        .await
+    let (kubectl, kubectl_line) = match exec::first_line(ssh, "kubectl version --client 2>&1").await
     {
         Ok(line) => (true, check(KUBECTL, CheckStatus::Ok, line, None)),
         Err(_)
@@ -406,7 +405,7 @@ async fn agent_checks(
 ) -> anyhow::Result<()> {
     let host = ssh.host().to_string();
     let channel = ssh
-        .exec(&install::in_login_shell(&format!("exec {bin} agent")))
+        .exec(&exec::in_login_shell(&format!("exec {bin} agent")))
         .await?;
     let hello = Hello {
         v: PROTOCOL,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 
 use super::host_script::{Listing, Script, MARK};
-use super::remote::RemoteScript;
+use super::ssh::script::RemoteScript;
 use super::ssh::SshSession;
 use crate::error::hinted;
 use crate::wire::HEARTBEAT_SECS;

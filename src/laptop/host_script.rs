@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use super::install::{remote_path, sh_quote};
+use super::ssh::exec::{remote_path, sh_quote};
 use crate::wire::{Secret, HEARTBEAT_SECS};
 
 /// The prefix of every line the script prints.

@@ -27,9 +27,9 @@ use tokio_util::task::TaskTracker;
 use tower::{BoxError, ServiceBuilder};
 use tracing::{debug, info};
 
-use super::install::{remote_path, sh_quote};
-use super::remote::RemoteScript;
 use super::run::{self, Resolved};
+use super::ssh::exec::{remote_path, sh_quote};
+use super::ssh::script::RemoteScript;
 use super::ssh::{OpenError, SshSession};
 use crate::cluster::client::Cluster;
 use crate::cluster::discover::Preset;

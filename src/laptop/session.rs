@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::install;
 use super::kubectl;
 use super::run::{self, Resolved};
+use super::ssh::exec;
 use super::ssh::{SshOptions, SshSession};
 use super::transport::Transport;
 use crate::cli::AgentMode;
@@ -406,7 +407,7 @@ impl Agent {
         };
         // In the login environment, so that the agent's kubectl settings (KUBECONFIG from
         // ~/.profile) are the user's; what login scripts print is skipped until `hello`.
-        let command = install::in_login_shell(&format!("exec {bin} agent{verbose}"));
+        let command = exec::in_login_shell(&format!("exec {bin} agent{verbose}"));
         let channel = ssh.exec(&command).await?;
         let (read, write) = channel.split();
         let (tx, mut events) = mpsc::channel(64);

@@ -32,7 +32,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use tracing::debug;
 
-use super::install::{self, sh_quote};
+use super::ssh::exec::{self, sh_quote};
 use super::ssh::SshSession;
 use crate::error::hinted;
 
@@ -100,7 +100,7 @@ impl Job {
 /// Submits the Jupyter job; the job is cancelled by [`release`].
 pub async fn submit(ssh: &SshSession, spec: &JobSpec) -> anyhow::Result<Job> {
     let script = job::batch_script(spec.env.as_deref());
-    let ran = install::run(ssh, &job::submit_command(spec), Some(script.as_bytes())).await?;
+    let ran = exec::run(ssh, &job::submit_command(spec), Some(script.as_bytes())).await?;
     match job::parse_sbatch(&ran.stdout) {
         Some(id) if ran.status == Some(0) => {
             debug!(host = %ssh.host(), %id, "submitted");
@@ -121,7 +121,7 @@ pub async fn submit(ssh: &SshSession, spec: &JobSpec) -> anyhow::Result<Job> {
 /// What Slurm says about the job now (`scontrol show job -o`).
 pub async fn status(ssh: &SshSession, id: &JobId) -> anyhow::Result<JobStatus> {
     let command = format!("scontrol show job -o {}", sh_quote(id.as_str()));
-    let ran = install::run(ssh, &command, None).await?;
+    let ran = exec::run(ssh, &command, None).await?;
     if let Some(status) = ran.stdout.lines().find_map(JobStatus::from_scontrol) {
         return Ok(status);
     }
@@ -155,7 +155,7 @@ pub async fn check_yours(ssh: &SshSession, job: &JobStatus) -> anyhow::Result<()
     let Some(owner) = &job.user else {
         return Ok(());
     };
-    let ran = install::run(ssh, "id -un", None).await?;
+    let ran = exec::run(ssh, "id -un", None).await?;
     let me = ran.stdout.trim();
     if me.is_empty() || me == owner {
         return Ok(());
@@ -179,7 +179,7 @@ async fn output_tail(ssh: &SshSession, job: &JobStatus, lines: usize) -> String 
     }
     let path = files.join(" ");
     let command = format!("for f in {path}; do tail -n {lines} \"$f\" 2>/dev/null; done");
-    match install::run(ssh, &command, None).await {
+    match exec::run(ssh, &command, None).await {
         Ok(ran) => ran.stdout,
         Err(e) => {
             debug!(host = %ssh.host(), "could not read {path}: {e:#}");
@@ -253,7 +253,7 @@ pub async fn wait_server(
     let deadline = tokio::time::Instant::now() + within;
     let mut current = running.clone();
     loop {
-        let ran = install::run(ssh, &listing, None)
+        let ran = exec::run(ssh, &listing, None)
             .await
             .with_context(|| format!("could not look for Jupyter of Slurm job {}", job.id))?;
         let found = match jpserver::pick(&ran.stdout, &node) {
@@ -351,7 +351,7 @@ pub async fn release(ssh: &SshSession, job: &Job) -> anyhow::Result<Released> {
             return Ok(Released::AlreadyEnded);
         }
     }
-    let ran = install::run(ssh, &format!("scancel {}", sh_quote(job.id.as_str())), None).await?;
+    let ran = exec::run(ssh, &format!("scancel {}", sh_quote(job.id.as_str())), None).await?;
     if ran.status != Some(0) {
         return Err(anyhow!(
             "could not cancel Slurm job {} on login host `{}`: {}",

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
-use super::install;
+use super::ssh::exec;
 use super::ssh::{OpenError, SshSession};
 use crate::mux::{Mux, MuxStream};
 use crate::splice::splice;
@@ -121,7 +121,7 @@ impl Transport {
     }
 
     async fn pipe(&self, socket: &str) -> anyhow::Result<Channel<Msg>> {
-        let command = format!("exec {} agent pipe {}", self.bin, install::sh_quote(socket));
+        let command = format!("exec {} agent pipe {}", self.bin, exec::sh_quote(socket));
         self.ssh.exec(&command).await
     }
 }

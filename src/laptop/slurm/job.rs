@@ -7,7 +7,7 @@ use std::str::FromStr;
 use anyhow::anyhow;
 
 use crate::error::hinted;
-use crate::laptop::install::{in_login_shell, remote_path, sh_quote};
+use crate::laptop::ssh::exec::{in_login_shell, remote_path, sh_quote};
 
 /// The target kind for an existing job: `slurm/JOBID`. Pod names cannot hold a `/`, and no
 /// Kubernetes kind is called `slurm`, so the spelling is never a pod.

@@ -16,8 +16,8 @@ use anyhow::anyhow;
 use tracing::debug;
 
 use super::job::{JobId, MARK, STATE_DIR};
-use crate::laptop::install::sh_quote;
-use crate::laptop::remote::RemoteScript;
+use crate::laptop::ssh::exec::sh_quote;
+use crate::laptop::ssh::script::RemoteScript;
 use crate::laptop::ssh::SshSession;
 use crate::wire::HEARTBEAT_SECS;
 

@@ -8,9 +8,9 @@ use anyhow::{anyhow, bail, Context};
 use russh::keys::{Algorithm, HashAlg, PublicKey};
 use tracing::info;
 
+use super::config::{HostConfig, Strict};
 use super::known_hosts::{check, learn, lookup_name, Verdict};
-use super::ssh_config::{HostConfig, Strict};
-use super::ssh_prompt::Ui;
+use super::prompt::Ui;
 use crate::error::hinted;
 
 /// `ED25519`, `ECDSA`, `RSA`: the type names OpenSSH shows next to fingerprints.

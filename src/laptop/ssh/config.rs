@@ -2,7 +2,7 @@
 //!
 //! When the OpenSSH client is installed, `ssh -G` does the resolving (Host and Match blocks,
 //! Include, tokens, defaults: exactly what `ssh` itself would use; see
-//! [`ssh_config_g`](super::ssh_config_g)). Without it, [`ssh_config_file`](super::ssh_config_file)
+//! [`config_openssh`](super::config_openssh)). Without it, [`config_file`](super::config_file)
 //! reads the files with a small lenient parser that produces the same `key value` pairs. Either way [`HostConfig`] is built
 //! from those pairs by one function, so both paths share defaults and `~`/`%` expansion.
 
@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::ssh::SshOptions;
-use super::ssh_config_file;
-use super::ssh_config_g;
-use super::ssh_route::HostSpec;
+use super::config_file;
+use super::config_openssh;
+use super::options::HostSpec;
+use super::options::SshOptions;
 
 /// ServerAliveInterval when the config leaves it unset (OpenSSH's own default is off): with
 /// ServerAliveCountMax 3, a dead connection is noticed within about 30 s.
@@ -68,7 +68,7 @@ pub(crate) struct HostConfig {
 /// Resolves `spec` through the user's SSH config.
 pub(crate) async fn resolve(spec: &HostSpec, opts: &SshOptions) -> anyhow::Result<HostConfig> {
     let home = opts.home_dir();
-    let pairs = match ssh_config_g::ssh_g(spec, opts, &home).await {
+    let pairs = match config_openssh::ssh_g(spec, opts, &home).await {
         Ok(Some(pairs)) => pairs,
         Ok(None) => {
             debug!("ssh is not installed; reading the SSH config without it");
@@ -80,14 +80,14 @@ pub(crate) async fn resolve(spec: &HostSpec, opts: &SshOptions) -> anyhow::Resul
                 .config_file
                 .is_none()
                 .then(|| Path::new("/etc/ssh/ssh_config"));
-            ssh_config_file::lookup(&user_config, system, &spec.host, &home)
+            config_file::lookup(&user_config, system, &spec.host, &home)
         }
         Err(err) => return Err(err),
     };
     // `ssh -G` expands `~` in some paths with the passwd entry's home; a test that moves
     // HOME wants those under its own home.
     let ssh_home = if opts.home.is_some() {
-        ssh_config_g::passwd_home().await
+        config_openssh::passwd_home().await
     } else {
         None
     };
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn builds_config_from_ssh_g_pairs() {
-        let pairs = ssh_config_g::parse_pairs(
+        let pairs = config_openssh::parse_pairs(
             "hostname 10.0.0.2\nuser bob\nport 2222\nidentityfile ~/.ssh/k\n\
              identityfile %d/.ssh/k2_%h\nproxycommand nc %h %p # %r %%\n\
              userknownhostsfile /root/kh1 /root/kh2\nglobalknownhostsfile /etc/ssh/ssh_known_hosts\n\
@@ -328,10 +328,10 @@ mod tests {
         };
         for host in ["login1", "login9", "bastion", "eve@other:23"] {
             let spec = spec(host);
-            let Some(g) = ssh_config_g::ssh_g(&spec, &opts, home).await.unwrap() else {
+            let Some(g) = config_openssh::ssh_g(&spec, &opts, home).await.unwrap() else {
                 return; // no OpenSSH client here: nothing to compare with
             };
-            let fallback = ssh_config_file::lookup(&file, None, &spec.host, home);
+            let fallback = config_file::lookup(&file, None, &spec.host, home);
             let (g, f) = (
                 from_pairs(&g, &spec, home, None),
                 from_pairs(&fallback, &spec, home, None),
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn command_line_user_and_port_win() {
-        let pairs = ssh_config_g::parse_pairs("user bob\nport 2222\n");
+        let pairs = config_openssh::parse_pairs("user bob\nport 2222\n");
         let c = from_pairs(&pairs, &spec("eve@h:23"), Path::new("/h"), None);
         assert_eq!((c.user.as_str(), c.port), ("eve", 23));
         assert_eq!(c.identity_files.len(), 3, "defaults when none configured");

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::ssh::SshOptions;
-use super::ssh_route::HostSpec;
+use super::options::HostSpec;
+use super::options::SshOptions;
 
 /// `ssh -G` only reads files (and may run `Match exec` commands); it gets this long.
 const SSH_G_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,10 +1,5 @@
-//! One SSH connection from the laptop to the login host, through jump hosts, behaving as an
-//! OpenSSH user expects: `~/.ssh/config` ([`ssh_config`](super::ssh_config)), the route of
-//! hops ([`ssh_route`](super::ssh_route)), known_hosts ([`known_hosts`](super::known_hosts)),
-//! authentication ([`auth`](super::auth)) and prompts ([`ssh_prompt`](super::ssh_prompt)).
-//!
-//! Every russh call lives in these files. The rest of podtun sees [`SshSession`]: a cheap,
-//! cloneable handle that opens exec, direct-tcpip and direct-streamlocal channels.
+//! One SSH connection ([`SshSession`]): connect through the route of hops, verify host keys,
+//! authenticate, then open exec, direct-tcpip and direct-streamlocal channels.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,46 +13,12 @@ use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
+use super::config::HostConfig;
+use super::handler::Client;
 use super::known_hosts;
-use super::ssh_config::HostConfig;
-use super::ssh_handler::Client;
-pub use super::ssh_prompt::Prompter;
-use super::ssh_prompt::Ui;
-use super::ssh_route::{self, Hop, ProxyStream, Via};
-
-/// How to reach hosts: which config, and whether a person can answer prompts.
-#[derive(Clone, Default)]
-pub struct SshOptions {
-    /// `-F`: another SSH config file instead of `~/.ssh/config`.
-    pub config_file: Option<PathBuf>,
-    /// Prompts allowed (stdin and stderr are a terminal): passphrases, passwords, unknown host
-    /// keys. Without it podtun fails with a hint instead of waiting.
-    pub interactive: bool,
-    /// `~` for `.ssh/*` (tests); `$HOME` when unset.
-    pub home: Option<PathBuf>,
-    /// Answers prompts instead of `/dev/tty` (tests). Only used when `interactive` is set.
-    pub prompter: Option<Prompter>,
-}
-
-impl std::fmt::Debug for SshOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SshOptions")
-            .field("config_file", &self.config_file)
-            .field("interactive", &self.interactive)
-            .field("home", &self.home)
-            .field("prompter", &self.prompter.as_ref().map(|_| "…"))
-            .finish()
-    }
-}
-
-impl SshOptions {
-    pub(crate) fn home_dir(&self) -> PathBuf {
-        self.home
-            .clone()
-            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/"))
-    }
-}
+use super::options::SshOptions;
+use super::prompt::Ui;
+use super::route::{self, Hop, ProxyStream, Via};
 
 /// Why a direct-streamlocal channel could not be opened.
 ///
@@ -161,7 +122,7 @@ impl SshSession {
     /// Connects to the last host of `via`, through the others as jump hosts (`ssh -J`), with
     /// each host's ProxyJump/ProxyCommand from the SSH config honoured.
     pub async fn connect(via: &[String], opts: &SshOptions) -> anyhow::Result<SshSession> {
-        let hops = ssh_route::plan(via, opts).await?;
+        let hops = route::plan(via, opts).await?;
         let count = hops.len();
         let mut handles: Vec<Handle<Client>> = Vec::with_capacity(count);
         let mut closed = CancellationToken::new();
@@ -300,7 +261,7 @@ async fn connect_hop(
     let connect = async {
         let mut handle = match (&hop.via, previous) {
             (Via::Tcp, _) => {
-                let stream = ssh_route::tcp(&cfg).await?;
+                let stream = route::tcp(&cfg).await?;
                 russh::client::connect_stream(config, stream, client).await?
             }
             (Via::PreviousHop, Some(previous)) => {

@@ -14,8 +14,8 @@ use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::MethodKind;
 use tracing::debug;
 
-use super::ssh_config::HostConfig;
-use super::ssh_prompt::Ui;
+use super::config::HostConfig;
+use super::prompt::Ui;
 use crate::error::hinted;
 
 /// Authenticates `cfg.user` on `handle`, or fails with `permission denied` and a hint.

@@ -11,8 +11,8 @@ use russh::ChannelMsg;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use super::install::in_login_shell;
-use super::ssh::SshSession;
+use super::exec::in_login_shell;
+use super::session::SshSession;
 
 /// A script running on the login host.
 pub struct RemoteScript {

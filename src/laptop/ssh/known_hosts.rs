@@ -5,7 +5,7 @@
 //! podtun reads the files itself: plain, wildcard and hashed (`|1|salt|hash`) host patterns,
 //! `[host]:port` for other ports, comma lists, `@revoked`. A key found is known; a different
 //! key of the same type is a changed key; otherwise the host is unknown. What to do about it
-//! is [`ssh_hostkey`](super::ssh_hostkey)'s business.
+//! is [`hostkey`](super::hostkey)'s business.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -16,7 +16,7 @@ use data_encoding::BASE64;
 use russh::keys::{Algorithm, PublicKey};
 use tracing::debug;
 
-use super::ssh_config_file::wildcard_match;
+use super::config_file::wildcard_match;
 
 /// What the known_hosts files say about a host's key.
 #[derive(Debug, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use russh::{Channel, ChannelOpenFailure};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::debug;
 
-use super::ssh_config::HostConfig;
-use super::ssh_hostkey;
-use super::ssh_prompt::Ui;
+use super::config::HostConfig;
+use super::hostkey;
+use super::prompt::Ui;
 
 /// The russh event handler of one hop: checks the host key, refuses channels the server
 /// offers (podtun forwards nothing back), and signals the end of the connection.
@@ -52,7 +52,7 @@ impl russh::client::Handler for Client {
             // Host certificates are checked as the plain key they carry.
             PublicKeyOrCertificate::Certificate(cert) => PublicKey::from(cert.public_key().clone()),
         };
-        ssh_hostkey::verify(&self.cfg, &key, &self.ui).await?;
+        hostkey::verify(&self.cfg, &key, &self.ui).await?;
         Ok(true)
     }
 

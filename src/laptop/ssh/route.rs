@@ -13,53 +13,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use super::ssh::SshOptions;
-use super::ssh_config::{self, HostConfig};
+use super::config::{self, HostConfig};
+use super::options::{HostSpec, SshOptions};
 
 /// More hops than this is taken for a ProxyJump loop.
 const MAX_HOPS: usize = 16;
-
-/// A host as written on the command line: `[user@]host[:port]`, `[v6addr]:port` or `ssh://…`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HostSpec {
-    pub user: Option<String>,
-    pub host: String,
-    pub port: Option<u16>,
-}
-
-impl HostSpec {
-    pub(crate) fn parse(text: &str) -> anyhow::Result<HostSpec> {
-        let rest = text.strip_prefix("ssh://").unwrap_or(text);
-        let (user, rest) = match rest.rsplit_once('@') {
-            Some((user, rest)) => (Some(user.to_string()), rest),
-            None => (None, rest),
-        };
-        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-            let (host, after) = inner
-                .split_once(']')
-                .with_context(|| format!("missing `]` in host `{text}`"))?;
-            (host, after.strip_prefix(':'))
-        } else if rest.matches(':').count() == 1 {
-            let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
-            (host, Some(port))
-        } else {
-            (rest, None)
-        };
-        let port = port
-            .map(|p| p.parse::<u16>().ok().filter(|p| *p != 0))
-            .map(|p| p.with_context(|| format!("bad port in host `{text}`")))
-            .transpose()?;
-        let bad = |s: &str| s.is_empty() || s.starts_with('-') || s.contains(char::is_whitespace);
-        if bad(host) || user.as_deref().is_some_and(bad) {
-            bail!("bad host `{text}`: expected [user@]host[:port]");
-        }
-        Ok(HostSpec {
-            user,
-            host: host.to_string(),
-            port,
-        })
-    }
-}
 
 /// How a hop is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +67,7 @@ async fn route(
         bail!("more than {MAX_HOPS} hops to `{host}`: is there a ProxyJump loop?");
     }
     let spec = HostSpec::parse(host)?;
-    let cfg = ssh_config::resolve(&spec, opts).await?;
+    let cfg = config::resolve(&spec, opts).await?;
     let config_jumps: Vec<String>;
     let jumps = match jumps {
         Some(jumps) => jumps,

@@ -4,7 +4,7 @@
 //! the file name), `key value` and `key=value` lines with quoted arguments, and the rule that the
 //! first value obtained wins (IdentityFile accumulates). `Match` blocks are skipped except
 //! `Match all`: evaluating them needs what only `ssh -G` knows. The output is the same
-//! `(key, value)` pairs `ssh -G` prints, so [`ssh_config`](super::ssh_config) treats both alike.
+//! `(key, value)` pairs `ssh -G` prints, so [`config`](super::config) treats both alike.
 
 use std::path::{Path, PathBuf};
 
