@@ -27,7 +27,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod accept;
 #[cfg(unix)]
 pub mod agent;
 pub mod cli;
@@ -36,13 +35,11 @@ pub mod config;
 pub mod dirs;
 pub mod error;
 pub mod laptop;
-pub mod mux;
+pub mod net;
 pub mod output;
 pub mod plan;
-pub mod shutdown;
-pub mod splice;
+pub mod proto;
 pub mod tunnels;
-pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -90,7 +87,7 @@ pub fn init_tracing(cli: &Cli) {
 
 /// Resolves on Ctrl-C or SIGTERM; the handlers are installed at the call (inside the runtime).
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    shutdown::signal()
+    net::shutdown::signal()
 }
 
 /// Runs a parsed command line until it is done or `shutdown` resolves.

@@ -11,7 +11,7 @@ use crate::cluster::client::ClusterRef;
 use crate::cluster::tunnel::Spec;
 use crate::error::usage;
 use crate::laptop::slurm::{self, JobSpec, Source};
-use crate::wire::Request;
+use crate::proto::wire::Request;
 
 /// Everything a forward needs, checked.
 #[derive(Debug, Clone)]

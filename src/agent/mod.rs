@@ -30,7 +30,7 @@ use crate::cli::AgentArgs;
 use crate::cluster::discover::Preset;
 use crate::cluster::tunnel::{Spec, Tunnel};
 use crate::error::{hint_of, hinted, UsageError};
-use crate::wire::{
+use crate::proto::wire::{
     AgentEvent, Candidates, Check, Hello, Kind, Pick, Request, MUX_OPEN, PROTOCOL, STREAM_OPEN,
     VERSION,
 };
@@ -346,13 +346,13 @@ async fn forward(
         let listener = socket::Private { listener, uid };
         let stop = cancel.clone();
         let streams = tracker.clone();
-        crate::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
+        crate::net::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
             let (tunnel, stop, streams) = (tunnel.clone(), stop.clone(), streams.clone());
             async move {
                 match opened(conn, &stop).await? {
                     Opened::Stream(conn) => tunnel.forward(remote, conn).await.map(|_| ()),
                     Opened::Mux(conn) => {
-                        crate::mux::serve(conn, &stop, |stream| {
+                        crate::proto::mux::serve(conn, &stop, |stream| {
                             let tunnel = tunnel.clone();
                             streams.spawn(
                                 async move {
@@ -394,7 +394,7 @@ async fn forward(
     // short grace.
     cancel.cancel();
     files.remove();
-    crate::shutdown::drain(&cancel, &tracker, SHUTDOWN_GRACE).await;
+    crate::net::shutdown::drain(&cancel, &tracker, SHUTDOWN_GRACE).await;
     result
 }
 

@@ -1,7 +1,7 @@
 //! `podtun agent pipe SOCKET`: the fallback transport for SSH servers that refuse stream-local
 //! forwarding. The laptop runs it on one exec channel per agent socket; it splices stdin/stdout
 //! to the running agent's socket, passing each EOF on. The bytes are opaque here: the laptop's
-//! connections are multiplexed inside them ([`crate::mux`]).
+//! connections are multiplexed inside them ([`crate::proto::mux`]).
 //!
 //! Plain threads and blocking I/O: one connection, two directions.
 
@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::Context;
 use tracing::debug;
 
-use crate::splice::BUF_SIZE;
+use crate::net::splice::BUF_SIZE;
 
 /// Splices stdin/stdout to the socket at `path` until the connection is done.
 ///

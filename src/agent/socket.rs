@@ -12,8 +12,8 @@ use anyhow::{anyhow, bail, Context};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, info_span, warn, Span};
 
-use crate::accept::Accept;
 use crate::error::hinted;
+use crate::net::accept::Accept;
 
 /// Bound on probing a leftover socket: a live agent answers at once, a dead one refuses at once.
 const STALE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -4,7 +4,6 @@
 //! a delayed ACK (≈40 ms per new connection on a real cluster: 62 → 19 ms once fixed), so the
 //! client is assembled here from `ConfigExt`'s layers instead of `Client::try_from`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,20 +17,10 @@ use tower::{BoxError, ServiceBuilder};
 
 use super::spdyforward::TransportMemo;
 use crate::error::HintExt;
+pub use crate::proto::wire::ClusterRef;
 
 /// Bound on the TCP connect to the API server.
 const API_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Which cluster, context and namespace to use, as kubectl's flags say it.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ClusterRef {
-    /// `--kubeconfig`; else `KUBECONFIG`, else `~/.kube/config`, else in-cluster.
-    pub kubeconfig: Option<PathBuf>,
-    /// `--context`; else the current context.
-    pub context: Option<String>,
-    /// `-n`; else the context's namespace, else `default`.
-    pub namespace: Option<String>,
-}
 
 /// A connected client and the namespace to work in.
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use kube::Api;
 use super::client::{self, Cluster};
 use super::discover::Preset;
 use super::pick::candidates;
-use crate::wire::{Check, CheckStatus, Request};
+use crate::proto::wire::{Check, CheckStatus, Request};
 
 /// The rights podtun needs on pods, by subresource, as (subresource, verbs).
 const RIGHTS: &[(Option<&str>, &[&str])] = &[

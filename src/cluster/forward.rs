@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use super::pool::Pool;
-use crate::splice::{splice_holding_eof, Moved};
+use crate::net::splice::{splice_holding_eof, Moved};
 
 /// Forwards one client connection to `pod` on the pool's port until either side is done.
 pub async fn forward<C>(pool: &Pool, pod: &str, client: C) -> anyhow::Result<Moved>

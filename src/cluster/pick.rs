@@ -14,7 +14,7 @@ use super::discover::{containers, Preset};
 use super::preset::{serves_preset, words};
 use super::resolve::{api_error, Progress};
 use crate::error::hinted;
-use crate::wire::{Candidate, Candidates};
+use crate::proto::wire::{Candidate, Candidates};
 
 /// Asks someone to choose among several pods: the chosen name, or an error (nobody can choose;
 /// it lists them).

@@ -44,7 +44,7 @@ use tracing::{debug, info, warn};
 
 use super::client::Cluster;
 use super::wsforward;
-use crate::splice::{splice, Moved};
+use crate::net::splice::{splice, Moved};
 
 /// The port-forward protocol of the SPDY streams.
 pub const PROTOCOL: &str = "portforward.k8s.io";

@@ -23,8 +23,8 @@ use super::pool::{self, Pool, Warmup};
 use super::resolve::{self, pod_label, Progress};
 use super::spdyforward::{ForwardResult, Link};
 use crate::error::usage;
-use crate::splice::Moved;
-use crate::wire::{AgentEvent, Candidates, JupyterAccess, Request, Secret, WirePort};
+use crate::net::splice::Moved;
+use crate::proto::wire::{AgentEvent, Candidates, JupyterAccess, Request, Secret, WirePort};
 
 /// What to forward, parsed and checked.
 #[derive(Debug, Clone)]

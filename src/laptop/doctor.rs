@@ -19,7 +19,9 @@ use super::ssh::{SshOptions, SshSession};
 use crate::cli::AgentMode;
 use crate::error::hinted;
 use crate::plan::Plan;
-use crate::wire::{AgentEvent, Check, CheckStatus, Hello, Kind, HEARTBEAT_SECS, PROTOCOL, VERSION};
+use crate::proto::wire::{
+    AgentEvent, Check, CheckStatus, Hello, Kind, HEARTBEAT_SECS, PROTOCOL, VERSION,
+};
 
 /// Bound on the agent's checks (its `hello` included).
 const AGENT_CHECKS_TIMEOUT: Duration = Duration::from_secs(120);

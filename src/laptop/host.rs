@@ -36,7 +36,7 @@ use crate::cli::{HostArgs, PresetArgs, HOST_TARGET};
 use crate::error::{hinted, usage};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::wire::JupyterAccess;
+use crate::proto::wire::JupyterAccess;
 
 /// Bound on how long a new local connection waits for the link to the host to come back.
 const LINK_WAIT: Duration = Duration::from_secs(60);
@@ -143,7 +143,7 @@ pub async fn run(
                     }
                 };
                 let route_rx = route_rx.clone();
-                crate::accept::serve(bound, cancel.clone(), &tracker, move |conn| {
+                crate::net::accept::serve(bound, cancel.clone(), &tracker, move |conn| {
                     let route_rx = route_rx.clone();
                     async move { forward(route_rx, conn).await }
                 });
@@ -344,7 +344,7 @@ async fn forward(
         Some(sock) => route.ssh.open_streamlocal(sock).await?,
         None => route.ssh.open_tcp(&server.address, server.port).await?,
     };
-    let moved = crate::splice::splice(conn, channel.into_stream()).await?;
+    let moved = crate::net::splice::splice(conn, channel.into_stream()).await?;
     debug!(up = moved.up, down = moved.down, "connection closed");
     Ok(())
 }

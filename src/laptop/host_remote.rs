@@ -10,7 +10,7 @@ use super::host_script::{Listing, Script, MARK};
 use super::ssh::script::RemoteScript;
 use super::ssh::SshSession;
 use crate::error::hinted;
-use crate::wire::HEARTBEAT_SECS;
+use crate::proto::wire::HEARTBEAT_SECS;
 
 /// Bound on the channel's end after EOF: the host side gives Jupyter 5 s to stop, then cleans up.
 const STOP_TIMEOUT: Duration = Duration::from_secs(8);

@@ -10,7 +10,7 @@
 use serde::Deserialize;
 
 use super::ssh::exec::{remote_path, sh_quote};
-use crate::wire::{Secret, HEARTBEAT_SECS};
+use crate::proto::wire::{Secret, HEARTBEAT_SECS};
 
 /// The prefix of every line the script prints.
 pub const MARK: &str = "podtun-jupyter:";

@@ -13,7 +13,7 @@ use super::ssh::exec::{remote_path, run, sh_quote};
 use super::ssh::SshSession;
 use crate::error::hinted;
 use crate::plan::Plan;
-use crate::wire::VERSION;
+use crate::proto::wire::VERSION;
 
 /// `uname -sm` of the machine this podtun was built for, e.g. `Linux x86_64`.
 fn local_uname() -> String {

@@ -37,7 +37,7 @@ use crate::cluster::tunnel::Tunnel;
 use crate::error::hinted;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::wire::{AgentEvent, Candidates, JupyterAccess, HEARTBEAT_SECS};
+use crate::proto::wire::{AgentEvent, Candidates, JupyterAccess, HEARTBEAT_SECS};
 
 /// Bound on kubectl proxy's start (login shell and kubectl's own start-up included).
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -368,7 +368,7 @@ pub async fn establish_on(ssh: SshSession, plan: &Plan) -> anyhow::Result<Establ
 pub async fn doctor(
     ssh: &SshSession,
     plan: &Plan,
-    emit: &(dyn Fn(crate::wire::Check) + Send + Sync),
+    emit: &(dyn Fn(crate::proto::wire::Check) + Send + Sync),
 ) -> anyhow::Result<()> {
     let host = ssh.host().to_string();
     let proxy = Proxy::start(ssh, plan).await?;
@@ -489,7 +489,7 @@ async fn serve(
     for (listener, port) in listeners.into_iter().zip(&resolved.ports) {
         locals.push(listener.local_addr()?);
         let (tunnel, remote) = (tunnel.clone(), port.remote);
-        crate::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
+        crate::net::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
             let tunnel = tunnel.clone();
             async move { tunnel.forward(remote, conn).await.map(|_| ()) }
         });

@@ -7,8 +7,8 @@ use anyhow::{anyhow, Context};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tracing::{info_span, Span};
 
-use crate::accept::Accept;
 use crate::error::hinted;
+use crate::net::accept::Accept;
 
 /// Binds the local end of a forward.
 ///

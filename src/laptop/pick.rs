@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 
 use crate::cluster::pick::{several, subcommand};
 use crate::output::Output;
-use crate::wire::Candidates;
+use crate::proto::wire::Candidates;
 
 /// The pod chosen earlier in this run: a reconnection offering it again takes it without asking.
 static CHOSEN: Mutex<Option<String>> = Mutex::new(None);

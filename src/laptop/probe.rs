@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::cluster::discover::Preset;
 use crate::error::hinted;
-use crate::wire::JupyterAccess;
+use crate::proto::wire::JupyterAccess;
 
 /// Pause between two probes while a port is not yet usable.
 const PROBE_RETRY: Duration = Duration::from_millis(250);

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use tracing::{debug, info, warn};
 
-use crate::wire::VERSION;
+use crate::proto::wire::VERSION;
 
 /// Environment variable naming the folder releases are fetched from.
 pub const RELEASES_URL_ENV: &str = "PODTUN_RELEASES_URL";

@@ -18,7 +18,7 @@ use crate::cluster::discover::{Preset, Target};
 use crate::cluster::tunnel::Tunnel;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::wire::{AgentEvent, Candidates, JupyterAccess, WirePort};
+use crate::proto::wire::{AgentEvent, Candidates, JupyterAccess, WirePort};
 
 /// How long open connections may finish after Ctrl-C.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -85,7 +85,7 @@ pub async fn run_local(
     for (listener, port) in listeners.into_iter().zip(&resolved.ports) {
         locals.push(listener.local_addr()?);
         let (tunnel, remote) = (tunnel.clone(), port.remote);
-        crate::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
+        crate::net::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
             let tunnel = tunnel.clone();
             async move { tunnel.forward(remote, conn).await.map(|_| ()) }
         });
@@ -114,7 +114,7 @@ pub async fn run_local(
 
 /// Stops accepting and lets open connections finish for [`SHUTDOWN_GRACE`].
 pub async fn drain(cancel: CancellationToken, tracker: TaskTracker) {
-    crate::shutdown::drain(&cancel, &tracker, SHUTDOWN_GRACE).await;
+    crate::net::shutdown::drain(&cancel, &tracker, SHUTDOWN_GRACE).await;
 }
 
 /// Waits until every local port answers through the whole chain.

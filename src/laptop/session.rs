@@ -26,7 +26,7 @@ use crate::error::hinted;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 
-use crate::wire::{
+use crate::proto::wire::{
     AgentEvent, Candidates, Hello, JupyterAccess, Pick, HEARTBEAT_SECS, PROTOCOL, VERSION,
 };
 
@@ -131,7 +131,7 @@ pub async fn run_via(
             for (index, listener) in listeners.into_iter().enumerate() {
                 addrs.push(listener.local_addr()?);
                 let link_rx = link_rx.clone();
-                crate::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
+                crate::net::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
                     let link_rx = link_rx.clone();
                     async move {
                         let link = wait_link(link_rx).await?;

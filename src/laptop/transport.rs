@@ -1,7 +1,7 @@
 //! How local connections reach the agent's sockets on the login host: one SSH channel per
 //! socket, `direct-streamlocal@openssh.com`, or `podtun agent pipe SOCKET` over an exec channel
 //! when the server refuses stream-local forwarding, and every local connection to that socket
-//! a stream multiplexed over it ([`crate::mux`]).
+//! a stream multiplexed over it ([`crate::proto::mux`]).
 //!
 //! Opening a stream costs no round trip and no work in sshd: the channel is opened once, as
 //! soon as the agent's sockets are known, and again only if it ended.
@@ -18,9 +18,9 @@ use tracing::{debug, info};
 
 use super::ssh::exec;
 use super::ssh::{OpenError, SshSession};
-use crate::mux::{Mux, MuxStream};
-use crate::splice::splice;
-use crate::wire::MUX_OPEN;
+use crate::net::splice::splice;
+use crate::proto::mux::{Mux, MuxStream};
+use crate::proto::wire::MUX_OPEN;
 
 /// The way to the agent's sockets over one SSH connection; replaced on every reconnection.
 pub struct Transport {

@@ -102,7 +102,7 @@ impl Agent {
         };
         let hello = agent.next_event(EVENT_TIMEOUT).await;
         assert_eq!(hello["event"], "hello", "first line: {hello}");
-        assert_eq!(hello["protocol"], ::podtun::wire::PROTOCOL);
+        assert_eq!(hello["protocol"], ::podtun::proto::wire::PROTOCOL);
         assert_eq!(hello["version"], env!("CARGO_PKG_VERSION"));
         agent
     }
@@ -151,7 +151,7 @@ impl Agent {
 /// The laptop's first line.
 fn hello(kubeconfig: &Path, target: &str, preset: &str) -> Value {
     json!({
-        "v": ::podtun::wire::PROTOCOL,
+        "v": ::podtun::proto::wire::PROTOCOL,
         "request": {
             "target": target,
             "namespace": "demo",
@@ -222,7 +222,7 @@ fn connect_as_other_user(socket: &Path) -> String {
 /// A connection to an agent socket, opened as the laptop opens one (its first byte).
 async fn open_socket(socket: &Path) -> UnixStream {
     let mut conn = UnixStream::connect(socket).await.unwrap();
-    conn.write_all(&[::podtun::wire::STREAM_OPEN])
+    conn.write_all(&[::podtun::proto::wire::STREAM_OPEN])
         .await
         .unwrap();
     conn

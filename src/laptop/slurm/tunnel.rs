@@ -25,7 +25,7 @@ use crate::laptop::ssh::SshSession;
 use crate::laptop::{listener, run, session};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::wire::{JupyterAccess, Secret};
+use crate::proto::wire::{JupyterAccess, Secret};
 
 /// How often a running job is looked at while forwarding (its end, its time left).
 const WATCH_EVERY: Duration = Duration::from_secs(30);
@@ -71,7 +71,7 @@ impl LocalEnd {
         };
         let addr = bound.local_addr()?;
         let route = self.route.subscribe();
-        crate::accept::serve(bound, self.cancel.clone(), &self.tracker, move |conn| {
+        crate::net::accept::serve(bound, self.cancel.clone(), &self.tracker, move |conn| {
             forward(route.clone(), conn)
         });
         self.addr = Some(addr);
@@ -327,7 +327,7 @@ async fn forward(
 ) -> anyhow::Result<()> {
     let route = route_when_up(&mut route, LINK_WAIT, "the login host").await?;
     let channel = route.ssh.open_tcp(&route.node, route.port).await?;
-    let moved = crate::splice::splice(conn, channel.into_stream()).await?;
+    let moved = crate::net::splice::splice(conn, channel.into_stream()).await?;
     debug!(up = moved.up, down = moved.down, "connection closed");
     Ok(())
 }

@@ -19,7 +19,7 @@ use super::job::{JobId, MARK, STATE_DIR};
 use crate::laptop::ssh::exec::sh_quote;
 use crate::laptop::ssh::script::RemoteScript;
 use crate::laptop::ssh::SshSession;
-use crate::wire::HEARTBEAT_SECS;
+use crate::proto::wire::HEARTBEAT_SECS;
 
 /// How long the job outlives the laptop's last word: above the reconnect backoff's cap (30 s
 /// ± 20%) plus a new connection, so that a reconnect never loses the job.

@@ -118,7 +118,7 @@ async fn the_laptop_names_both_versions_when_the_agent_speaks_another_protocol()
     let want = format!(
         "is podtun 9.9.9 (protocol 99); this podtun is {} (protocol {})",
         env!("CARGO_PKG_VERSION"),
-        ::podtun::wire::PROTOCOL
+        ::podtun::proto::wire::PROTOCOL
     );
     assert!(out.stderr.contains(&want), "{}", out.stderr);
     assert!(out.stderr.contains("hint:"), "{}", out.stderr);

@@ -2,10 +2,20 @@
 //! sides import). The same events drive local mode, where no agent is involved.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::client::ClusterRef;
+/// Which cluster, context and namespace to use, as kubectl's flags say it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterRef {
+    /// `--kubeconfig`; else `KUBECONFIG`, else `~/.kube/config`, else in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context`; else the current context.
+    pub context: Option<String>,
+    /// `-n`; else the context's namespace, else `default`.
+    pub namespace: Option<String>,
+}
 
 /// Protocol version; a mismatch is an error with a hint, never undefined behaviour.
 pub const PROTOCOL: u32 = 3;
@@ -15,7 +25,7 @@ pub const PROTOCOL: u32 = 3;
 pub const STREAM_OPEN: u8 = b'+';
 
 /// First byte of a connection to an agent socket that carries many connections to the pod,
-/// multiplexed ([`crate::mux`]): the laptop's way, one SSH channel per socket.
+/// multiplexed ([`crate::proto::mux`]): the laptop's way, one SSH channel per socket.
 pub const MUX_OPEN: u8 = b'*';
 
 /// podtun's version, which the agent must share with the laptop.

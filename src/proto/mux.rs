@@ -1,10 +1,10 @@
 //! Many connections over one byte stream: the laptop ↔ agent leg of `--via`.
 //!
 //! The laptop opens one SSH channel per agent socket (stream-local, or `podtun agent pipe` over
-//! the exec fallback), sends [`MUX_OPEN`](crate::wire::MUX_OPEN), and from then on carries every
+//! the exec fallback), sends [`MUX_OPEN`](crate::proto::wire::MUX_OPEN), and from then on carries every
 //! local connection to that socket over it as a *stream*. Opening a stream costs no round trip
 //! and no work in sshd; a stream that lingers (the agent holds a client's EOF towards the pod,
-//! see [`crate::splice`]) costs the agent a task, not sshd a channel.
+//! see [`crate::net::splice`]) costs the agent a task, not sshd a channel.
 //!
 //! Frames, in both directions: `kind: u8`, `stream: u32`, `len: u32` (big-endian), then `len`
 //! bytes of payload.
