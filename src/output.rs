@@ -9,8 +9,6 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::tunnels::Registration;
-
 /// Events on stdout with `--json`, one object per line.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -67,6 +65,17 @@ pub enum Event {
     Closed,
 }
 
+/// Who follows a tunnel's reports besides the terminal: its entry in the state directory,
+/// which `podtun ls` reads.
+pub trait Follower: Send + Sync {
+    /// Follows what the tunnel reports.
+    fn on_event(&self, event: &Event);
+    /// Names the target as `ls` shows it, once it is known.
+    fn set_target(&self, target: &str);
+    /// Every forward of a batch is ready; whether the tunnel runs in the background.
+    fn on_ready(&self) -> bool;
+}
+
 /// The terminal side of podtun.
 pub struct Output {
     json: bool,
@@ -76,7 +85,7 @@ pub struct Output {
     /// The last Jupyter URL shown: a replacement pod's URL is shown only when it changed.
     last_url: Mutex<Option<String>>,
     /// The tunnel's entry in the state directory, kept current from the events.
-    registration: Option<Arc<Registration>>,
+    registration: Option<Arc<dyn Follower>>,
     /// A background tunnel, once ready: results go to its log, nobody reads stdout any more.
     results_to_log: AtomicBool,
 }
@@ -109,7 +118,7 @@ impl Output {
     }
 
     /// Keeps `registration` current from the events.
-    pub fn set_registration(&mut self, registration: Arc<Registration>) {
+    pub fn set_registration(&mut self, registration: Arc<dyn Follower>) {
         self.registration = Some(registration);
     }
 
@@ -125,8 +134,8 @@ impl Output {
         let Some(reg) = &self.registration else {
             return;
         };
-        reg.on_ready();
-        if first && reg.detached() {
+        let detached = reg.on_ready();
+        if first && detached {
             self.result(DETACHED_READY);
             self.results_to_log.store(true, Ordering::Relaxed);
         }
@@ -206,7 +215,7 @@ impl Output {
                 warning: true,
             } => self.note(&format!(
                 "Slurm job {job} has {} left",
-                crate::laptop::slurm::slurm_duration(Duration::from_secs(*seconds))
+                slurm_duration(Duration::from_secs(*seconds))
             )),
             Event::TimeLeft { .. } | Event::Error { .. } | Event::Closed => {}
         }
@@ -246,6 +255,26 @@ impl Output {
 fn println_flush(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// Opens `url` in the browser when stdout is a terminal; says so when it cannot.
+pub fn open_browser(out: &Output, url: &str) {
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        if let Err(e) = open::that_detached(url) {
+            out.note(&format!("could not open a browser: {e}"));
+        }
+    }
+}
+
+/// A duration as Slurm prints it: `1-02:03:04`, `2:03:04`, `3:04`.
+pub fn slurm_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (days, h) {
+        (0, 0) => format!("{m}:{s:02}"),
+        (0, h) => format!("{h}:{m:02}:{s:02}"),
+        (d, h) => format!("{d}-{h:02}:{m:02}:{s:02}"),
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,19 @@
 //! Raw flags → a checked `Plan`: the target, the request for the cluster side, where to listen
 //! and how to report. Checks that involve several flags live here.
 
+pub mod host;
+pub mod slurm;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use self::slurm::{JobSpec, Source};
 use crate::cli::{
     AgentMode, CommonArgs, DoctorArgs, ForwardArgs, HostArgs, JupyterArgs, PresetArgs, HOST_TARGET,
 };
 use crate::cluster::client::ClusterRef;
 use crate::cluster::tunnel::Spec;
 use crate::error::usage;
-use crate::laptop::slurm::{self, JobSpec, Source};
 use crate::proto::wire::Request;
 
 /// Everything a forward needs, checked.
@@ -79,7 +82,7 @@ impl Plan {
             }
             return Plan::from_preset(preset, "jupyter");
         }
-        crate::laptop::host::check_args(preset)?;
+        host::check_args(preset)?;
         let ports = preset.port.iter().cloned().collect();
         let mut plan = Plan::build(None, ports, &preset.common, "jupyter")?;
         plan.target_label = HOST_TARGET.to_string();

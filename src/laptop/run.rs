@@ -250,7 +250,7 @@ pub fn report_ready(
             agent,
         });
         if let Some(url) = url.filter(|_| first && plan.browser) {
-            open_browser(out, &url);
+            crate::output::open_browser(out, &url);
         }
     }
     out.ready_reported(first);
@@ -300,18 +300,9 @@ pub fn report_served(
         agent: Some("none"),
     });
     if first && plan.browser {
-        open_browser(out, &url);
+        crate::output::open_browser(out, &url);
     }
     out.ready_reported(first);
-}
-
-/// Opens `url` in the browser when stdout is a terminal; says so when it cannot.
-pub fn open_browser(out: &Output, url: &str) {
-    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        if let Err(e) = open::that_detached(url) {
-            out.note(&format!("could not open a browser: {e}"));
-        }
-    }
 }
 
 /// Cluster-side events while serving: progress lines, and the new pod (and URL) on replacement.

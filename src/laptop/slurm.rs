@@ -36,8 +36,9 @@ use super::ssh::exec::{self, sh_quote};
 use super::ssh::SshSession;
 use crate::error::hinted;
 
+pub use crate::plan::slurm::{JobId, JobSpec, Source, TARGET_KIND};
 pub use ended::{ended_error, stuck_error};
-pub use job::{parse_target, JobId, JobSpec, JOB_NAME, STATE_DIR, TARGET_KIND};
+pub use job::{JOB_NAME, STATE_DIR};
 pub use jpserver::JupyterServer;
 pub use status::{slurm_duration, JobStatus, Phase, SQUEUE_FORMAT};
 pub use tunnel::run;
@@ -53,15 +54,6 @@ const ENDING_TIMEOUT: Duration = Duration::from_secs(30);
 const OUTPUT_TAIL_LINES: usize = 15;
 /// Lines of the job's output searched for Jupyter's URL.
 const OUTPUT_SEARCH_LINES: usize = 400;
-
-/// Where Jupyter runs: a job podtun submits, or one that runs already.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// `--slurm OPTIONS`: submit [`job::batch_script`]; cancelled when podtun stops.
-    Submit(JobSpec),
-    /// TARGET `slurm/JOBID`: left running when podtun stops.
-    Existing(JobId),
-}
 
 /// A job podtun follows.
 #[derive(Clone, Debug, PartialEq, Eq)]

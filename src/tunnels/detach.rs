@@ -76,7 +76,7 @@ pub async fn start(
                     println_flush(&line);
                     if !opened && plan.browser && line.starts_with("http") {
                         opened = true;
-                        crate::laptop::run::open_browser(out, &line);
+                        crate::output::open_browser(out, &line);
                     }
                 }
                 // It ended before it was ready: its error is in its log.

@@ -259,7 +259,7 @@ fn identity(plan: &Plan) -> String {
         local,
     ];
     // Two submissions with other sbatch options are two tunnels (two jobs).
-    if let Some(crate::laptop::slurm::Source::Submit(spec)) = &plan.slurm {
+    if let Some(crate::plan::slurm::Source::Submit(spec)) = &plan.slurm {
         parts.push(format!("{spec:?}"));
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, parts.join("\0").as_bytes());
@@ -340,6 +340,21 @@ pub async fn register(
     };
     reg.save();
     Ok(Registered::New(reg))
+}
+
+impl crate::output::Follower for Registration {
+    fn on_event(&self, event: &Event) {
+        Registration::on_event(self, event);
+    }
+
+    fn set_target(&self, target: &str) {
+        Registration::set_target(self, target);
+    }
+
+    fn on_ready(&self) -> bool {
+        Registration::on_ready(self);
+        self.detached()
+    }
 }
 
 impl Registration {

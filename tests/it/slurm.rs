@@ -331,7 +331,11 @@ async fn slurm_existing_job_is_found_reached_and_left_running() {
     t.on_laptop(move || async move {
         let ssh = SshSession::connect(&via, &opts).await.expect("connect");
         let target = format!("slurm/{attached}");
-        let job = Job::existing(slurm::parse_target(&target).expect("a job").expect("an id"));
+        let job = Job::existing(
+            podtun::plan::slurm::parse_target(&target)
+                .expect("a job")
+                .expect("an id"),
+        );
         let found = bounded(
             "Jupyter found",
             SCHEDULE_TIMEOUT + JUPYTER_START_TIMEOUT,

@@ -1,17 +1,11 @@
 //! The job: `slurm/JOBID` as a target, the batch script podtun submits for `--slurm` (POSIX sh),
 //! the `sbatch` command line around it, and what sbatch answers. Pure: text in, text out.
 
-use std::fmt;
-use std::str::FromStr;
-
 use anyhow::anyhow;
 
 use crate::error::hinted;
 use crate::laptop::ssh::exec::{in_login_shell, remote_path, sh_quote};
-
-/// The target kind for an existing job: `slurm/JOBID`. Pod names cannot hold a `/`, and no
-/// Kubernetes kind is called `slurm`, so the spelling is never a pod.
-pub const TARGET_KIND: &str = "slurm";
+use crate::plan::slurm::{JobId, JobSpec};
 
 /// Where podtun keeps its Slurm files, relative to the home on the cluster (shared by the login
 /// host and the nodes): `%j.out` for each job's output and `JOBID/` as its Jupyter runtime dir.
@@ -22,83 +16,6 @@ pub const JOB_NAME: &str = "podtun-jupyter";
 
 /// The prefix of the lines podtun's own remote commands print (the rest is login-shell noise).
 pub const MARK: &str = "podtun-slurm:";
-
-/// A Slurm job id: `123`, or `123_4` for a task of an array job.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct JobId(String);
-
-impl JobId {
-    /// The id as Slurm prints it.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for JobId {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<JobId, String> {
-        let digits =
-            |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
-        let ok = match s.split_once('_') {
-            Some((job, task)) => digits(job) && digits(task),
-            None => digits(s),
-        };
-        if ok {
-            Ok(JobId(s.to_string()))
-        } else {
-            Err(format!(
-                "`{s}` is not a Slurm job id (digits, or JOB_TASK for an array task)"
-            ))
-        }
-    }
-}
-
-/// `slurm/JOBID` → the job id (or why it is not one); any other target → `None`.
-pub fn parse_target(input: &str) -> Option<Result<JobId, String>> {
-    let (kind, id) = input.split_once('/')?;
-    kind.eq_ignore_ascii_case(TARGET_KIND)
-        .then(|| id.parse::<JobId>())
-}
-
-/// What to submit for `--slurm`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobSpec {
-    /// sbatch options from `--slurm "…"`, split as a shell would; they come after podtun's
-    /// defaults, so `--output`, `--chdir` or `--job-name` there win.
-    pub sbatch_args: Vec<String>,
-    /// `--env`: a virtualenv or conda env directory (holds a `/`: `~/venvs/lab`), or a conda
-    /// env name.
-    pub env: Option<String>,
-    /// `--dir`: where Jupyter starts (sbatch `--chdir`); the home by default.
-    pub dir: Option<String>,
-}
-
-impl JobSpec {
-    /// Splits the `--slurm` value (`-p gpu --time=2:00:00 --gres=gpu:1`) with shell quoting.
-    pub fn new(slurm: &str, env: Option<String>, dir: Option<String>) -> Result<JobSpec, String> {
-        let sbatch_args =
-            shlex::split(slurm).ok_or_else(|| format!("--slurm {slurm:?}: unbalanced quotes"))?;
-        for (flag, value) in [("--env", &env), ("--dir", &dir)] {
-            if let Some(v) = value {
-                if v.is_empty() || v.contains('\n') {
-                    return Err(format!("{flag} {v:?}: not a name or a path"));
-                }
-            }
-        }
-        Ok(JobSpec {
-            sbatch_args,
-            env,
-            dir,
-        })
-    }
-}
 
 /// The lines that activate `--env` on the node: `. DIR/bin/activate` for a path, `conda
 /// activate` for a name. A failure ends the job with a message in its output.
@@ -216,34 +133,6 @@ pub fn submit_error(host: &str, status: Option<u32>, stdout: &str, stderr: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets() {
-        assert_eq!(parse_target("slurm/123"), Some(Ok(JobId("123".into()))));
-        assert_eq!(parse_target("SLURM/7_3"), Some(Ok(JobId("7_3".into()))));
-        assert!(matches!(parse_target("slurm/abc"), Some(Err(e)) if e.contains("`abc`")));
-        assert!(matches!(parse_target("slurm/"), Some(Err(_))));
-        assert!(matches!(parse_target("slurm/1_"), Some(Err(_))));
-        assert_eq!(parse_target("pod/slurm"), None);
-        assert_eq!(parse_target("slurm-123"), None);
-        assert_eq!(parse_target("123"), None);
-    }
-
-    #[test]
-    fn spec_splits_like_a_shell() {
-        let spec =
-            JobSpec::new("-p gpu --time=2:00:00 --comment='my lab'", None, None).expect("spec");
-        assert_eq!(
-            spec.sbatch_args,
-            ["-p", "gpu", "--time=2:00:00", "--comment=my lab"]
-        );
-        assert!(JobSpec::new("--comment='open", None, None).is_err());
-        assert!(JobSpec::new("", Some(String::new()), None).is_err());
-        assert_eq!(
-            JobSpec::new("", None, None).expect("spec").sbatch_args,
-            Vec::<String>::new()
-        );
-    }
 
     #[test]
     fn submit_command_quotes_user_options_after_the_defaults() {

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+pub use crate::output::slurm_duration;
+
 /// What podtun asks squeue for, `|`-separated: job id, state, reason, node list, time left,
 /// time limit, time used (`squeue -h -o FORMAT`).
 pub const SQUEUE_FORMAT: &str = "%i|%T|%r|%N|%L|%l|%M";
@@ -218,17 +220,6 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs(((days * 24 + h) * 60 + m) * 60 + s))
-}
-
-/// A duration as Slurm prints it: `1-02:03:04`, `2:03:04`, `3:04`.
-pub fn slurm_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    let (days, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    match (days, h) {
-        (0, 0) => format!("{m}:{s:02}"),
-        (0, h) => format!("{h}:{m:02}:{s:02}"),
-        (d, h) => format!("{d}-{h:02}:{m:02}:{s:02}"),
-    }
 }
 
 #[cfg(test)]

@@ -15,10 +15,11 @@ use std::time::Duration;
 use anyhow::anyhow;
 use tracing::debug;
 
-use super::job::{JobId, MARK, STATE_DIR};
+use super::job::{MARK, STATE_DIR};
 use crate::laptop::ssh::exec::sh_quote;
 use crate::laptop::ssh::script::RemoteScript;
 use crate::laptop::ssh::SshSession;
+use crate::plan::slurm::JobId;
 use crate::proto::wire::HEARTBEAT_SECS;
 
 /// How long the job outlives the laptop's last word: above the reconnect backoff's cap (30 s
