@@ -34,6 +34,7 @@ pub mod cluster;
 pub mod config;
 pub mod dirs;
 pub mod error;
+pub mod jupyter;
 pub mod laptop;
 pub mod net;
 pub mod output;
@@ -157,9 +158,9 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
     } else if plan.host.is_some() {
         laptop::host::run(&plan, out.clone(), shutdown).await
     } else if plan.via.is_empty() {
-        laptop::run::run_local(&plan, out.clone(), shutdown).await
+        laptop::local::run_local(&plan, out.clone(), shutdown).await
     } else {
-        laptop::session::run_via(&plan, out.clone(), shutdown).await
+        laptop::via::run_via(&plan, out.clone(), shutdown).await
     };
     out.done();
     if let Some(reg) = &registration {

@@ -18,7 +18,8 @@ pub use super::target::{
     label_selector_string, selector_of_deployment, selector_of_service, selector_of_stateful_set,
     Target,
 };
-pub use super::token::{find_token, token_from_args, token_from_env, JupyterUrl, Token, TokenFind};
+pub use super::token::{token_from_args, token_from_env};
+pub use crate::jupyter::token::{find_token, JupyterUrl, Token, TokenFind};
 
 /// Why discovery could not go on; [`DiscoverError::hint`] gives the fix.
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,7 @@ use super::resolve::{self, pod_label, Progress};
 use super::spdyforward::{ForwardResult, Link};
 use crate::error::usage;
 use crate::net::splice::Moved;
-use crate::proto::wire::{AgentEvent, Candidates, JupyterAccess, Request, Secret, WirePort};
+use crate::proto::wire::{AgentEvent, Candidates, JupyterAccess, Request, WirePort};
 
 /// What to forward, parsed and checked.
 #[derive(Debug, Clone)]
@@ -354,7 +354,7 @@ async fn wait_until_gone(cluster: &Cluster, pod: &Pod) -> anyhow::Result<()> {
 fn access_of(found: TokenFind, pod: &Pod, container: &str) -> JupyterAccess {
     match found {
         TokenFind::Found(url) => JupyterAccess {
-            token: url.token.map(|t| Secret(t.expose().to_string())),
+            token: url.token,
             base_path: url.base_path,
             path: url.path,
             note: None,
@@ -369,7 +369,7 @@ fn access_of(found: TokenFind, pod: &Pod, container: &str) -> JupyterAccess {
                 "Jupyter's token was set by its configuration and is not in the logs: type it in the browser".to_string()
             });
             JupyterAccess {
-                token: token.map(|t| Secret(t.expose().to_string())),
+                token,
                 base_path,
                 path,
                 note,

@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use russh::ChannelMsg;
 
-use super::install::{self, Located};
 use super::ssh::{exec, route};
 use super::ssh::{SshOptions, SshSession};
+use super::via::install::{self, Located};
 use crate::cli::AgentMode;
 use crate::error::hinted;
 use crate::plan::Plan;
@@ -252,7 +252,7 @@ async fn kubectl_checks(
     };
     let work = tokio::time::timeout(
         AGENT_CHECKS_TIMEOUT,
-        super::kubectl::doctor(ssh, plan, &emit),
+        super::via::kubectl::doctor(ssh, plan, &emit),
     );
     tokio::pin!(work);
     let result = loop {

@@ -1,19 +1,23 @@
-//! The laptop side: SSH to the login host, the local listener, the session with the agent.
+//! The laptop side. Four ways of reaching a target, each in its own module, which use the
+//! shared parts below and never each other:
+//! - [`local`]: a pod, with the cluster half in this process (no SSH);
+//! - [`via`]: a pod through the login host, with podtun's agent or with kubectl only;
+//! - [`host`]: a Jupyter server on the SSH host itself (`podtun jupyter @`);
+//! - [`slurm`]: Jupyter in a Slurm job, through the login host.
+//!
+//! The shared parts: [`ssh`] (every russh call), [`listen`] (the local ports), [`ready`]
+//! (readiness through the whole chain, and the reports), [`pick`] (the terminal chooser).
+//! [`doctor`] checks each step of a route.
 
 pub mod doctor;
 pub mod host;
-mod host_pick;
-mod host_remote;
-mod host_script;
-pub mod install;
-pub mod kubectl;
-pub mod listener;
+pub mod link;
+pub mod listen;
+pub mod local;
 pub mod pick;
-pub mod probe;
-pub mod release;
-pub mod run;
-pub mod session;
+pub mod ready;
 pub mod slurm;
 pub mod ssh;
+pub mod via;
+
 pub use ssh::restore_terminal;
-pub mod transport;

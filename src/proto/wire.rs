@@ -1,10 +1,11 @@
 //! The laptop ↔ agent protocol: JSON lines over the agent's exec channel (the only module both
 //! sides import). The same events drive local mode, where no agent is involved.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::jupyter::Token;
 
 /// Which cluster, context and namespace to use, as kubectl's flags say it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,17 +31,6 @@ pub const MUX_OPEN: u8 = b'*';
 
 /// podtun's version, which the agent must share with the laptop.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// A secret (the Jupyter token): serialised as is, never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// What to forward: the laptop's first line to the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,7 +95,7 @@ pub struct WirePort {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JupyterAccess {
     /// The token, if the server has one and it is known.
-    pub token: Option<Secret>,
+    pub token: Option<Token>,
     /// Base path for the API (`/` or `/user/alice/`).
     pub base_path: String,
     /// Path to open (`/lab`).
@@ -270,7 +260,7 @@ mod tests {
             r#"{"event":"progress","message":"waiting"}"#
         );
         let ev = AgentEvent::Token(JupyterAccess {
-            token: Some(Secret("abc".into())),
+            token: Token::new("abc"),
             base_path: "/".into(),
             path: "/lab".into(),
             note: None,

@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use podtun::cluster::token::Token;
+use podtun::jupyter::Token;
 use podtun::laptop::slurm::{self, Job, JobSpec, JupyterServer, Released, STATE_DIR};
 use podtun::laptop::ssh::{SshOptions, SshSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,9 +5,9 @@
 use anyhow::anyhow;
 
 use super::job::MARK;
-use crate::cluster::token::{find_token, Token, TokenFind};
 use crate::error::hinted;
-use crate::laptop::host_script::ServerInfo;
+use crate::jupyter::server::ServerInfo;
+use crate::jupyter::token::{find_token, Token, TokenFind};
 
 /// The line before each file in [`listing_command`]'s output.
 const FILE_MARK: &str = "jpserver";

@@ -19,13 +19,13 @@ use tracing::debug;
 
 use super::watchdog::Watchdog;
 use super::{check_yours, find, release, status, submit, Found, Job, Phase, Released, Source};
-use crate::laptop::host::route_when_up;
-use crate::laptop::session::Ended;
+use crate::laptop::link::{self as session, route_when_up, Ended, LINK_WAIT};
 use crate::laptop::ssh::SshSession;
-use crate::laptop::{listener, run, session};
+
+use crate::laptop::{listen as listener, local as run};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::proto::wire::{JupyterAccess, Secret};
+use crate::proto::wire::JupyterAccess;
 
 /// How often a running job is looked at while forwarding (its end, its time left).
 const WATCH_EVERY: Duration = Duration::from_secs(30);
@@ -33,8 +33,6 @@ const WATCH_EVERY: Duration = Duration::from_secs(30);
 const TIME_WARNING: Duration = Duration::from_secs(10 * 60);
 /// Bound on cancelling a submitted job on the way out (a new connection included).
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bound on how long a new local connection waits for the link to the login host to come back.
-const LINK_WAIT: Duration = Duration::from_secs(60);
 
 /// One connection to the login host, with the watchdog of a submitted job on it.
 struct Link {
@@ -336,10 +334,7 @@ async fn forward(
 fn access(found: &Found) -> JupyterAccess {
     let server = &found.server;
     JupyterAccess {
-        token: server
-            .token
-            .as_ref()
-            .map(|t| Secret(t.expose().to_string())),
+        token: server.token.clone(),
         base_path: server.base_url.clone(),
         path: format!("{}lab", server.base_url),
         note: server.token.is_none().then(|| {

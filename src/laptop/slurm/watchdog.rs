@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn grace_outlasts_the_reconnect_backoff() {
-        assert!(GRACE > crate::laptop::session::backoff(u32::MAX) + Duration::from_secs(20));
+        assert!(GRACE > crate::laptop::link::backoff(u32::MAX) + Duration::from_secs(20));
         assert!(GRACE.as_secs() > 3 * HEARTBEAT_SECS);
     }
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{listener, probe};
+use super::{listen as listener, ready as probe};
 use crate::cluster::discover::{Preset, Target};
 use crate::cluster::tunnel::Tunnel;
 use crate::output::{Event, Output};
@@ -208,7 +208,7 @@ pub fn reachable(local: SocketAddr) -> SocketAddr {
 pub fn jupyter_url(local: SocketAddr, access: &JupyterAccess) -> String {
     let base = format!("http://{}{}", reachable(local), access.path);
     match &access.token {
-        Some(token) => format!("{base}?token={}", token.0),
+        Some(token) => format!("{base}?token={}", token.expose()),
         None => base,
     }
 }

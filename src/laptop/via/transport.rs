@@ -16,8 +16,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
-use super::ssh::exec;
-use super::ssh::{OpenError, SshSession};
+use crate::laptop::ssh::exec;
+use crate::laptop::ssh::{OpenError, SshSession};
 use crate::net::splice::splice;
 use crate::proto::mux::{Mux, MuxStream};
 use crate::proto::wire::MUX_OPEN;

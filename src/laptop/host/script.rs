@@ -7,10 +7,10 @@
 //! Every line the script prints starts with [`MARK`]; the rest is login-shell noise. Server
 //! lines carry tokens: they are parsed, never logged.
 
-use serde::Deserialize;
-
-use super::ssh::exec::{remote_path, sh_quote};
-use crate::proto::wire::{Secret, HEARTBEAT_SECS};
+use crate::jupyter::server::ServerInfo;
+use crate::jupyter::Token;
+use crate::laptop::ssh::exec::{remote_path, sh_quote};
+use crate::proto::wire::HEARTBEAT_SECS;
 
 /// The prefix of every line the script prints.
 pub const MARK: &str = "podtun-jupyter:";
@@ -193,7 +193,7 @@ pub struct Server {
     /// Its Unix socket, if it listens on one.
     pub sock: Option<String>,
     /// Its token (none: password or no authentication).
-    pub token: Option<Secret>,
+    pub token: Option<Token>,
     /// Its base URL, `/` or `/user/alice/` (always ends with `/`).
     pub base_url: String,
     /// Where its files are.
@@ -223,45 +223,6 @@ impl Server {
     }
 }
 
-/// The fields of a `jpserver-*.json` (Jupyter Server) or `nbserver-*.json` (Notebook < 7) that
-/// podtun reads: on the SSH host, and in the runtime dir of a Slurm job.
-#[derive(Deserialize)]
-pub(crate) struct ServerInfo {
-    #[serde(default)]
-    pub pid: Option<u32>,
-    #[serde(default)]
-    pub port: u16,
-    /// What the server was told to listen on (`--ip`): a name, an address, or a wildcard.
-    #[serde(default)]
-    pub hostname: String,
-    #[serde(default)]
-    pub sock: String,
-    #[serde(default)]
-    pub token: String,
-    #[serde(default)]
-    base_url: String,
-    #[serde(default)]
-    pub root_dir: String,
-    #[serde(default)]
-    pub notebook_dir: String,
-    #[serde(default)]
-    pub secure: bool,
-}
-
-impl ServerInfo {
-    /// Its base URL, always starting and ending with `/`.
-    pub fn base_url(&self) -> String {
-        let mut base_url = self.base_url.clone();
-        if !base_url.starts_with('/') {
-            base_url.insert(0, '/');
-        }
-        if !base_url.ends_with('/') {
-            base_url.push('/');
-        }
-        base_url
-    }
-}
-
 /// Parses one server file's JSON.
 pub fn parse_server(json: &str) -> Result<Server, serde_json::Error> {
     let info: ServerInfo = serde_json::from_str(json)?;
@@ -279,7 +240,7 @@ pub fn parse_server(json: &str) -> Result<Server, serde_json::Error> {
         port: info.port,
         address: address.to_string(),
         sock: Some(info.sock).filter(|s| !s.is_empty()),
-        token: Some(info.token).filter(|t| !t.is_empty()).map(Secret),
+        token: Token::new(&info.token),
         base_url,
         root_dir: if classic {
             info.notebook_dir
@@ -358,7 +319,7 @@ mod tests {
         assert_eq!(s.port, 35441);
         assert_eq!(s.address, "127.0.0.1");
         assert_eq!(s.sock, None);
-        assert_eq!(s.token, Some(Secret("114b4b8e0d64".into())));
+        assert_eq!(s.token, Token::new("114b4b8e0d64"));
         assert_eq!(s.base_url, "/");
         assert_eq!(s.page(), "lab");
         assert_eq!(s.listens_on(), "port 35441");

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 
-use super::host_script::{Listing, Script, MARK};
-use super::ssh::script::RemoteScript;
-use super::ssh::SshSession;
+use super::script::{Listing, Script, MARK};
 use crate::error::hinted;
+use crate::laptop::ssh::script::RemoteScript;
+use crate::laptop::ssh::SshSession;
 use crate::proto::wire::HEARTBEAT_SECS;
 
 /// Bound on the channel's end after EOF: the host side gives Jupyter 5 s to stop, then cleans up.

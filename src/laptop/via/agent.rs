@@ -2,7 +2,6 @@
 //! and one SSH channel per agent socket carrying every local connection to it ([`Transport`]).
 
 use std::future::Future;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +15,14 @@ use tracing::{debug, info, warn};
 
 use super::install;
 use super::kubectl;
-use super::run::{self, Resolved};
-use super::ssh::exec;
-use super::ssh::{SshOptions, SshSession};
 use super::transport::Transport;
 use crate::cli::AgentMode;
 use crate::cluster::discover::Preset;
 use crate::error::hinted;
+use crate::laptop::link::{backoff, is_permanent, ssh_options, Ended, LINK_WAIT};
+use crate::laptop::local::{self as run, Resolved};
+use crate::laptop::ssh::exec;
+use crate::laptop::ssh::SshSession;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 
@@ -35,13 +35,6 @@ const AGENT_HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on the agent's exit after its stdin closed.
 const AGENT_EXIT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Bound on how long a new local connection waits for the link to the login host to come back.
-const LINK_WAIT: Duration = Duration::from_secs(60);
-/// First pause before reconnecting; it doubles up to [`RECONNECT_MAX`].
-const RECONNECT_MIN: Duration = Duration::from_secs(1);
-/// Longest pause between two reconnection attempts.
-const RECONNECT_MAX: Duration = Duration::from_secs(30);
-
 /// One established connection to the login host with its agent.
 struct Established {
     ssh: SshSession,
@@ -50,16 +43,6 @@ struct Established {
     /// The way to the agent's sockets; replaced on every reconnection.
     link: Arc<Transport>,
     jupyter: Option<JupyterAccess>,
-}
-
-/// Why serving over one SSH connection ended (via mode, `jupyter @`, Slurm jobs).
-pub(super) enum Ended {
-    /// Ctrl-C/SIGTERM.
-    Shutdown,
-    /// The login host, the agent or the server went away: reconnect.
-    Lost(String),
-    /// Failed for good.
-    Fatal(anyhow::Error),
 }
 
 /// Via mode: reach the cluster through the login host, and stay connected.
@@ -289,17 +272,6 @@ async fn listening(
     })
 }
 
-/// How to connect to the login host.
-pub(super) fn ssh_options(plan: &Plan) -> SshOptions {
-    SshOptions {
-        config_file: plan.ssh_config.clone(),
-        interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
-        // `~` is $HOME, as for the rest of the user's tools (OpenSSH itself reads passwd).
-        home: std::env::var_os("HOME").map(std::path::PathBuf::from),
-        ..SshOptions::default()
-    }
-}
-
 /// Probes, reports `ready`, then follows the agent until shutdown or a loss.
 async fn serve(
     plan: &Plan,
@@ -359,25 +331,6 @@ async fn wait_link(
             LINK_WAIT.as_secs()
         ),
     }
-}
-
-/// Failures that retrying cannot fix: a changed host key, refused credentials.
-pub(super) fn is_permanent(err: &anyhow::Error) -> bool {
-    let text = format!("{err:#}");
-    text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || text.contains("permission denied")
-}
-
-/// Capped exponential backoff with jitter: 1 s, 2 s, 4 s … 30 s, each ±20%.
-pub(super) fn backoff(failures: u32) -> Duration {
-    let base = RECONNECT_MIN
-        .saturating_mul(1 << failures.saturating_sub(1).min(5))
-        .min(RECONNECT_MAX);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let jitter = 0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0;
-    base.mul_f64(jitter)
 }
 
 /// An error as the agent said it, marked as coming from the login host.
@@ -505,7 +458,7 @@ impl Agent {
     /// Several pods fit and no TARGET was given: the user's choice (or none, without a
     /// terminal) goes back to the agent. Heartbeats go on while the user thinks.
     async fn answer(&self, offered: &Candidates, out: &Output) -> anyhow::Result<()> {
-        let choice = super::pick::choose(offered, out);
+        let choice = crate::laptop::pick::choose(offered, out);
         tokio::pin!(choice);
         let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
         let choice = loop {

@@ -27,14 +27,14 @@ use tokio_util::task::TaskTracker;
 use tower::{BoxError, ServiceBuilder};
 use tracing::{debug, info};
 
-use super::run::{self, Resolved};
-use super::ssh::exec::{remote_path, sh_quote};
-use super::ssh::script::RemoteScript;
-use super::ssh::{OpenError, SshSession};
 use crate::cluster::client::Cluster;
 use crate::cluster::discover::Preset;
 use crate::cluster::tunnel::Tunnel;
 use crate::error::hinted;
+use crate::laptop::local::{self as run, Resolved};
+use crate::laptop::ssh::exec::{remote_path, sh_quote};
+use crate::laptop::ssh::script::RemoteScript;
+use crate::laptop::ssh::{OpenError, SshSession};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::wire::{AgentEvent, Candidates, JupyterAccess, HEARTBEAT_SECS};
@@ -44,7 +44,7 @@ const PROXY_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on the proxy's exit after its channel closed.
 const PROXY_EXIT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a request waits for the link to the login host to come back.
-const LINK_WAIT: Duration = Duration::from_secs(60);
+
 /// Heartbeats the login side may miss before it stops the proxy.
 const HEARTBEATS_MISSED: u64 = 3;
 /// The prefix of every line the login-side script prints (the rest is login-shell noise).
@@ -247,13 +247,16 @@ impl tower::Service<http::Uri> for ProxyConnector {
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let mut route = self.route.clone();
         Box::pin(async move {
-            let up = tokio::time::timeout(LINK_WAIT, route.wait_for(Option::is_some))
-                .await
-                .map(|r| r.map(|guard| guard.clone()));
+            let up = tokio::time::timeout(
+                crate::laptop::link::LINK_WAIT,
+                route.wait_for(Option::is_some),
+            )
+            .await
+            .map(|r| r.map(|guard| guard.clone()));
             let Ok(Ok(current)) = up else {
                 return Err(format!(
                     "the login host was unreachable for {}s",
-                    LINK_WAIT.as_secs()
+                    crate::laptop::link::LINK_WAIT.as_secs()
                 )
                 .into());
             };
@@ -467,7 +470,7 @@ async fn serve(
             let out = out.clone();
             move |offered: Candidates| -> BoxFuture<'static, anyhow::Result<String>> {
                 let out = out.clone();
-                Box::pin(async move { super::pick::choose(&offered, &out).await })
+                Box::pin(async move { crate::laptop::pick::choose(&offered, &out).await })
             }
         };
         let tunnel = Tunnel::start_on(cluster, plan.spec.clone(), &progress, &choose).await?;
@@ -606,7 +609,7 @@ async fn keep_link(
         }
         loop {
             failures += 1;
-            tokio::time::sleep(super::session::backoff(failures)).await;
+            tokio::time::sleep(crate::laptop::link::backoff(failures)).await;
             match reconnect(plan).await {
                 Ok(next) => {
                     route_tx.send_replace(Some(Route {
@@ -618,7 +621,7 @@ async fn keep_link(
                     failures = 0;
                     break;
                 }
-                Err(e) if super::session::is_permanent(&e) => return Err(e),
+                Err(e) if crate::laptop::link::is_permanent(&e) => return Err(e),
                 Err(e) => out.note(&format!("reconnecting failed: {e:#}")),
             }
         }
@@ -626,7 +629,7 @@ async fn keep_link(
 }
 
 async fn reconnect(plan: &Plan) -> anyhow::Result<Established> {
-    let ssh = SshSession::connect(&plan.via, &super::session::ssh_options(plan)).await?;
+    let ssh = SshSession::connect(&plan.via, &crate::laptop::link::ssh_options(plan)).await?;
     establish_on(ssh, plan).await
 }
 

@@ -4,10 +4,10 @@
 
 use anyhow::{anyhow, Context};
 
-use super::host_script::Server;
-use super::pick;
+use super::script::Server;
 use crate::cluster::ports::PortSpec;
 use crate::error::hinted;
+use crate::laptop::pick;
 use crate::output::Output;
 use crate::plan::Plan;
 

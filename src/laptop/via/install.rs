@@ -9,9 +9,9 @@ use anyhow::{anyhow, Context};
 use tracing::{debug, info};
 
 use super::release;
-use super::ssh::exec::{remote_path, run, sh_quote};
-use super::ssh::SshSession;
 use crate::error::hinted;
+use crate::laptop::ssh::exec::{remote_path, run, sh_quote};
+use crate::laptop::ssh::SshSession;
 use crate::plan::Plan;
 use crate::proto::wire::VERSION;
 

@@ -18,28 +18,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::anyhow;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use super::host_pick::{about, choose};
-use super::host_remote::{ensure_found, Remote};
-use super::host_script::{Listen, Script, Server, MARK};
-use super::session::Ended;
-use super::ssh::exec::sh_quote;
-use super::ssh::script::RemoteScript;
-use super::ssh::{OpenError, SshSession};
-use super::{listener, run, session};
+use super::pick::{about, choose};
+use super::remote::{ensure_found, Remote};
+use super::script::{Listen, Script, Server, MARK};
+use crate::laptop::link::{self as session, route_when_up, Ended, LINK_WAIT};
+use crate::laptop::ssh::exec::sh_quote;
+use crate::laptop::ssh::script::RemoteScript;
+use crate::laptop::ssh::{OpenError, SshSession};
+use crate::laptop::{listen as listener, local as run};
+
 use crate::cli::{HostArgs, HOST_TARGET};
 use crate::error::hinted;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::wire::JupyterAccess;
 
-/// Bound on how long a new local connection waits for the link to the host to come back.
-const LINK_WAIT: Duration = Duration::from_secs(60);
 /// The local port tried first for a server on a socket (Jupyter's default).
 const DEFAULT_PORT: u16 = 8888;
 
@@ -287,23 +286,6 @@ async fn streamlocal_allowed(ssh: &SshSession, sock: &str) -> anyhow::Result<boo
         }
     }
     Ok(false)
-}
-
-/// Where a new local connection goes: the current route once the link to `host` is up, waiting
-/// at most `within` while podtun reconnects.
-pub(crate) async fn route_when_up<T>(
-    route: &mut watch::Receiver<Option<Arc<T>>>,
-    within: Duration,
-    host: &str,
-) -> anyhow::Result<Arc<T>> {
-    let up = tokio::time::timeout(within, async {
-        route.wait_for(Option::is_some).await.map(|g| g.clone())
-    })
-    .await;
-    match up {
-        Ok(Ok(current)) => current.context("no route"),
-        _ => bail!("{host} was unreachable for {}s", within.as_secs()),
-    }
 }
 
 /// One local connection: one SSH channel to the server.

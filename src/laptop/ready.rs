@@ -96,7 +96,7 @@ async fn probe_jupyter(
     let auth = access
         .token
         .as_ref()
-        .map(|t| format!("Authorization: token {}\r\n", t.0))
+        .map(|t| format!("Authorization: token {}\r\n", t.expose()))
         .unwrap_or_default();
     let request = format!(
         "GET {}api/status HTTP/1.1\r\nHost: {local}\r\n{auth}Connection: close\r\n\r\n",
