@@ -1,14 +1,19 @@
 //! The local listeners: binding (the port the user named, else the remote port, else any) and
 //! their connections for the shared accept loop (TCP_NODELAY, a span per peer).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info_span, Span};
 
+use super::ready::Resolved;
 use crate::error::hinted;
 use crate::net::accept::Accept;
+use crate::plan::Plan;
 
 /// Binds the local end of a forward.
 ///
@@ -57,4 +62,81 @@ impl Accept for TcpListener {
         conn.set_nodelay(true).ok();
         Ok(Some((conn, info_span!("conn", %peer))))
     }
+}
+
+/// How long open connections may finish after Ctrl-C.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Binds the local ports the user named, in the order of the requested ports.
+pub fn bind_named(plan: &Plan) -> anyhow::Result<Vec<Option<TcpListener>>> {
+    if let Some(port) = plan.local_port {
+        return Ok(vec![Some(bind(plan.address, Some(port), port)?)]);
+    }
+    plan.spec
+        .ports
+        .iter()
+        .map(|p| p.local.map(|l| bind(plan.address, Some(l), l)).transpose())
+        .collect()
+}
+
+/// One listener per forwarded port, in order, reusing the ones bound early.
+pub fn bind_all(
+    plan: &Plan,
+    resolved: &Resolved,
+    early: Vec<Option<TcpListener>>,
+) -> anyhow::Result<Vec<TcpListener>> {
+    let ports = &resolved.ports;
+    if plan.local_port.is_some() && ports.len() > 1 {
+        let list: Vec<String> = ports.iter().map(|p| p.remote.to_string()).collect();
+        let first = ports.first().map(|p| p.remote).unwrap_or_default();
+        return Err(crate::error::usage(
+            format!(
+                "pod `{}/{}` has {} ports ({}), but -p sets the local port of one",
+                resolved.namespace,
+                resolved.pod,
+                ports.len(),
+                list.join(", ")
+            ),
+            Some(format!(
+                "name the ports to forward as LOCAL:REMOTE, e.g. `podtun forward pod/{} 9000:{first}`",
+                resolved.pod
+            )),
+        ));
+    }
+    let mut early = early.into_iter();
+    ports
+        .iter()
+        .map(|port| match early.next().flatten() {
+            Some(l) => Ok(l),
+            None => match port.local.or_else(|| recall(plan, port.remote)) {
+                // A remembered port is a preference: taken, the usual choice applies.
+                Some(p) if port.local.is_none() => bind(plan.address, Some(p), p)
+                    .or_else(|_| bind(plan.address, None, port.remote)),
+                _ => bind(plan.address, port.local, port.remote),
+            },
+        })
+        .collect()
+}
+
+/// The local port this tunnel used last time for `remote`.
+fn recall(plan: &Plan, remote: u16) -> Option<u16> {
+    crate::tunnels::ports::recall(&crate::tunnels::ports::Key::of(plan), remote)
+}
+
+/// The address users should type: a wildcard listener is reached on loopback.
+pub fn reachable(local: SocketAddr) -> SocketAddr {
+    match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port())
+        }
+        _ => local,
+    }
+}
+
+/// Stops accepting and lets open connections finish for [`SHUTDOWN_GRACE`].
+pub async fn drain(cancel: CancellationToken, tracker: TaskTracker) {
+    crate::net::shutdown::drain(&cancel, &tracker, SHUTDOWN_GRACE).await;
 }

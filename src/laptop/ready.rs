@@ -10,9 +10,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::cluster::discover::Preset;
+use super::listen;
+use crate::cluster::discover::{Preset, Target};
 use crate::error::hinted;
-use crate::proto::wire::JupyterAccess;
+use crate::output::{open_browser, Event, Output};
+use crate::plan::Plan;
+use crate::proto::wire::{AgentEvent, JupyterAccess, WirePort};
 
 /// Pause between two probes while a port is not yet usable.
 const PROBE_RETRY: Duration = Duration::from_millis(250);
@@ -21,8 +24,52 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A generic port counts as open when the pod side has not refused it within this time.
 const REFUSAL_WINDOW: Duration = Duration::from_millis(500);
 
-/// Waits until `local` is usable through the forward, or `deadline`.
+/// The pod and ports the cluster side resolved (in-process, or reported by the agent).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The forwarded ports, in order.
+    pub ports: Vec<WirePort>,
+}
+
+impl Resolved {
+    /// From a `resolved` event.
+    pub fn from_event(event: &AgentEvent) -> Option<Resolved> {
+        match event {
+            AgentEvent::Resolved {
+                namespace,
+                pod,
+                ports,
+                ..
+            } => Some(Resolved {
+                namespace: namespace.clone(),
+                pod: pod.clone(),
+                ports: ports.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Waits until every local port answers through the whole chain.
 pub async fn wait_usable(
+    plan: &Plan,
+    locals: &[SocketAddr],
+    jupyter: Option<&JupyterAccess>,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + plan.spec.timeout;
+    for local in locals {
+        port_usable(*local, plan.spec.preset, jupyter, deadline, progress).await?;
+    }
+    Ok(())
+}
+
+/// Waits until `local` is usable through the forward, or `deadline`.
+async fn port_usable(
     local: SocketAddr,
     preset: Preset,
     jupyter: Option<&JupyterAccess>,
@@ -119,5 +166,122 @@ async fn probe_jupyter(
         // Password-protected servers answer 403 without a token: the server is up.
         "403" if access.token.is_none() => Ok(()),
         other => bail!("Jupyter answered {other} to /api/status"),
+    }
+}
+
+/// Jupyter's URL on the local end.
+pub fn jupyter_url(local: SocketAddr, access: &JupyterAccess) -> String {
+    let base = format!("http://{}{}", listen::reachable(local), access.path);
+    match &access.token {
+        Some(token) => format!("{base}?token={}", token.expose()),
+        None => base,
+    }
+}
+
+/// Prints the result: one line (or `ready` event) per forward; opens the browser on Jupyter
+/// the first time.
+pub fn report_ready(
+    plan: &Plan,
+    out: &Output,
+    resolved: &Resolved,
+    locals: &[SocketAddr],
+    jupyter: Option<&JupyterAccess>,
+    first: bool,
+    agent: Option<&'static str>,
+) {
+    out.done();
+    if let Some(note) = jupyter.and_then(|j| j.note.as_deref()) {
+        out.note(note);
+    }
+    for (local, port) in locals.iter().zip(&resolved.ports) {
+        let url = jupyter.map(|j| jupyter_url(*local, j));
+        out.note(&format!(
+            "forwarding {} → pod `{}` port {} (Ctrl-C to stop)",
+            listen::reachable(*local),
+            resolved.pod,
+            port.remote
+        ));
+        // Without a TARGET, the pod that was picked is the target.
+        let target = match plan.spec.target {
+            Target::Any => format!("pod/{}", resolved.pod),
+            _ => plan.target_label.clone(),
+        };
+        out.event(&Event::Ready {
+            target,
+            pod: resolved.pod.clone(),
+            local: listen::reachable(*local).to_string(),
+            remote_port: port.remote,
+            url: url.clone(),
+            agent,
+        });
+        if let Some(url) = url.filter(|_| first && plan.browser) {
+            open_browser(out, &url);
+        }
+    }
+    out.ready_reported(first);
+}
+
+/// A Jupyter server reached over SSH without Kubernetes (`jupyter @`, a Slurm job), as its
+/// `ready` names it.
+pub struct Served<'a> {
+    /// The target (`@`, `slurm/JOBID`).
+    pub target: String,
+    /// The host it runs on (the event's `pod`).
+    pub host: String,
+    /// Its port there (0 on a socket).
+    pub remote_port: u16,
+    /// What the progress line says it forwards to, e.g. ``Jupyter on `vm` (port 8888)``.
+    pub what: &'a str,
+    /// What Ctrl-C does besides stopping, e.g. ` and cancel the job`.
+    pub on_stop: &'a str,
+}
+
+/// Prints the URL of a [`Served`] server (or the `ready` event), and opens the browser the
+/// first time.
+pub fn report_served(
+    plan: &Plan,
+    out: &Output,
+    local: SocketAddr,
+    access: &JupyterAccess,
+    served: Served<'_>,
+    first: bool,
+) {
+    out.done();
+    if let Some(note) = &access.note {
+        out.note(note);
+    }
+    let local = listen::reachable(local);
+    out.note(&format!(
+        "forwarding {local} → {} (Ctrl-C to stop{})",
+        served.what, served.on_stop
+    ));
+    let url = jupyter_url(local, access);
+    out.event(&Event::Ready {
+        target: served.target,
+        pod: served.host,
+        local: local.to_string(),
+        remote_port: served.remote_port,
+        url: Some(url.clone()),
+        agent: Some("none"),
+    });
+    if first && plan.browser {
+        open_browser(out, &url);
+    }
+    out.ready_reported(first);
+}
+
+/// Cluster-side events while serving: progress lines, and the new pod (and URL) on replacement.
+pub fn on_agent_event(out: &Output, locals: &[SocketAddr], event: AgentEvent) {
+    match event {
+        AgentEvent::Progress { message } => out.note(&message),
+        AgentEvent::PodReplaced { pod, jupyter } => {
+            let url = jupyter.as_ref().and_then(|j| {
+                j.token.as_ref()?;
+                Some(jupyter_url(*locals.first()?, j))
+            });
+            out.event(&Event::PodReplaced { pod, url });
+        }
+        AgentEvent::Error { message, hint } => out.event(&Event::Error { message, hint }),
+        _ => {}
     }
 }

@@ -31,7 +31,7 @@ use crate::laptop::link::{self as session, route_when_up, Ended, LINK_WAIT};
 use crate::laptop::ssh::exec::sh_quote;
 use crate::laptop::ssh::script::RemoteScript;
 use crate::laptop::ssh::{OpenError, SshSession};
-use crate::laptop::{listen as listener, local as run};
+use crate::laptop::{listen, ready};
 
 use crate::cli::{HostArgs, HOST_TARGET};
 use crate::error::hinted;
@@ -64,7 +64,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // A local port the user named is bound first, so one that is taken fails before anything
     // starts on the host.
-    let mut early = run::bind_named(plan)?.into_iter().next().flatten();
+    let mut early = listen::bind_named(plan)?.into_iter().next().flatten();
     tokio::pin!(shutdown);
     let (route_tx, route_rx) = watch::channel::<Option<Arc<Route>>>(None);
     let cancel = CancellationToken::new();
@@ -147,7 +147,7 @@ pub async fn run(
             }
         }
     };
-    run::drain(cancel, tracker).await;
+    listen::drain(cancel, tracker).await;
     result?;
     out.event(&Event::Closed);
     Ok(())
@@ -162,11 +162,11 @@ fn bind(plan: &Plan, server: &Server) -> anyhow::Result<tokio::net::TcpListener>
     };
     let key = crate::tunnels::ports::Key::of(plan);
     if let Some(last) = crate::tunnels::ports::recall(&key, server.port) {
-        if let Ok(bound) = listener::bind(plan.address, Some(last), last) {
+        if let Ok(bound) = listen::bind(plan.address, Some(last), last) {
             return Ok(bound);
         }
     }
-    listener::bind(plan.address, None, remote)
+    listen::bind(plan.address, None, remote)
 }
 
 /// Stops the server podtun started (if any) and closes the connection.
@@ -332,7 +332,7 @@ async fn serve(
     let locals = [local];
     tokio::select! {
         () = &mut *shutdown => return Ended::Shutdown,
-        usable = run::wait_usable(plan, &locals, Some(&access), &progress) => match usable {
+        usable = ready::wait_usable(plan, &locals, Some(&access), &progress) => match usable {
             Ok(()) => {}
             Err(e) if first => return Ended::Fatal(e),
             Err(e) => return Ended::Lost(format!("{e:#}")),
@@ -413,12 +413,12 @@ fn report_ready(
     first: bool,
 ) {
     let what = format!("Jupyter on `{host}` ({})", server.listens_on());
-    let served = run::Served {
+    let served = ready::Served {
         target: HOST_TARGET.to_string(),
         host: host.to_string(),
         remote_port: server.port,
         what: &what,
         on_stop: "",
     };
-    run::report_served(plan, out, local, access, served, first);
+    ready::report_served(plan, out, local, access, served, first);
 }

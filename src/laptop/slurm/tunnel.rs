@@ -22,7 +22,7 @@ use super::{check_yours, find, release, status, submit, Found, Job, Phase, Relea
 use crate::laptop::link::{self as session, route_when_up, Ended, LINK_WAIT};
 use crate::laptop::ssh::SshSession;
 
-use crate::laptop::{listen as listener, local as run};
+use crate::laptop::{listen, ready};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::wire::JupyterAccess;
@@ -65,7 +65,7 @@ impl LocalEnd {
         }
         let bound = match self.early.take() {
             Some(l) => l,
-            None => listener::bind(plan.address, None, port)?,
+            None => listen::bind(plan.address, None, port)?,
         };
         let addr = bound.local_addr()?;
         let route = self.route.subscribe();
@@ -88,7 +88,7 @@ pub async fn run(
         return Err(anyhow!("no Slurm job in the plan"));
     };
     // A local port the user named is bound first: taken, nothing is submitted.
-    let early = run::bind_named(plan)?.into_iter().next().flatten();
+    let early = listen::bind_named(plan)?.into_iter().next().flatten();
     tokio::pin!(shutdown);
     out.progress(&format!("connecting to {}", plan.via.join(" → ")));
     let options = session::ssh_options(plan);
@@ -141,7 +141,7 @@ pub async fn run(
         route,
     };
     let (result, link) = follow(plan, &out, &job, link, &mut end, &mut shutdown).await;
-    run::drain(end.cancel, end.tracker).await;
+    listen::drain(end.cancel, end.tracker).await;
     if job.submitted {
         let done = cancel(plan, &out, &link.ssh, &job).await;
         if let Some(watchdog) = link.watchdog {
@@ -266,7 +266,7 @@ async fn serve(
     let locals = [local];
     tokio::select! {
         () = &mut *shutdown => return Ended::Shutdown,
-        usable = run::wait_usable(plan, &locals, Some(&access), &progress) => match usable {
+        usable = ready::wait_usable(plan, &locals, Some(&access), &progress) => match usable {
             Ok(()) => {}
             Err(e) if first && !ssh.is_closed() => return Ended::Fatal(e),
             Err(e) => return Ended::Lost(format!("{e:#}")),
@@ -366,7 +366,7 @@ fn report_ready(
             super::slurm_duration(l)
         )),
     );
-    let served = run::Served {
+    let served = ready::Served {
         target: format!("{}/{}", super::TARGET_KIND, job.id),
         host: found.host.clone(),
         remote_port: found.server.port,
@@ -377,7 +377,7 @@ fn report_ready(
             ""
         },
     };
-    run::report_served(plan, out, local, access, served, first);
+    ready::report_served(plan, out, local, access, served, first);
     if let Some(left) = left {
         out.event(&Event::TimeLeft {
             job: job.id.to_string(),

@@ -20,7 +20,8 @@ use crate::cli::AgentMode;
 use crate::cluster::discover::Preset;
 use crate::error::hinted;
 use crate::laptop::link::{backoff, is_permanent, ssh_options, Ended, LINK_WAIT};
-use crate::laptop::local::{self as run, Resolved};
+use crate::laptop::listen;
+use crate::laptop::ready::{self, Resolved};
 use crate::laptop::ssh::exec;
 use crate::laptop::ssh::SshSession;
 use crate::output::{Event, Output};
@@ -53,7 +54,7 @@ pub async fn run_via(
 ) -> anyhow::Result<()> {
     // Local ports the user named are bound first, so one that is taken fails before anything
     // starts on the login host.
-    let mut early = Some(run::bind_named(plan)?);
+    let mut early = Some(listen::bind_named(plan)?);
     tokio::pin!(shutdown);
     let started = tokio::select! {
         () = &mut shutdown => {
@@ -101,7 +102,7 @@ pub async fn run_via(
         let first = locals.is_none();
         if first {
             let listeners =
-                match run::bind_all(plan, &session.resolved, early.take().unwrap_or_default()) {
+                match listen::bind_all(plan, &session.resolved, early.take().unwrap_or_default()) {
                     Ok(l) => l,
                     Err(e) => {
                         // Nothing half-started: the agent goes with its connection.
@@ -144,7 +145,7 @@ pub async fn run_via(
             }
         }
     };
-    run::drain(cancel, tracker).await;
+    listen::drain(cancel, tracker).await;
     result?;
     out.event(&Event::Closed);
     Ok(())
@@ -284,13 +285,13 @@ async fn serve(
     let progress = |m: &str| out.progress(m);
     tokio::select! {
         () = &mut *shutdown => return Ended::Shutdown,
-        usable = run::wait_usable(plan, locals, session.jupyter.as_ref(), &progress) => match usable {
+        usable = ready::wait_usable(plan, locals, session.jupyter.as_ref(), &progress) => match usable {
             Ok(()) => {}
             Err(e) if first => return Ended::Fatal(e),
             Err(e) => return Ended::Lost(format!("{e:#}")),
         },
     }
-    run::report_ready(
+    ready::report_ready(
         plan,
         out,
         &session.resolved,
@@ -312,7 +313,7 @@ async fn serve(
             () = session.ssh.closed() => return Ended::Lost(format!("lost the connection to login host `{host}`")),
             event = session.agent.next() => match event {
                 Some(AgentEvent::Error { message, hint }) => return Ended::Fatal(remote_error(&host, message, hint)),
-                Some(event) => run::on_agent_event(out, locals, event),
+                Some(event) => ready::on_agent_event(out, locals, event),
                 None => return Ended::Lost(format!("the agent on login host `{host}` ended")),
             },
         }

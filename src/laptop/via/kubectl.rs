@@ -31,7 +31,8 @@ use crate::cluster::client::Cluster;
 use crate::cluster::discover::Preset;
 use crate::cluster::tunnel::Tunnel;
 use crate::error::hinted;
-use crate::laptop::local::{self as run, Resolved};
+use crate::laptop::listen;
+use crate::laptop::ready::{self, Resolved};
 use crate::laptop::ssh::exec::{remote_path, sh_quote};
 use crate::laptop::ssh::script::RemoteScript;
 use crate::laptop::ssh::{OpenError, SshSession};
@@ -476,7 +477,7 @@ async fn serve(
         let tunnel = Tunnel::start_on(cluster, plan.spec.clone(), &progress, &choose).await?;
         let resolved = Resolved::from_event(&tunnel.resolved_event())
             .ok_or_else(|| anyhow!("the tunnel resolved nothing"))?;
-        let listeners = run::bind_all(plan, &resolved, early)?;
+        let listeners = listen::bind_all(plan, &resolved, early)?;
         Ok::<_, anyhow::Error>((tunnel, resolved, listeners))
     };
     let keeper = keep_link(plan, &out, &link, &route_tx);
@@ -509,7 +510,7 @@ async fn serve(
         Some(Err(e)) => Err(e),
         Some(Ok(jupyter)) => {
             let report = |jupyter: Option<&JupyterAccess>, first: bool| {
-                run::report_ready(
+                ready::report_ready(
                     plan,
                     &out,
                     &resolved,
@@ -520,7 +521,7 @@ async fn serve(
                 )
             };
             report(jupyter.flatten().as_ref(), true);
-            let emit = |ev: AgentEvent| run::on_agent_event(&out, &locals, ev);
+            let emit = |ev: AgentEvent| ready::on_agent_event(&out, &locals, ev);
             let supervise = tunnel.supervise(&emit);
             tokio::pin!(supervise);
             // After a reconnection the forward is `ready` again (as with podtun's agent) once
@@ -547,7 +548,7 @@ async fn serve(
             }
         }
     };
-    run::drain(cancel, tracker).await;
+    listen::drain(cancel, tracker).await;
     result?;
     out.event(&Event::Closed);
     Ok(())
@@ -565,7 +566,7 @@ async fn usable(
         Preset::Jupyter => Some(tunnel.jupyter(progress).await?),
         _ => None,
     };
-    run::wait_usable(plan, locals, jupyter.as_ref(), progress).await?;
+    ready::wait_usable(plan, locals, jupyter.as_ref(), progress).await?;
     Ok(jupyter)
 }
 
