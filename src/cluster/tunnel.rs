@@ -24,7 +24,7 @@ use super::resolve::{self, pod_label, Progress};
 use super::spdyforward::{ForwardResult, Link};
 use crate::error::usage;
 use crate::net::splice::Moved;
-use crate::proto::wire::{AgentEvent, Candidates, JupyterAccess, Request, WirePort};
+use crate::proto::wire::{AgentEvent, Candidates, JupyterAccess, Request, Resolved, WirePort};
 
 /// What to forward, parsed and checked.
 #[derive(Debug, Clone)]
@@ -201,10 +201,20 @@ impl Tunnel {
 
     /// The `resolved` event for this tunnel.
     pub fn resolved_event(&self) -> AgentEvent {
+        let resolved = self.resolved();
         AgentEvent::Resolved {
+            namespace: resolved.namespace,
+            pod: resolved.pod,
+            container: self.container.clone(),
+            ports: resolved.ports,
+        }
+    }
+
+    /// The pod and ports it forwards to.
+    pub fn resolved(&self) -> Resolved {
+        Resolved {
             namespace: self.cluster.namespace.clone(),
             pod: self.pod().metadata.name.unwrap_or_default(),
-            container: self.container.clone(),
             ports: self
                 .ports
                 .iter()

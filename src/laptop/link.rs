@@ -1,16 +1,21 @@
-//! Staying connected to the login host: how to connect, why serving over one connection
-//! ended ([`Ended`]), which failures retrying cannot fix, the pause between attempts, and how
-//! long a new local connection waits for the link to come back.
+//! Staying connected: one loop ([`supervise`]) for every route, which connects, serves over the
+//! connection until it is lost, and reconnects with backoff on the same local ports. A route
+//! says only how it establishes its link and what it does over one ([`Route`]).
+//!
+//! Also here: how to connect to the login host, which failures retrying cannot fix, and the
+//! [`Slot`] through which local connections find the current link.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use std::future::Future;
+
+use anyhow::bail;
 use tokio::sync::watch;
 
 use super::ssh::{SshOptions, SshSession};
-use crate::output::Output;
+use crate::output::{Event, Output};
 use crate::plan::Plan;
 
 /// Bound on how long a new local connection waits for the link to the login host to come back.
@@ -28,6 +33,18 @@ pub enum Ended {
     Lost(String),
     /// Failed for good.
     Fatal(anyhow::Error),
+}
+
+impl Ended {
+    /// The local ports did not become usable: the user's answer before the first `ready`,
+    /// a loss after it.
+    pub fn unusable(err: anyhow::Error, first: bool) -> Ended {
+        if first {
+            Ended::Fatal(err)
+        } else {
+            Ended::Lost(format!("{err:#}"))
+        }
+    }
 }
 
 /// How to connect to the login host.
@@ -66,19 +83,154 @@ pub fn backoff(failures: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Where a new local connection goes: the current route once the link to `host` is up, waiting
-/// at most `within` while podtun reconnects.
-pub async fn route_when_up<T>(
-    route: &mut watch::Receiver<Option<Arc<T>>>,
-    within: Duration,
-    host: &str,
-) -> anyhow::Result<Arc<T>> {
-    let up = tokio::time::timeout(within, async {
-        route.wait_for(Option::is_some).await.map(|g| g.clone())
-    })
-    .await;
-    match up {
-        Ok(Ok(current)) => current.context("no route"),
-        _ => bail!("{host} was unreachable for {}s", within.as_secs()),
+/// What one way of reaching a target does over one connection; [`supervise`] does the rest.
+// Routes run on the task of the command that started them: no `Send` bound is needed.
+#[allow(async_fn_in_trait)]
+pub trait Route {
+    /// One established connection and what runs over it.
+    type Link;
+
+    /// Connects and starts what runs over the connection.
+    async fn establish(&mut self, out: &Output) -> anyhow::Result<Self::Link>;
+
+    /// Serves over `link` until it is lost or fails: points the local ports at it (binding
+    /// them the first time), waits until they are usable, reports, and holds.
+    async fn serve(&mut self, link: &mut Self::Link, out: &Output) -> Ended;
+
+    /// Stops what runs over `link` and closes it; `last`: podtun is stopping.
+    async fn close(&mut self, link: Self::Link, last: bool);
+}
+
+/// Runs `route` until shutdown or a failure retrying cannot fix, starting from `link` when the
+/// first connection is made already. Once a connection was established, a lost one is
+/// reconnected with backoff, and failures to reconnect are said and retried; before that,
+/// the first failure is the answer.
+pub async fn supervise<R: Route>(
+    route: &mut R,
+    out: &Output,
+    link: Option<R::Link>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    let mut next = link;
+    let mut established = false;
+    let mut failures = 0u32;
+    loop {
+        let mut link = match next.take() {
+            Some(link) => link,
+            None => {
+                let attempt = tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    attempt = route.establish(out) => attempt,
+                };
+                match attempt {
+                    Ok(link) => link,
+                    Err(e) if !established || is_permanent(&e) => return Err(e),
+                    Err(e) => {
+                        out.note(&format!("reconnecting failed: {e:#}"));
+                        failures += 1;
+                        if pause(failures, &mut shutdown).await.is_none() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        established = true;
+        failures = 0;
+        let ended = tokio::select! {
+            () = &mut shutdown => Ended::Shutdown,
+            ended = route.serve(&mut link, out) => ended,
+        };
+        let lost = match ended {
+            Ended::Lost(reason) => reason,
+            Ended::Shutdown => {
+                route.close(link, true).await;
+                return Ok(());
+            }
+            Ended::Fatal(e) => {
+                route.close(link, true).await;
+                return Err(e);
+            }
+        };
+        route.close(link, false).await;
+        out.event(&Event::Reconnecting { reason: lost });
+        failures += 1;
+        if pause(failures, &mut shutdown).await.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// Waits [`backoff`] before the next attempt; `None` on shutdown.
+async fn pause(failures: u32, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Option<()> {
+    tokio::select! {
+        () = shutdown => None,
+        () = tokio::time::sleep(backoff(failures)) => Some(()),
+    }
+}
+
+/// Where local connections go now: set while a link is up, empty while podtun reconnects.
+pub struct Slot<T> {
+    current: watch::Sender<Option<Arc<T>>>,
+    /// What is unreachable when no link comes back, e.g. `the login host`.
+    what: &'static str,
+}
+
+impl<T> Slot<T> {
+    /// An empty slot for links to `what` (`the login host`, `the SSH host`).
+    pub fn new(what: &'static str) -> Slot<T> {
+        Slot {
+            current: watch::Sender::new(None),
+            what,
+        }
+    }
+
+    /// Local connections go to `link` from now on.
+    pub fn set(&self, link: Arc<T>) {
+        self.current.send_replace(Some(link));
+    }
+
+    /// The link was lost: new connections wait for the next one.
+    pub fn clear(&self) {
+        self.current.send_replace(None);
+    }
+
+    /// A handle that waits for the current link.
+    pub fn waiter(&self) -> Waiter<T> {
+        Waiter {
+            current: self.current.subscribe(),
+            what: self.what,
+        }
+    }
+}
+
+/// Waits, bounded by [`LINK_WAIT`], for the link of a [`Slot`].
+pub struct Waiter<T> {
+    current: watch::Receiver<Option<Arc<T>>>,
+    what: &'static str,
+}
+
+impl<T> Clone for Waiter<T> {
+    fn clone(&self) -> Self {
+        Waiter {
+            current: self.current.clone(),
+            what: self.what,
+        }
+    }
+}
+
+impl<T> Waiter<T> {
+    /// The current link, once one is up; an error when none came back within [`LINK_WAIT`].
+    pub async fn link(&mut self) -> anyhow::Result<Arc<T>> {
+        let up = tokio::time::timeout(LINK_WAIT, self.current.wait_for(Option::is_some)).await;
+        match up {
+            Ok(Ok(current)) => match current.as_ref() {
+                Some(link) => Ok(link.clone()),
+                None => bail!("{} was unreachable", self.what),
+            },
+            _ => bail!("{} was unreachable for {}s", self.what, LINK_WAIT.as_secs()),
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The local listeners: binding (the port the user named, else the remote port, else any) and
 //! their connections for the shared accept loop (TCP_NODELAY, a span per peer).
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -10,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info_span, Span};
 
-use super::ready::Resolved;
+use super::link::{Slot, Waiter};
 use crate::error::hinted;
 use crate::net::accept::Accept;
 use crate::plan::Plan;
+use crate::proto::wire::Resolved;
 
 /// Binds the local end of a forward.
 ///
@@ -139,4 +142,72 @@ pub fn reachable(local: SocketAddr) -> SocketAddr {
 /// Stops accepting and lets open connections finish for [`SHUTDOWN_GRACE`].
 pub async fn drain(cancel: CancellationToken, tracker: TaskTracker) {
     crate::net::shutdown::drain(&cancel, &tracker, SHUTDOWN_GRACE).await;
+}
+
+/// The laptop's ports, bound once and kept across reconnections: each connection goes to the
+/// current link of `T`, waiting (bounded) while podtun reconnects.
+pub struct Locals<T> {
+    slot: Slot<T>,
+    addrs: Vec<SocketAddr>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl<T: Send + Sync + 'static> Locals<T> {
+    /// No ports yet; links to `what` (`the login host`) carry their connections.
+    pub fn new(what: &'static str) -> Locals<T> {
+        Locals {
+            slot: Slot::new(what),
+            addrs: Vec::new(),
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// The bound addresses, in port order; empty until [`Locals::serve`].
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Whether no port is bound yet: nothing was reported ready so far.
+    pub fn first(&self) -> bool {
+        self.addrs.is_empty()
+    }
+
+    /// Serves `listeners` (once): connection `conn` on port `index` goes to
+    /// `forward(link, index, conn)` with the link current then.
+    pub fn serve<F, Fut>(&mut self, listeners: Vec<TcpListener>, forward: F) -> anyhow::Result<()>
+    where
+        F: Fn(Arc<T>, usize, TcpStream) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let mut addrs = Vec::with_capacity(listeners.len());
+        for listener in &listeners {
+            addrs.push(listener.local_addr()?);
+        }
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (waiter, forward): (Waiter<T>, F) = (self.slot.waiter(), forward.clone());
+            crate::net::accept::serve(listener, self.cancel.clone(), &self.tracker, move |conn| {
+                let (mut waiter, forward) = (waiter.clone(), forward.clone());
+                async move { forward(waiter.link().await?, index, conn).await }
+            });
+        }
+        self.addrs = addrs;
+        Ok(())
+    }
+
+    /// Connections go to `link` from now on.
+    pub fn route(&self, link: Arc<T>) {
+        self.slot.set(link);
+    }
+
+    /// The link was lost: connections wait for the next one.
+    pub fn unroute(&self) {
+        self.slot.clear();
+    }
+
+    /// Stops accepting and lets open connections finish for [`SHUTDOWN_GRACE`].
+    pub async fn close(self) {
+        drain(self.cancel, self.tracker).await;
+    }
 }

@@ -3,17 +3,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-use super::listen::{bind_all, bind_named, drain};
-use super::ready::{on_agent_event, report_ready, wait_usable, Resolved};
-use crate::cluster::discover::Preset;
+use super::link::{self, Ended, Route};
+use super::listen::{bind_all, bind_named, Locals};
+use super::pick::chooser;
+use super::ready::{on_agent_event, pod_usable, report_ready};
 use crate::cluster::tunnel::Tunnel;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::proto::wire::{AgentEvent, Candidates};
+use crate::proto::wire::AgentEvent;
 
 /// Local mode: this machine talks to the cluster itself.
 pub async fn run_local(
@@ -24,52 +21,71 @@ pub async fn run_local(
     // Local ports the user named (`-p`, `LOCAL:`) are bound first, so one that is taken fails
     // before any waiting. (`-p 0` asks for any free port.)
     let early = bind_named(plan)?;
-    let progress = {
-        let out = out.clone();
-        move |m: &str| out.progress(m)
+    let mut route = Local {
+        plan,
+        out: out.clone(),
+        early,
+        locals: Locals::new("the cluster"),
     };
-    let choose = {
-        let out = out.clone();
-        move |offered: Candidates| -> BoxFuture<'static, anyhow::Result<String>> {
-            let out = out.clone();
-            Box::pin(async move { super::pick::choose(&offered, &out).await })
-        }
-    };
-    let tunnel =
-        Tunnel::start_with(&plan.request.cluster, plan.spec.clone(), &progress, &choose).await?;
-    let resolved = Resolved::from_event(&tunnel.resolved_event())
-        .ok_or_else(|| anyhow::anyhow!("the tunnel resolved nothing"))?;
-    let listeners = bind_all(plan, &resolved, early)?;
-
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let mut locals = Vec::new();
-    for (listener, port) in listeners.into_iter().zip(&resolved.ports) {
-        locals.push(listener.local_addr()?);
-        let (tunnel, remote) = (tunnel.clone(), port.remote);
-        crate::net::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
-            let tunnel = tunnel.clone();
-            async move { tunnel.forward(remote, conn).await.map(|_| ()) }
-        });
-    }
-
-    let jupyter = match plan.spec.preset {
-        Preset::Jupyter => Some(tunnel.jupyter(&progress).await?),
-        _ => None,
-    };
-    wait_usable(plan, &locals, jupyter.as_ref(), &progress).await?;
-    report_ready(plan, &out, &resolved, &locals, jupyter.as_ref(), true, None);
-
-    let supervise = async {
-        let emit = |ev: AgentEvent| on_agent_event(&out, &locals, ev);
-        tunnel.supervise(&emit).await
-    };
-    let result = tokio::select! {
-        () = shutdown => Ok(()),
-        res = supervise => res,
-    };
-    drain(cancel, tracker).await;
+    let result = link::supervise(&mut route, &out, None, shutdown).await;
+    route.locals.close().await;
     result?;
     out.event(&Event::Closed);
     Ok(())
+}
+
+/// The route with the cluster half in this process: its one link is the tunnel, which follows
+/// the pod (and its replacement) for as long as podtun runs.
+struct Local<'a> {
+    plan: &'a Plan,
+    out: Arc<Output>,
+    early: Vec<Option<tokio::net::TcpListener>>,
+    locals: Locals<Tunnel>,
+}
+
+impl Route for Local<'_> {
+    type Link = Tunnel;
+
+    async fn establish(&mut self, out: &Output) -> anyhow::Result<Tunnel> {
+        let progress = |m: &str| out.progress(m);
+        let choose = chooser(self.out.clone());
+        Tunnel::start_with(
+            &self.plan.request.cluster,
+            self.plan.spec.clone(),
+            &progress,
+            &choose,
+        )
+        .await
+    }
+
+    async fn serve(&mut self, tunnel: &mut Tunnel, out: &Output) -> Ended {
+        let plan = self.plan;
+        let resolved = tunnel.resolved();
+        let remotes: Arc<Vec<u16>> = Arc::new(resolved.ports.iter().map(|p| p.remote).collect());
+        let served = bind_all(plan, &resolved, std::mem::take(&mut self.early)).and_then(|l| {
+            self.locals
+                .serve(l, move |tunnel: Arc<Tunnel>, index, conn| {
+                    let remote = remotes[index];
+                    async move { tunnel.forward(remote, conn).await.map(|_| ()) }
+                })
+        });
+        if let Err(e) = served {
+            return Ended::Fatal(e);
+        }
+        self.locals.route(Arc::new(tunnel.clone()));
+        let locals = self.locals.addrs();
+        let progress = |m: &str| out.progress(m);
+        let jupyter = match pod_usable(plan, tunnel, locals, &progress).await {
+            Ok(jupyter) => jupyter,
+            Err(e) => return Ended::Fatal(e),
+        };
+        report_ready(plan, out, &resolved, locals, jupyter.as_ref(), true, None);
+        let emit = |ev: AgentEvent| on_agent_event(out, locals, ev);
+        match tunnel.supervise(&emit).await {
+            Ok(()) => Ended::Shutdown,
+            Err(e) => Ended::Fatal(e),
+        }
+    }
+
+    async fn close(&mut self, _tunnel: Tunnel, _last: bool) {}
 }

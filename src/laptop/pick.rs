@@ -3,9 +3,10 @@
 //! that names it (the user's own command, TARGET added).
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context};
+use futures::future::BoxFuture;
 
 use crate::cluster::pick::{several, subcommand};
 use crate::output::Output;
@@ -40,6 +41,16 @@ pub async fn choose(offered: &Candidates, out: &Output) -> anyhow::Result<String
         *chosen = Some(name.clone());
     }
     Ok(name)
+}
+
+/// [`choose`] as the cluster half takes it.
+pub fn chooser(
+    out: Arc<Output>,
+) -> impl Fn(Candidates) -> BoxFuture<'static, anyhow::Result<String>> + Send + Sync {
+    move |offered: Candidates| {
+        let out = out.clone();
+        Box::pin(async move { choose(&offered, &out).await })
+    }
 }
 
 /// The numbered list, newest first.

@@ -12,10 +12,11 @@ use tokio::time::Instant;
 
 use super::listen;
 use crate::cluster::discover::{Preset, Target};
+use crate::cluster::tunnel::Tunnel;
 use crate::error::hinted;
 use crate::output::{open_browser, Event, Output};
 use crate::plan::Plan;
-use crate::proto::wire::{AgentEvent, JupyterAccess, WirePort};
+use crate::proto::wire::{AgentEvent, JupyterAccess, Resolved};
 
 /// Pause between two probes while a port is not yet usable.
 const PROBE_RETRY: Duration = Duration::from_millis(250);
@@ -23,36 +24,6 @@ const PROBE_RETRY: Duration = Duration::from_millis(250);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A generic port counts as open when the pod side has not refused it within this time.
 const REFUSAL_WINDOW: Duration = Duration::from_millis(500);
-
-/// The pod and ports the cluster side resolved (in-process, or reported by the agent).
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// Namespace of the pod.
-    pub namespace: String,
-    /// The pod's name.
-    pub pod: String,
-    /// The forwarded ports, in order.
-    pub ports: Vec<WirePort>,
-}
-
-impl Resolved {
-    /// From a `resolved` event.
-    pub fn from_event(event: &AgentEvent) -> Option<Resolved> {
-        match event {
-            AgentEvent::Resolved {
-                namespace,
-                pod,
-                ports,
-                ..
-            } => Some(Resolved {
-                namespace: namespace.clone(),
-                pod: pod.clone(),
-                ports: ports.clone(),
-            }),
-            _ => None,
-        }
-    }
-}
 
 /// Waits until every local port answers through the whole chain.
 pub async fn wait_usable(
@@ -66,6 +37,22 @@ pub async fn wait_usable(
         port_usable(*local, plan.spec.preset, jupyter, deadline, progress).await?;
     }
     Ok(())
+}
+
+/// Waits until every local port answers through the whole chain (for Jupyter, with the token
+/// read from the pod's log); the Jupyter access found.
+pub async fn pod_usable(
+    plan: &Plan,
+    tunnel: &Tunnel,
+    locals: &[SocketAddr],
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<Option<JupyterAccess>> {
+    let jupyter = match plan.spec.preset {
+        Preset::Jupyter => Some(tunnel.jupyter(progress).await?),
+        _ => None,
+    };
+    wait_usable(plan, locals, jupyter.as_ref(), progress).await?;
+    Ok(jupyter)
 }
 
 /// Waits until `local` is usable through the forward, or `deadline`.

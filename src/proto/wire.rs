@@ -78,6 +78,36 @@ fn is_forward(kind: &Kind) -> bool {
 /// How often the laptop tells the agent it is still there.
 pub const HEARTBEAT_SECS: u64 = 10;
 
+/// The pod and ports the cluster side resolved (in-process, or reported by the agent).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The forwarded ports, in order.
+    pub ports: Vec<WirePort>,
+}
+
+impl Resolved {
+    /// From a `resolved` event.
+    pub fn from_event(event: &AgentEvent) -> Option<Resolved> {
+        match event {
+            AgentEvent::Resolved {
+                namespace,
+                pod,
+                ports,
+                ..
+            } => Some(Resolved {
+                namespace: namespace.clone(),
+                pod: pod.clone(),
+                ports: ports.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// One forwarded port as the cluster side resolved it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WirePort {

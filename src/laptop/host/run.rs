@@ -19,22 +19,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info};
 
 use super::pick::{about, choose};
 use super::remote::{ensure_found, Remote};
 use super::script::{Listen, Script, Server, MARK};
-use crate::laptop::link::{self as session, route_when_up, Ended, LINK_WAIT};
+use crate::cli::{HostArgs, HOST_TARGET};
+use crate::error::hinted;
+use crate::laptop::link::{self, Ended, Route};
+use crate::laptop::listen::{self, Locals};
+use crate::laptop::ready;
 use crate::laptop::ssh::exec::sh_quote;
 use crate::laptop::ssh::script::RemoteScript;
 use crate::laptop::ssh::{OpenError, SshSession};
-use crate::laptop::{listen, ready};
-
-use crate::cli::{HostArgs, HOST_TARGET};
-use crate::error::hinted;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::wire::JupyterAccess;
@@ -51,7 +49,7 @@ struct Established {
 }
 
 /// Where local connections go now.
-struct Route {
+struct Reach {
     ssh: SshSession,
     server: Server,
 }
@@ -64,98 +62,77 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // A local port the user named is bound first, so one that is taken fails before anything
     // starts on the host.
-    let mut early = listen::bind_named(plan)?.into_iter().next().flatten();
-    tokio::pin!(shutdown);
-    let (route_tx, route_rx) = watch::channel::<Option<Arc<Route>>>(None);
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let mut local: Option<SocketAddr> = None;
-    let mut previous: Option<Server> = None;
-    let mut skip = None;
-    let mut failures = 0u32;
-    let result = loop {
-        let attempt = tokio::select! {
-            () = &mut shutdown => break Ok(()),
-            attempt = establish(plan, &out, skip, previous.as_ref()) => attempt,
-        };
-        let session = match attempt {
-            Ok(session) => session,
-            // The first connection's failure is the user's answer; later ones are retried.
-            Err(e) if local.is_none() || session::is_permanent(&e) => break Err(e),
-            Err(e) => {
-                out.note(&format!("reconnecting failed: {e:#}"));
-                failures += 1;
-                tokio::select! {
-                    () = &mut shutdown => break Ok(()),
-                    () = tokio::time::sleep(session::backoff(failures)) => continue,
-                }
-            }
-        };
-        failures = 0;
-        let first = local.is_none();
-        let addr = match local {
-            Some(addr) => addr,
-            None => {
-                let bound = match early.take() {
-                    Some(l) => Ok(l),
-                    None => bind(plan, &session.server),
-                };
-                let bound = match bound {
-                    Ok(l) => l,
-                    Err(e) => {
-                        close(&session).await;
-                        break Err(e);
-                    }
-                };
-                let addr = match bound.local_addr() {
-                    Ok(addr) => addr,
-                    Err(e) => {
-                        close(&session).await;
-                        break Err(e.into());
-                    }
-                };
-                let route_rx = route_rx.clone();
-                crate::net::accept::serve(bound, cancel.clone(), &tracker, move |conn| {
-                    let route_rx = route_rx.clone();
-                    async move { forward(route_rx, conn).await }
-                });
-                local = Some(addr);
-                addr
-            }
-        };
-        route_tx.send_replace(Some(Arc::new(Route {
-            ssh: session.ssh.clone(),
-            server: session.server.clone(),
-        })));
-        let ended = serve(plan, &out, &session, addr, first, &mut shutdown).await;
-        route_tx.send_replace(None);
-        if session.keeper.is_some() {
-            skip = Some(session.server.pid);
-        }
-        previous = Some(session.server.clone());
-        close(&session).await;
-        match ended {
-            Ended::Shutdown => break Ok(()),
-            Ended::Fatal(e) => break Err(e),
-            Ended::Lost(reason) => {
-                out.event(&Event::Reconnecting { reason });
-                failures += 1;
-                tokio::select! {
-                    () = &mut shutdown => break Ok(()),
-                    () = tokio::time::sleep(session::backoff(failures)) => {}
-                }
-            }
-        }
+    let early = listen::bind_named(plan)?.into_iter().next().flatten();
+    let mut route = OnHost {
+        plan,
+        early,
+        locals: Locals::new("the SSH host"),
+        previous: None,
+        skip: None,
     };
-    listen::drain(cancel, tracker).await;
+    let result = link::supervise(&mut route, &out, None, shutdown).await;
+    route.locals.close().await;
     result?;
     out.event(&Event::Closed);
     Ok(())
 }
 
+/// The route to a Jupyter server on the SSH host: each local connection is one SSH channel
+/// to it.
+struct OnHost<'a> {
+    plan: &'a Plan,
+    /// The local port the user named, bound before anything started.
+    early: Option<TcpListener>,
+    locals: Locals<Reach>,
+    /// The server of the last connection, chosen again when it still runs.
+    previous: Option<Server>,
+    /// A server podtun started and stopped: not one to choose again.
+    skip: Option<u32>,
+}
+
+impl Route for OnHost<'_> {
+    type Link = Established;
+
+    async fn establish(&mut self, out: &Output) -> anyhow::Result<Established> {
+        establish(self.plan, out, self.skip, self.previous.as_ref()).await
+    }
+
+    async fn serve(&mut self, session: &mut Established, out: &Output) -> Ended {
+        let first = self.locals.first();
+        if first {
+            let bound = match self.early.take() {
+                Some(listener) => Ok(listener),
+                None => bind(self.plan, &session.server),
+            };
+            let served = bound.and_then(|listener| {
+                self.locals
+                    .serve(vec![listener], |reach, _, conn| forward(reach, conn))
+            });
+            if let Err(e) = served {
+                return Ended::Fatal(e);
+            }
+        }
+        self.locals.route(Arc::new(Reach {
+            ssh: session.ssh.clone(),
+            server: session.server.clone(),
+        }));
+        let local = self.locals.addrs()[0];
+        serve(self.plan, out, session, local, first).await
+    }
+
+    async fn close(&mut self, session: Established, _last: bool) {
+        self.locals.unroute();
+        if session.keeper.is_some() {
+            self.skip = Some(session.server.pid);
+        }
+        self.previous = Some(session.server.clone());
+        close(&session).await;
+    }
+}
+
 /// The local end: the port this tunnel had last time if free, else the server's port if free
 /// (Jupyter's 8888 for a socket), else any.
-fn bind(plan: &Plan, server: &Server) -> anyhow::Result<tokio::net::TcpListener> {
+fn bind(plan: &Plan, server: &Server) -> anyhow::Result<TcpListener> {
     let remote = match server.port {
         0 => DEFAULT_PORT,
         port => port,
@@ -184,8 +161,7 @@ async fn establish(
     skip: Option<u32>,
     previous: Option<&Server>,
 ) -> anyhow::Result<Established> {
-    out.progress(&format!("connecting to {}", plan.via.join(" → ")));
-    let ssh = SshSession::connect(&plan.via, &session::ssh_options(plan)).await?;
+    let ssh = link::connect(plan, out).await?;
     match find_or_start(plan, out, &ssh, skip, previous).await {
         Ok((server, keeper)) => Ok(Established {
             ssh,
@@ -289,11 +265,7 @@ async fn streamlocal_allowed(ssh: &SshSession, sock: &str) -> anyhow::Result<boo
 }
 
 /// One local connection: one SSH channel to the server.
-async fn forward(
-    mut route: watch::Receiver<Option<Arc<Route>>>,
-    conn: tokio::net::TcpStream,
-) -> anyhow::Result<()> {
-    let route = route_when_up(&mut route, LINK_WAIT, "the SSH host").await?;
+async fn forward(route: Arc<Reach>, conn: TcpStream) -> anyhow::Result<()> {
     let server = &route.server;
     let channel = match &server.sock {
         Some(sock) => route.ssh.open_streamlocal(sock).await?,
@@ -324,19 +296,12 @@ async fn serve(
     session: &Established,
     local: SocketAddr,
     first: bool,
-    shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Ended {
     let host = session.ssh.host().to_string();
     let access = access(&session.server, &host);
     let progress = |m: &str| out.progress(m);
-    let locals = [local];
-    tokio::select! {
-        () = &mut *shutdown => return Ended::Shutdown,
-        usable = ready::wait_usable(plan, &locals, Some(&access), &progress) => match usable {
-            Ok(()) => {}
-            Err(e) if first => return Ended::Fatal(e),
-            Err(e) => return Ended::Lost(format!("{e:#}")),
-        },
+    if let Err(e) = ready::wait_usable(plan, &[local], Some(&access), &progress).await {
+        return Ended::unusable(e, first);
     }
     report_ready(plan, out, &host, &session.server, local, &access, first);
     let keeper = session.keeper.as_ref();
@@ -354,7 +319,6 @@ async fn serve(
         }
     };
     tokio::select! {
-        () = &mut *shutdown => Ended::Shutdown,
         () = session.ssh.closed() => Ended::Lost(format!("lost the connection to `{host}`")),
         () = keeper_ended => {
             Ended::Lost(format!("the Jupyter server podtun started on `{host}` ended"))

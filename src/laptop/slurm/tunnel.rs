@@ -12,17 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use super::watchdog::Watchdog;
 use super::{check_yours, find, release, status, submit, Found, Job, Phase, Released, Source};
-use crate::laptop::link::{self as session, route_when_up, Ended, LINK_WAIT};
+use crate::laptop::link::{self, Ended, Route};
+use crate::laptop::listen::{self, Locals};
+use crate::laptop::ready;
 use crate::laptop::ssh::SshSession;
-
-use crate::laptop::{listen, ready};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::wire::JupyterAccess;
@@ -41,40 +39,10 @@ struct Link {
 }
 
 /// Where local connections go now.
-struct Route {
+struct Reach {
     ssh: SshSession,
     node: String,
     port: u16,
-}
-
-/// The laptop's end: bound once, kept across reconnections.
-struct LocalEnd {
-    early: Option<tokio::net::TcpListener>,
-    addr: Option<SocketAddr>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    route: watch::Sender<Option<Arc<Route>>>,
-}
-
-impl LocalEnd {
-    /// The local address, bound (and served) the first time: the port the user named, else the
-    /// server's if free, else any.
-    fn bind(&mut self, plan: &Plan, port: u16) -> anyhow::Result<SocketAddr> {
-        if let Some(addr) = self.addr {
-            return Ok(addr);
-        }
-        let bound = match self.early.take() {
-            Some(l) => l,
-            None => listen::bind(plan.address, None, port)?,
-        };
-        let addr = bound.local_addr()?;
-        let route = self.route.subscribe();
-        crate::net::accept::serve(bound, self.cancel.clone(), &self.tracker, move |conn| {
-            forward(route.clone(), conn)
-        });
-        self.addr = Some(addr);
-        Ok(addr)
-    }
 }
 
 /// Runs the forward to Jupyter in a Slurm job until shutdown, reconnecting when the login host
@@ -90,14 +58,12 @@ pub async fn run(
     // A local port the user named is bound first: taken, nothing is submitted.
     let early = listen::bind_named(plan)?.into_iter().next().flatten();
     tokio::pin!(shutdown);
-    out.progress(&format!("connecting to {}", plan.via.join(" → ")));
-    let options = session::ssh_options(plan);
     let ssh = tokio::select! {
         () = &mut shutdown => {
             out.event(&Event::Closed);
             return Ok(());
         }
-        ssh = SshSession::connect(&plan.via, &options) => ssh?,
+        ssh = link::connect(plan, &out) => ssh?,
     };
     let host = ssh.host().to_string();
     let job = match source {
@@ -131,17 +97,20 @@ pub async fn run(
         }
     };
     let watchdog = guard(&out, &ssh, &job).await;
-    let link = Link { ssh, watchdog };
-    let (route, _) = watch::channel(None);
-    let mut end = LocalEnd {
+    let mut route = InJob {
+        plan,
+        job: &job,
         early,
-        addr: None,
-        cancel: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-        route,
+        locals: Locals::new("the login host"),
+        warned: false,
+        last: None,
     };
-    let (result, link) = follow(plan, &out, &job, link, &mut end, &mut shutdown).await;
-    listen::drain(end.cancel, end.tracker).await;
+    let result = link::supervise(&mut route, &out, Some(Link { ssh, watchdog }), shutdown).await;
+    route.locals.close().await;
+    // The last connection, lost or not: the job is cancelled over it (or a new one).
+    let Some(link) = route.last else {
+        return result;
+    };
     if job.submitted {
         let done = cancel(plan, &out, &link.ssh, &job).await;
         if let Some(watchdog) = link.watchdog {
@@ -174,76 +143,53 @@ async fn guard(out: &Output, ssh: &SshSession, job: &Job) -> Option<Watchdog> {
     }
 }
 
-/// Serves over one connection after another until shutdown or a failure; gives back the last.
-async fn follow(
-    plan: &Plan,
-    out: &Output,
-    job: &Job,
-    mut link: Link,
-    end: &mut LocalEnd,
-    shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> (anyhow::Result<()>, Link) {
-    let mut warned = false;
-    let mut failures = 0u32;
-    loop {
-        let ended = serve(plan, out, job, &link, end, &mut warned, shutdown).await;
-        end.route.send_replace(None);
-        let reason = match ended {
-            Ended::Shutdown => return (Ok(()), link),
-            Ended::Fatal(e) => return (Err(e), link),
-            Ended::Lost(reason) => reason,
-        };
-        out.event(&Event::Reconnecting { reason });
-        // The old watchdog keeps the job through the reconnect window (its grace).
-        link.ssh.disconnect().await;
-        loop {
-            failures += 1;
-            tokio::select! {
-                () = &mut *shutdown => return (Ok(()), link),
-                () = tokio::time::sleep(session::backoff(failures)) => {}
-            }
-            let again = tokio::select! {
-                () = &mut *shutdown => return (Ok(()), link),
-                again = reconnect(plan, out, job) => again,
-            };
-            match again {
-                Ok(new) => {
-                    link = new;
-                    failures = 0;
-                    break;
-                }
-                Err(e) if session::is_permanent(&e) => return (Err(e), link),
-                Err(e) => out.note(&format!("reconnecting failed: {e:#}")),
-            }
-        }
-    }
+/// The route to Jupyter in a Slurm job: each local connection is one `direct-tcpip` channel
+/// to the job's server, through the login host.
+struct InJob<'a> {
+    plan: &'a Plan,
+    job: &'a Job,
+    /// The local port the user named, bound before anything was submitted.
+    early: Option<TcpListener>,
+    locals: Locals<Reach>,
+    /// Whether the job's time running out was said.
+    warned: bool,
+    /// The connection closed last, over which the job is cancelled on the way out.
+    last: Option<Link>,
 }
 
-/// A new connection, and a new watchdog for a submitted job, which takes the job over from the
-/// one of the lost connection.
-async fn reconnect(plan: &Plan, out: &Output, job: &Job) -> anyhow::Result<Link> {
-    out.progress(&format!("connecting to {}", plan.via.join(" → ")));
-    let ssh = SshSession::connect(&plan.via, &session::ssh_options(plan)).await?;
-    let watchdog = guard(out, &ssh, job).await;
-    Ok(Link { ssh, watchdog })
+impl Route for InJob<'_> {
+    type Link = Link;
+
+    /// A new connection, and a new watchdog for a submitted job, which takes the job over from
+    /// the one of the lost connection.
+    async fn establish(&mut self, out: &Output) -> anyhow::Result<Link> {
+        let ssh = link::connect(self.plan, out).await?;
+        let watchdog = guard(out, &ssh, self.job).await;
+        Ok(Link { ssh, watchdog })
+    }
+
+    async fn serve(&mut self, link: &mut Link, out: &Output) -> Ended {
+        serve(self, out, link).await
+    }
+
+    async fn close(&mut self, link: Link, last: bool) {
+        self.locals.unroute();
+        if !last {
+            // The old watchdog keeps the job through the reconnect window (its grace).
+            link.ssh.disconnect().await;
+        }
+        self.last = Some(link);
+    }
 }
 
 /// Over one connection: finds the job's server, routes local connections to it, reports
 /// `ready`, then holds until shutdown, the job's end or the connection's loss.
-async fn serve(
-    plan: &Plan,
-    out: &Output,
-    job: &Job,
-    link: &Link,
-    end: &mut LocalEnd,
-    warned: &mut bool,
-    shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> Ended {
+async fn serve(route: &mut InJob<'_>, out: &Output, link: &Link) -> Ended {
+    let (plan, job) = (route.plan, route.job);
     let ssh = &link.ssh;
     let lost = || format!("lost the connection to `{}`", ssh.host());
     let report = |s: &super::JobStatus| out.progress(&s.to_string());
     let found = tokio::select! {
-        () = &mut *shutdown => return Ended::Shutdown,
         () = ssh.closed() => return Ended::Lost(lost()),
         found = find(ssh, job, plan.spec.timeout, report) => match found {
             Ok(found) => found,
@@ -251,32 +197,38 @@ async fn serve(
             Err(e) => return Ended::Fatal(e),
         },
     };
-    let first = end.addr.is_none();
-    let local = match end.bind(plan, found.server.port) {
-        Ok(addr) => addr,
-        Err(e) => return Ended::Fatal(e),
-    };
-    end.route.send_replace(Some(Arc::new(Route {
+    let first = route.locals.first();
+    if first {
+        // The port the user named, else the server's if free, else any.
+        let bound = match route.early.take() {
+            Some(listener) => Ok(listener),
+            None => listen::bind(plan.address, None, found.server.port),
+        };
+        let served = bound.and_then(|l| {
+            route
+                .locals
+                .serve(vec![l], |reach, _, conn| forward(reach, conn))
+        });
+        if let Err(e) = served {
+            return Ended::Fatal(e);
+        }
+    }
+    let local = route.locals.addrs()[0];
+    route.locals.route(Arc::new(Reach {
         ssh: ssh.clone(),
         node: found.host.clone(),
         port: found.server.port,
-    })));
+    }));
     let access = access(&found);
     let progress = |m: &str| out.progress(m);
-    let locals = [local];
-    tokio::select! {
-        () = &mut *shutdown => return Ended::Shutdown,
-        usable = ready::wait_usable(plan, &locals, Some(&access), &progress) => match usable {
-            Ok(()) => {}
-            Err(e) if first && !ssh.is_closed() => return Ended::Fatal(e),
-            Err(e) => return Ended::Lost(format!("{e:#}")),
-        },
+    if let Err(e) = ready::wait_usable(plan, &[local], Some(&access), &progress).await {
+        // A check cut short by the lost connection is a loss, not the answer.
+        return Ended::unusable(e, first && !ssh.is_closed());
     }
     report_ready(plan, out, job, &found, local, &access, first);
     tokio::select! {
-        () = &mut *shutdown => Ended::Shutdown,
         () = ssh.closed() => Ended::Lost(lost()),
-        ended = watch_job(ssh, out, job, warned) => Ended::Fatal(ended),
+        ended = watch_job(ssh, out, job, &mut route.warned) => Ended::Fatal(ended),
     }
 }
 
@@ -285,7 +237,7 @@ async fn serve(
 async fn cancel(plan: &Plan, out: &Output, ssh: &SshSession, job: &Job) -> bool {
     let attempt = async {
         if ssh.is_closed() {
-            let again = SshSession::connect(&plan.via, &session::ssh_options(plan)).await?;
+            let again = SshSession::connect(&plan.via, &link::ssh_options(plan)).await?;
             let done = release(&again, job).await;
             again.disconnect().await;
             done
@@ -319,11 +271,7 @@ async fn cancel(plan: &Plan, out: &Output, ssh: &SshSession, job: &Job) -> bool 
 }
 
 /// One local connection: one `direct-tcpip` channel to the job's server, once the link is up.
-async fn forward(
-    mut route: watch::Receiver<Option<Arc<Route>>>,
-    conn: tokio::net::TcpStream,
-) -> anyhow::Result<()> {
-    let route = route_when_up(&mut route, LINK_WAIT, "the login host").await?;
+async fn forward(route: Arc<Reach>, conn: TcpStream) -> anyhow::Result<()> {
     let channel = route.ssh.open_tcp(&route.node, route.port).await?;
     let moved = crate::net::splice::splice(conn, channel.into_stream()).await?;
     debug!(up = moved.up, down = moved.down, "connection closed");

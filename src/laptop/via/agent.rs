@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use russh::ChannelMsg;
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::install;
@@ -19,13 +18,14 @@ use super::transport::Transport;
 use crate::cli::AgentMode;
 use crate::cluster::discover::Preset;
 use crate::error::hinted;
-use crate::laptop::link::{backoff, is_permanent, ssh_options, Ended, LINK_WAIT};
-use crate::laptop::listen;
-use crate::laptop::ready::{self, Resolved};
+use crate::laptop::link::{self, Ended, Route};
+use crate::laptop::listen::{self, Locals};
+use crate::laptop::ready;
 use crate::laptop::ssh::exec;
 use crate::laptop::ssh::SshSession;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
+use crate::proto::wire::Resolved;
 
 use crate::proto::wire::{
     AgentEvent, Candidates, Hello, JupyterAccess, Pick, HEARTBEAT_SECS, PROTOCOL, VERSION,
@@ -54,7 +54,7 @@ pub async fn run_via(
 ) -> anyhow::Result<()> {
     // Local ports the user named are bound first, so one that is taken fails before anything
     // starts on the login host.
-    let mut early = Some(listen::bind_named(plan)?);
+    let early = listen::bind_named(plan)?;
     tokio::pin!(shutdown);
     let started = tokio::select! {
         () = &mut shutdown => {
@@ -63,92 +63,64 @@ pub async fn run_via(
         }
         started = start(plan, &out) => started?,
     };
-    let mut first = match started {
-        Start::Agent(session) => Some(*session),
-        Start::Kubectl(link) => {
-            let early = early.take().unwrap_or_default();
-            return kubectl::run(plan, out, early, *link, shutdown).await;
-        }
+    let first = match started {
+        Start::Agent(session) => *session,
+        Start::Kubectl(link) => return kubectl::run(plan, out, early, *link, shutdown).await,
     };
-    let (link_tx, link_rx) = watch::channel::<Option<Arc<Transport>>>(None);
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let mut locals: Option<Vec<SocketAddr>> = None;
-    let mut failures = 0u32;
-    let result = loop {
-        let attempt = match first.take() {
-            Some(session) => Ok(session),
-            None => tokio::select! {
-                () = &mut shutdown => break Ok(()),
-                attempt = establish(plan, &out) => attempt,
-            },
-        };
-        let mut session = match attempt {
-            Ok(session) => session,
-            // The first connection's failure is the user's answer; later ones are retried.
-            Err(e) if locals.is_none() => break Err(e),
-            Err(e) if is_permanent(&e) => break Err(e),
-            Err(e) => {
-                out.note(&format!("reconnecting failed: {e:#}"));
-                failures += 1;
-                let pause = backoff(failures);
-                tokio::select! {
-                    () = &mut shutdown => break Ok(()),
-                    () = tokio::time::sleep(pause) => continue,
-                }
-            }
-        };
-        failures = 0;
-        let first = locals.is_none();
-        if first {
-            let listeners =
-                match listen::bind_all(plan, &session.resolved, early.take().unwrap_or_default()) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        // Nothing half-started: the agent goes with its connection.
-                        session.agent.stop().await;
-                        session.ssh.disconnect().await;
-                        break Err(e);
-                    }
-                };
-            let mut addrs = Vec::new();
-            for (index, listener) in listeners.into_iter().enumerate() {
-                addrs.push(listener.local_addr()?);
-                let link_rx = link_rx.clone();
-                crate::net::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
-                    let link_rx = link_rx.clone();
-                    async move {
-                        let link = wait_link(link_rx).await?;
-                        link.forward(index, conn).await
-                    }
-                });
-            }
-            locals = Some(addrs);
-        }
-        let addrs = locals.clone().unwrap_or_default();
-        link_tx.send_replace(Some(session.link.clone()));
-        let ended = serve(plan, &out, &mut session, &addrs, first, &mut shutdown).await;
-        link_tx.send_replace(None);
-        session.agent.stop().await;
-        session.ssh.disconnect().await;
-        match ended {
-            Ended::Shutdown => break Ok(()),
-            Ended::Fatal(e) => break Err(e),
-            Ended::Lost(reason) => {
-                out.event(&Event::Reconnecting { reason });
-                failures += 1;
-                let pause = backoff(failures);
-                tokio::select! {
-                    () = &mut shutdown => break Ok(()),
-                    () = tokio::time::sleep(pause) => {}
-                }
-            }
-        }
+    let mut route = WithAgent {
+        plan,
+        early,
+        locals: Locals::new("the login host"),
     };
-    listen::drain(cancel, tracker).await;
+    let result = link::supervise(&mut route, &out, Some(first), shutdown).await;
+    route.locals.close().await;
     result?;
     out.event(&Event::Closed);
     Ok(())
+}
+
+/// The route through podtun's agent: each local connection is a stream to one of its sockets.
+struct WithAgent<'a> {
+    plan: &'a Plan,
+    /// The local ports the user named, bound before anything started.
+    early: Vec<Option<TcpListener>>,
+    locals: Locals<Transport>,
+}
+
+impl Route for WithAgent<'_> {
+    type Link = Established;
+
+    async fn establish(&mut self, out: &Output) -> anyhow::Result<Established> {
+        let ssh = link::connect(self.plan, out).await?;
+        start_agent(self.plan, out, ssh).await
+    }
+
+    async fn serve(&mut self, session: &mut Established, out: &Output) -> Ended {
+        let first = self.locals.first();
+        if first {
+            let early = std::mem::take(&mut self.early);
+            let bound =
+                listen::bind_all(self.plan, &session.resolved, early).and_then(|listeners| {
+                    self.locals
+                        .serve(listeners, |link: Arc<Transport>, index, conn| async move {
+                            link.forward(index, conn).await
+                        })
+                });
+            if let Err(e) = bound {
+                return Ended::Fatal(e);
+            }
+        }
+        self.locals.route(session.link.clone());
+        serve(self.plan, out, session, self.locals.addrs(), first).await
+    }
+
+    async fn close(&mut self, session: Established, _last: bool) {
+        self.locals.unroute();
+        let Established { ssh, mut agent, .. } = session;
+        // Nothing half-started: the agent goes with its connection.
+        agent.stop().await;
+        ssh.disconnect().await;
+    }
 }
 
 /// What the first connection settled on.
@@ -163,8 +135,7 @@ enum Start {
 /// of this version there, else an upload that really runs there, else kubectl mode, and names
 /// each step tried when none works.
 async fn start(plan: &Plan, out: &Output) -> anyhow::Result<Start> {
-    out.progress(&format!("connecting to {}", plan.via.join(" → ")));
-    let ssh = SshSession::connect(&plan.via, &ssh_options(plan)).await?;
+    let ssh = link::connect(plan, out).await?;
     let host = ssh.host().to_string();
     let kubectl_mode = |ssh: SshSession| async move {
         out.progress(&format!("starting kubectl proxy on `{host}`"));
@@ -229,13 +200,6 @@ async fn launch_agent(
     Ok((bin, agent))
 }
 
-/// Connects, starts the agent and waits until it listens.
-async fn establish(plan: &Plan, out: &Output) -> anyhow::Result<Established> {
-    out.progress(&format!("connecting to {}", plan.via.join(" → ")));
-    let ssh = SshSession::connect(&plan.via, &ssh_options(plan)).await?;
-    start_agent(plan, out, ssh).await
-}
-
 /// Starts the agent on `ssh` and waits until it listens.
 async fn start_agent(plan: &Plan, out: &Output, ssh: SshSession) -> anyhow::Result<Established> {
     match launch_agent(plan, out, &ssh).await {
@@ -280,16 +244,10 @@ async fn serve(
     session: &mut Established,
     locals: &[SocketAddr],
     first: bool,
-    shutdown: &mut (impl Future<Output = ()> + Unpin),
 ) -> Ended {
     let progress = |m: &str| out.progress(m);
-    tokio::select! {
-        () = &mut *shutdown => return Ended::Shutdown,
-        usable = ready::wait_usable(plan, locals, session.jupyter.as_ref(), &progress) => match usable {
-            Ok(()) => {}
-            Err(e) if first => return Ended::Fatal(e),
-            Err(e) => return Ended::Lost(format!("{e:#}")),
-        },
+    if let Err(e) = ready::wait_usable(plan, locals, session.jupyter.as_ref(), &progress).await {
+        return Ended::unusable(e, first);
     }
     ready::report_ready(
         plan,
@@ -304,7 +262,6 @@ async fn serve(
     let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
     loop {
         tokio::select! {
-            () = &mut *shutdown => return Ended::Shutdown,
             _ = heartbeat.tick() => {
                 if session.agent.heartbeat().await.is_err() {
                     return Ended::Lost(format!("lost the connection to login host `{host}`"));
@@ -317,20 +274,6 @@ async fn serve(
                 None => return Ended::Lost(format!("the agent on login host `{host}` ended")),
             },
         }
-    }
-}
-
-/// Waits (bounded) until the link to the login host is up.
-async fn wait_link(
-    mut link: watch::Receiver<Option<Arc<Transport>>>,
-) -> anyhow::Result<Arc<Transport>> {
-    let up = tokio::time::timeout(LINK_WAIT, link.wait_for(Option::is_some)).await;
-    match up {
-        Ok(Ok(guard)) => guard.clone().context("no link"),
-        _ => bail!(
-            "the login host was unreachable for {}s",
-            LINK_WAIT.as_secs()
-        ),
     }
 }
 

@@ -16,36 +16,31 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use futures::future::{BoxFuture, Fuse};
-use futures::FutureExt;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::net::TcpListener;
 use tower::{BoxError, ServiceBuilder};
 use tracing::{debug, info};
 
 use crate::cluster::client::Cluster;
-use crate::cluster::discover::Preset;
 use crate::cluster::tunnel::Tunnel;
 use crate::error::hinted;
-use crate::laptop::listen;
-use crate::laptop::ready::{self, Resolved};
+use crate::laptop::link::{self, Ended, Route, Slot, Waiter};
+use crate::laptop::listen::{self, Locals};
+use crate::laptop::pick::chooser;
+use crate::laptop::ready;
 use crate::laptop::ssh::exec::{remote_path, sh_quote};
 use crate::laptop::ssh::script::RemoteScript;
 use crate::laptop::ssh::{OpenError, SshSession};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::proto::wire::{AgentEvent, Candidates, JupyterAccess, HEARTBEAT_SECS};
+use crate::proto::wire::{AgentEvent, HEARTBEAT_SECS};
 
 /// Bound on kubectl proxy's start (login shell and kubectl's own start-up included).
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on the proxy's exit after its channel closed.
 const PROXY_EXIT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a request waits for the link to the login host to come back.
-
 /// Heartbeats the login side may miss before it stops the proxy.
 const HEARTBEATS_MISSED: u64 = 3;
 /// The prefix of every line the login-side script prints (the rest is login-shell noise).
@@ -206,6 +201,15 @@ impl Proxy {
         })
     }
 
+    /// The namespace to work in: `-n`, else the context's on the login host, else `default`.
+    fn namespace_for(&self, plan: &Plan) -> String {
+        match &plan.request.cluster.namespace {
+            Some(ns) => ns.clone(),
+            None if self.namespace.is_empty() => "default".to_string(),
+            None => self.namespace.clone(),
+        }
+    }
+
     /// Tells the login side the laptop is still there.
     async fn heartbeat(&self) -> Result<(), russh::Error> {
         self.script.heartbeat().await
@@ -223,8 +227,7 @@ impl Proxy {
 }
 
 /// Where the proxy is now: the SSH connection and the socket on the login host.
-#[derive(Clone)]
-struct Route {
+struct ProxyRoute {
     ssh: SshSession,
     socket: String,
 }
@@ -233,7 +236,7 @@ struct Route {
 /// over whichever SSH connection is up (waiting, bounded, while it is being re-established).
 #[derive(Clone)]
 struct ProxyConnector {
-    route: watch::Receiver<Option<Route>>,
+    route: Waiter<ProxyRoute>,
 }
 
 impl tower::Service<http::Uri> for ProxyConnector {
@@ -248,20 +251,7 @@ impl tower::Service<http::Uri> for ProxyConnector {
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let mut route = self.route.clone();
         Box::pin(async move {
-            let up = tokio::time::timeout(
-                crate::laptop::link::LINK_WAIT,
-                route.wait_for(Option::is_some),
-            )
-            .await
-            .map(|r| r.map(|guard| guard.clone()));
-            let Ok(Ok(current)) = up else {
-                return Err(format!(
-                    "the login host was unreachable for {}s",
-                    crate::laptop::link::LINK_WAIT.as_secs()
-                )
-                .into());
-            };
-            let route = current.ok_or("no route to kubectl proxy")?;
+            let route = route.link().await?;
             let channel = route.ssh.open_streamlocal(&route.socket).await?;
             Ok(TokioIo::new(ProxyStream(channel.into_stream())))
         })
@@ -310,7 +300,7 @@ impl AsyncWrite for ProxyStream {
 
 /// A kube client that talks to the login host's kubectl proxy. The proxy adds the user's
 /// credentials there; nothing here holds any.
-fn proxy_client(route: watch::Receiver<Option<Route>>, namespace: &str) -> anyhow::Result<Cluster> {
+fn proxy_client(route: Waiter<ProxyRoute>, namespace: &str) -> anyhow::Result<Cluster> {
     let base: http::Uri = "http://localhost".parse()?;
     let mut config = kube::Config::new(base);
     config.default_namespace = namespace.to_string();
@@ -341,6 +331,32 @@ pub struct Established {
     proxy: Proxy,
 }
 
+impl Established {
+    /// Holds the link: heartbeats to the login side until the connection or the proxy goes
+    /// away; why.
+    async fn held(&self) -> String {
+        let host = self.ssh.host();
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
+        loop {
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    if self.proxy.heartbeat().await.is_err() {
+                        return format!("lost the connection to login host `{host}`");
+                    }
+                }
+                () = self.ssh.closed() => return format!("lost the connection to login host `{host}`"),
+                () = self.proxy.ended() => return format!("kubectl proxy on login host `{host}` ended"),
+            }
+        }
+    }
+
+    /// Stops the proxy and closes the connection.
+    async fn close(self) {
+        self.proxy.stop().await;
+        self.ssh.disconnect().await;
+    }
+}
+
 /// Starts the proxy on `ssh` and checks that a stream-local channel reaches it; on failure the
 /// connection is closed (which ends whatever was started there).
 pub async fn establish_on(ssh: SshSession, plan: &Plan) -> anyhow::Result<Established> {
@@ -351,20 +367,23 @@ pub async fn establish_on(ssh: SshSession, plan: &Plan) -> anyhow::Result<Establ
             return Err(e);
         }
     };
-    match ssh.open_streamlocal(&proxy.socket).await {
-        Ok(channel) => drop(channel),
-        Err(e) => {
-            proxy.stop().await;
-            ssh.disconnect().await;
-            return Err(match e {
-                OpenError::Prohibited { host } | OpenError::Refused { host, .. } => {
-                    no_streamlocal(&host)
-                }
-                other => anyhow::Error::new(other),
-            });
-        }
+    if let Err(e) = reach(&ssh, &proxy).await {
+        proxy.stop().await;
+        ssh.disconnect().await;
+        return Err(e);
     }
     Ok(Established { ssh, proxy })
+}
+
+/// Checks that a stream-local channel reaches the proxy's socket.
+async fn reach(ssh: &SshSession, proxy: &Proxy) -> anyhow::Result<()> {
+    match ssh.open_streamlocal(&proxy.socket).await {
+        Ok(_channel) => Ok(()),
+        Err(OpenError::Prohibited { host } | OpenError::Refused { host, .. }) => {
+            Err(no_streamlocal(&host))
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// `podtun doctor` in kubectl mode: starts the proxy on `ssh`, runs the cluster checks through
@@ -376,25 +395,17 @@ pub async fn doctor(
 ) -> anyhow::Result<()> {
     let host = ssh.host().to_string();
     let proxy = Proxy::start(ssh, plan).await?;
-    if let Err(e) = ssh.open_streamlocal(&proxy.socket).await {
+    if let Err(e) = reach(ssh, &proxy).await {
         proxy.stop().await;
-        return Err(match e {
-            OpenError::Prohibited { host } | OpenError::Refused { host, .. } => {
-                no_streamlocal(&host)
-            }
-            other => anyhow::Error::new(other),
-        });
+        return Err(e);
     }
-    let namespace = match &plan.request.cluster.namespace {
-        Some(ns) => ns.clone(),
-        None if proxy.namespace.is_empty() => "default".to_string(),
-        None => proxy.namespace.clone(),
-    };
-    let (_route_tx, route_rx) = watch::channel(Some(Route {
+    let namespace = proxy.namespace_for(plan);
+    let route = Slot::new("the login host");
+    route.set(Arc::new(ProxyRoute {
         ssh: ssh.clone(),
         socket: proxy.socket.clone(),
     }));
-    let result = match proxy_client(route_rx, &namespace) {
+    let result = match proxy_client(route.waiter(), &namespace) {
         Ok(cluster) => {
             let url = format!("kubectl proxy on `{host}`");
             crate::cluster::doctor::run_on(&cluster, &url, emit).await;
@@ -411,227 +422,154 @@ pub async fn doctor(
 pub async fn run(
     plan: &Plan,
     out: Arc<Output>,
-    early: Vec<Option<tokio::net::TcpListener>>,
+    early: Vec<Option<TcpListener>>,
     first: Established,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let host = first.ssh.host().to_string();
     info!(%host, socket = %first.proxy.socket, "kubectl mode: the cluster half runs here, through kubectl proxy on the login host");
-    let namespace = match &plan.request.cluster.namespace {
-        Some(ns) => ns.clone(),
-        None if first.proxy.namespace.is_empty() => "default".to_string(),
-        None => first.proxy.namespace.clone(),
-    };
-    let (route_tx, route_rx) = watch::channel(Some(Route {
-        ssh: first.ssh.clone(),
-        socket: first.proxy.socket.clone(),
-    }));
-    let cluster = match proxy_client(route_rx, &namespace) {
+    let namespace = first.proxy.namespace_for(plan);
+    let proxy = Slot::new("the login host");
+    let cluster = match proxy_client(proxy.waiter(), &namespace) {
         Ok(c) => c,
         Err(e) => {
-            first.proxy.stop().await;
-            first.ssh.disconnect().await;
+            first.close().await;
             return Err(e);
         }
     };
-    let link = Arc::new(tokio::sync::Mutex::new(Some(first)));
-    let result = serve(
+    let mut route = WithKubectl {
         plan,
-        out.clone(),
+        out: out.clone(),
         early,
         cluster,
-        link.clone(),
-        route_tx,
-        shutdown,
-    )
-    .await;
-    if let Some(current) = link.lock().await.take() {
-        current.proxy.stop().await;
-        current.ssh.disconnect().await;
-    }
-    result
-}
-
-async fn serve(
-    plan: &Plan,
-    out: Arc<Output>,
-    early: Vec<Option<tokio::net::TcpListener>>,
-    cluster: Cluster,
-    link: Arc<tokio::sync::Mutex<Option<Established>>>,
-    route_tx: watch::Sender<Option<Route>>,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    tokio::pin!(shutdown);
-    let progress = {
-        let out = out.clone();
-        move |m: &str| out.progress(m)
+        proxy,
+        tunnel: None,
+        locals: Locals::new("the login host"),
     };
-    let setup = async {
-        let choose = {
-            let out = out.clone();
-            move |offered: Candidates| -> BoxFuture<'static, anyhow::Result<String>> {
-                let out = out.clone();
-                Box::pin(async move { crate::laptop::pick::choose(&offered, &out).await })
-            }
-        };
-        let tunnel = Tunnel::start_on(cluster, plan.spec.clone(), &progress, &choose).await?;
-        let resolved = Resolved::from_event(&tunnel.resolved_event())
-            .ok_or_else(|| anyhow!("the tunnel resolved nothing"))?;
-        let listeners = listen::bind_all(plan, &resolved, early)?;
-        Ok::<_, anyhow::Error>((tunnel, resolved, listeners))
-    };
-    let keeper = keep_link(plan, &out, &link, &route_tx);
-    tokio::pin!(keeper);
-    let (tunnel, resolved, listeners) = tokio::select! {
-        () = &mut shutdown => return Ok(()),
-        res = &mut keeper => return res,
-        setup = setup => setup?,
-    };
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let mut locals: Vec<SocketAddr> = Vec::new();
-    for (listener, port) in listeners.into_iter().zip(&resolved.ports) {
-        locals.push(listener.local_addr()?);
-        let (tunnel, remote) = (tunnel.clone(), port.remote);
-        crate::net::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
-            let tunnel = tunnel.clone();
-            async move { tunnel.forward(remote, conn).await.map(|_| ()) }
-        });
-    }
-    // Every change of route after this point is a reconnection (or the loss before it).
-    let mut relinked = route_tx.subscribe();
-    let jupyter = tokio::select! {
-        () = &mut shutdown => None,
-        res = &mut keeper => Some(res.map(|()| None)),
-        ready = usable(plan, &tunnel, &locals, &progress) => Some(ready.map(Some)),
-    };
-    let result = match jupyter {
-        None => Ok(()),
-        Some(Err(e)) => Err(e),
-        Some(Ok(jupyter)) => {
-            let report = |jupyter: Option<&JupyterAccess>, first: bool| {
-                ready::report_ready(
-                    plan,
-                    &out,
-                    &resolved,
-                    &locals,
-                    jupyter,
-                    first,
-                    Some("kubectl"),
-                )
-            };
-            report(jupyter.flatten().as_ref(), true);
-            let emit = |ev: AgentEvent| ready::on_agent_event(&out, &locals, ev);
-            let supervise = tunnel.supervise(&emit);
-            tokio::pin!(supervise);
-            // After a reconnection the forward is `ready` again (as with podtun's agent) once
-            // its ports answer through the new link; the check runs while heartbeats go on.
-            let mut again: Fuse<BoxFuture<'_, anyhow::Result<Option<JupyterAccess>>>> =
-                Fuse::terminated();
-            loop {
-                tokio::select! {
-                    () = &mut shutdown => break Ok(()),
-                    res = &mut keeper => break res,
-                    res = &mut supervise => break res,
-                    Ok(()) = relinked.changed() => {
-                        again = if relinked.borrow_and_update().is_some() {
-                            usable(plan, &tunnel, &locals, &progress).boxed().fuse()
-                        } else {
-                            Fuse::terminated()
-                        };
-                    }
-                    checked = &mut again => match checked {
-                        Ok(jupyter) => report(jupyter.as_ref(), false),
-                        Err(e) => out.note(&format!("not usable after reconnecting: {e:#}")),
-                    },
-                }
-            }
-        }
-    };
-    listen::drain(cancel, tracker).await;
+    let result = link::supervise(&mut route, &out, Some(first), shutdown).await;
+    route.locals.close().await;
     result?;
     out.event(&Event::Closed);
     Ok(())
 }
 
-/// Waits until every local port answers through the whole chain (for Jupyter, with the token
-/// read from the pod's log); the Jupyter access found.
-async fn usable(
-    plan: &Plan,
-    tunnel: &Tunnel,
-    locals: &[SocketAddr],
-    progress: &(dyn Fn(&str) + Send + Sync),
-) -> anyhow::Result<Option<JupyterAccess>> {
-    let jupyter = match plan.spec.preset {
-        Preset::Jupyter => Some(tunnel.jupyter(progress).await?),
-        _ => None,
-    };
-    ready::wait_usable(plan, locals, jupyter.as_ref(), progress).await?;
-    Ok(jupyter)
+/// The route through kubectl proxy: the cluster half runs here, over a kube client whose
+/// connections are channels to the proxy's socket; local connections go into that tunnel.
+struct WithKubectl<'a> {
+    plan: &'a Plan,
+    out: Arc<Output>,
+    /// The local ports the user named, bound before anything started.
+    early: Vec<Option<TcpListener>>,
+    /// The kube client, through whichever proxy is up.
+    cluster: Cluster,
+    /// Where the client's connections go now.
+    proxy: Slot<ProxyRoute>,
+    /// The cluster half, once the pod is found: it outlives every link.
+    tunnel: Option<Tunnel>,
+    locals: Locals<Tunnel>,
 }
 
-/// Keeps the link up: heartbeats to the login side; when the connection or the proxy goes away,
-/// reconnects with backoff and restarts the proxy. Returns only on a failure that retrying
-/// cannot fix.
-async fn keep_link(
-    plan: &Plan,
-    out: &Output,
-    link: &tokio::sync::Mutex<Option<Established>>,
-    route_tx: &watch::Sender<Option<Route>>,
-) -> anyhow::Result<()> {
-    let mut failures = 0u32;
-    loop {
-        let lost = {
-            let guard = link.lock().await;
-            let Some(current) = guard.as_ref() else {
-                return Ok(());
-            };
-            let host = current.ssh.host().to_string();
-            let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
-            loop {
-                tokio::select! {
-                    _ = heartbeat.tick() => {
-                        if current.proxy.heartbeat().await.is_err() {
-                            break format!("lost the connection to login host `{host}`");
-                        }
-                    }
-                    () = current.ssh.closed() => break format!("lost the connection to login host `{host}`"),
-                    () = current.proxy.ended() => break format!("kubectl proxy on login host `{host}` ended"),
-                }
-            }
-        };
-        route_tx.send_replace(None);
-        out.event(&Event::Reconnecting {
-            reason: lost.clone(),
-        });
-        if let Some(old) = link.lock().await.take() {
-            old.proxy.stop().await;
-            old.ssh.disconnect().await;
+impl Route for WithKubectl<'_> {
+    type Link = Established;
+
+    async fn establish(&mut self, out: &Output) -> anyhow::Result<Established> {
+        let ssh = link::connect(self.plan, out).await?;
+        establish_on(ssh, self.plan).await
+    }
+
+    async fn serve(&mut self, link: &mut Established, out: &Output) -> Ended {
+        self.proxy.set(Arc::new(ProxyRoute {
+            ssh: link.ssh.clone(),
+            socket: link.proxy.socket.clone(),
+        }));
+        if self.tunnel.is_some() {
+            out.note("reconnected");
         }
-        loop {
-            failures += 1;
-            tokio::time::sleep(crate::laptop::link::backoff(failures)).await;
-            match reconnect(plan).await {
-                Ok(next) => {
-                    route_tx.send_replace(Some(Route {
-                        ssh: next.ssh.clone(),
-                        socket: next.proxy.socket.clone(),
-                    }));
-                    *link.lock().await = Some(next);
-                    out.note("reconnected");
-                    failures = 0;
-                    break;
-                }
-                Err(e) if crate::laptop::link::is_permanent(&e) => return Err(e),
-                Err(e) => out.note(&format!("reconnecting failed: {e:#}")),
-            }
+        // Heartbeats go on while the pod starts and while the ports are checked.
+        tokio::select! {
+            lost = link.held() => Ended::Lost(lost),
+            ended = self.forward() => match ended {
+                // A failure the lost link caused is the loss, not the answer.
+                Ended::Fatal(e) if link.ssh.is_closed() => Ended::Lost(format!("{e:#}")),
+                ended => ended,
+            },
         }
+    }
+
+    async fn close(&mut self, link: Established, _last: bool) {
+        self.proxy.clear();
+        link.close().await;
     }
 }
 
-async fn reconnect(plan: &Plan) -> anyhow::Result<Established> {
-    let ssh = SshSession::connect(&plan.via, &crate::laptop::link::ssh_options(plan)).await?;
-    establish_on(ssh, plan).await
+impl WithKubectl<'_> {
+    /// The first time: finds the pod and binds the local ports. Every time: checks them,
+    /// reports `ready`, then follows the pod (its replacement) until that fails.
+    async fn forward(&mut self) -> Ended {
+        let out = self.out.clone();
+        let progress = |m: &str| out.progress(m);
+        let first = self.tunnel.is_none();
+        let tunnel = match &self.tunnel {
+            Some(tunnel) => tunnel.clone(),
+            None => match self.start(&progress).await {
+                Ok(tunnel) => tunnel,
+                Err(e) => return Ended::Fatal(e),
+            },
+        };
+        let locals = self.locals.addrs().to_vec();
+        let jupyter = match ready::pod_usable(self.plan, &tunnel, &locals, &progress).await {
+            Ok(jupyter) => jupyter,
+            Err(e) if first => return Ended::Fatal(e),
+            Err(e) => {
+                // As before the loss: the forward goes on, and the next loss checks again.
+                out.note(&format!("not usable after reconnecting: {e:#}"));
+                return self.follow(&tunnel, &locals).await;
+            }
+        };
+        let resolved = tunnel.resolved();
+        ready::report_ready(
+            self.plan,
+            &out,
+            &resolved,
+            &locals,
+            jupyter.as_ref(),
+            first,
+            Some("kubectl"),
+        );
+        self.follow(&tunnel, &locals).await
+    }
+
+    /// Finds the pod and serves the local ports into the tunnel.
+    async fn start(&mut self, progress: &(dyn Fn(&str) + Send + Sync)) -> anyhow::Result<Tunnel> {
+        let choose = chooser(self.out.clone());
+        let tunnel = Tunnel::start_on(
+            self.cluster.clone(),
+            self.plan.spec.clone(),
+            progress,
+            &choose,
+        )
+        .await?;
+        let resolved = tunnel.resolved();
+        let listeners = listen::bind_all(self.plan, &resolved, std::mem::take(&mut self.early))?;
+        let remotes: Arc<Vec<u16>> = Arc::new(resolved.ports.iter().map(|p| p.remote).collect());
+        self.locals
+            .serve(listeners, move |tunnel: Arc<Tunnel>, index, conn| {
+                let remote = remotes[index];
+                async move { tunnel.forward(remote, conn).await.map(|_| ()) }
+            })?;
+        self.locals.route(Arc::new(tunnel.clone()));
+        self.tunnel = Some(tunnel.clone());
+        Ok(tunnel)
+    }
+
+    /// Follows the pod until that fails.
+    async fn follow(&self, tunnel: &Tunnel, locals: &[SocketAddr]) -> Ended {
+        let emit = |ev: AgentEvent| ready::on_agent_event(&self.out, locals, ev);
+        match tunnel.supervise(&emit).await {
+            Ok(()) => Ended::Shutdown,
+            Err(e) => Ended::Fatal(e),
+        }
+    }
 }
 
 #[cfg(test)]
