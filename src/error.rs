@@ -82,28 +82,27 @@ impl<T, E: Into<anyhow::Error>> HintExt<T> for Result<T, E> {
 
 /// The first hint found along the error's chain (outermost first).
 pub fn hint_of(err: &anyhow::Error) -> Option<String> {
-    err.chain().find_map(|cause| {
-        if let Some(h) = cause.downcast_ref::<Hinted>() {
-            return Some(h.hint.clone());
-        }
-        cause
-            .downcast_ref::<crate::cluster::discover::DiscoverError>()
-            .and_then(|d| d.hint())
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Hinted>().map(|h| h.hint.clone()))
+}
+
+/// The first error or context of type `T` in `err`, looking inside hinted errors too: how
+/// code asks what kind of failure it has, never by its text.
+pub fn find<T>(err: &anyhow::Error) -> Option<&T>
+where
+    T: fmt::Display + fmt::Debug + Send + Sync + 'static,
+{
+    err.downcast_ref::<T>().or_else(|| {
+        err.chain()
+            .find_map(|cause| cause.downcast_ref::<Hinted>().and_then(|h| find(&h.inner)))
     })
 }
 
 /// The exit code that goes with an error.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    fn is_usage(err: &anyhow::Error) -> bool {
-        err.chain().any(|c| {
-            c.downcast_ref::<UsageError>().is_some()
-                || c.downcast_ref::<Hinted>()
-                    .is_some_and(|h| is_usage(&h.inner))
-        })
-    }
     if let Some(Exited(code)) = err.downcast_ref::<Exited>() {
         *code
-    } else if is_usage(err) {
+    } else if find::<UsageError>(err).is_some() {
         EXIT_USAGE
     } else {
         EXIT_FAILURE

@@ -140,6 +140,14 @@ fn no_such_port(pod: &str, name: &str, container: Option<&str>) -> String {
 }
 
 impl DiscoverError {
+    /// The error with its hint attached, as the rest of podtun reports it.
+    pub fn into_hinted(self) -> anyhow::Error {
+        match self.hint() {
+            Some(hint) => crate::error::hinted(self, hint),
+            None => anyhow::Error::new(self),
+        }
+    }
+
     /// The fix, when podtun knows it.
     pub fn hint(&self) -> Option<String> {
         use DiscoverError::*;

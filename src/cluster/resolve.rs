@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::client::Cluster;
-use super::discover::{self, PodState, Target, TokenFind};
+use super::discover::{self, DiscoverError, PodState, Target, TokenFind};
 use crate::error::{hinted, HintExt};
 
 /// Reports progress while waiting (a spinner on the laptop, an event from the agent).
@@ -81,7 +81,7 @@ async fn selector_of(cluster: &Cluster, target: &Target) -> anyhow::Result<Optio
         Target::Selector(sel) => sel.clone(),
         Target::Service(name) => {
             let svc = get(Api::<Service>::namespaced(client, ns), name, "service", ns).await?;
-            discover::selector_of_service(&svc)?
+            discover::selector_of_service(&svc).map_err(DiscoverError::into_hinted)?
         }
         Target::Deployment(name) => {
             let d = get(
@@ -91,7 +91,7 @@ async fn selector_of(cluster: &Cluster, target: &Target) -> anyhow::Result<Optio
                 ns,
             )
             .await?;
-            discover::selector_of_deployment(&d)?
+            discover::selector_of_deployment(&d).map_err(DiscoverError::into_hinted)?
         }
         Target::StatefulSet(name) => {
             let s = get(
@@ -101,7 +101,7 @@ async fn selector_of(cluster: &Cluster, target: &Target) -> anyhow::Result<Optio
                 ns,
             )
             .await?;
-            discover::selector_of_stateful_set(&s)?
+            discover::selector_of_stateful_set(&s).map_err(DiscoverError::into_hinted)?
         }
     };
     Ok(Some(selector))

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use super::client::{self, Cluster};
-use super::discover::{self, PortRequest, Preset, ResolvedPort, Target, TokenFind};
+use super::discover::{self, DiscoverError, PortRequest, Preset, ResolvedPort, Target, TokenFind};
 use super::forward;
 use super::pick::{self, Choose};
 use super::pool::{self, Pool, Warmup};
@@ -152,18 +152,21 @@ impl Tunnel {
         )
         .await?;
         let pod = found.pod;
-        let container = discover::pick_container(&pod, spec.container.as_deref(), spec.preset)?
+        let container = discover::pick_container(&pod, spec.container.as_deref(), spec.preset)
+            .map_err(DiscoverError::into_hinted)?
             .name
             .clone();
         let requests = match &spec.target {
             Target::Service(name) if !spec.ports.is_empty() => {
                 let svc = resolve::service(&cluster, name).await?;
-                discover::service_ports(&svc, &pod, &spec.ports)?
+                discover::service_ports(&svc, &pod, &spec.ports)
+                    .map_err(DiscoverError::into_hinted)?
             }
             _ => spec.ports.clone(),
         };
         let ports =
-            discover::resolve_ports(&pod, spec.container.as_deref(), spec.preset, &requests)?;
+            discover::resolve_ports(&pod, spec.container.as_deref(), spec.preset, &requests)
+                .map_err(DiscoverError::into_hinted)?;
         let link = Link::new(cluster.clone());
         link.warm(pod.metadata.name.as_deref().unwrap_or_default());
         let (tx, rx) = watch::channel(pod);

@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use russh::ChannelMsg;
 
 use super::ssh::{exec, route};
-use super::ssh::{SshOptions, SshSession};
+use super::ssh::{Running, Said, SshOptions, SshSession};
 use super::via::install::{self, Located};
 use crate::cli::AgentMode;
 use crate::error::hinted;
@@ -417,11 +416,14 @@ async fn agent_checks(
     };
     let mut line = serde_json::to_vec(&hello)?;
     line.push(b'\n');
-    let (mut read, write) = channel.split();
+    let Running {
+        output: mut read,
+        input: write,
+    } = channel;
     let work = async {
         let (mut buf, mut started, mut sent) = (Vec::new(), false, false);
-        while let Some(msg) = read.wait().await {
-            let ChannelMsg::Data { data } = msg else {
+        while let Some(said) = read.next().await {
+            let Said::Stdout(data) = said else {
                 continue;
             };
             buf.extend_from_slice(&data);
@@ -439,7 +441,7 @@ async fn agent_checks(
                         started = true;
                         if !sent {
                             write
-                                .data(&line[..])
+                                .send(&line)
                                 .await
                                 .context("could not send the request to the agent")?;
                             sent = true;

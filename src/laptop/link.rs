@@ -14,7 +14,8 @@ use std::future::Future;
 use anyhow::bail;
 use tokio::sync::watch;
 
-use super::ssh::{SshOptions, SshSession};
+use super::ssh::{AuthRefused, HostKeyChanged, SshOptions, SshSession};
+use crate::error::find;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 
@@ -66,8 +67,7 @@ pub async fn connect(plan: &Plan, out: &Output) -> anyhow::Result<SshSession> {
 
 /// Failures that retrying cannot fix: a changed host key, refused credentials.
 pub fn is_permanent(err: &anyhow::Error) -> bool {
-    let text = format!("{err:#}");
-    text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || text.contains("permission denied")
+    find::<HostKeyChanged>(err).is_some() || find::<AuthRefused>(err).is_some()
 }
 
 /// Capped exponential backoff with jitter: 1 s, 2 s, 4 s … 30 s, each ±20%.
@@ -232,5 +232,55 @@ impl<T> Waiter<T> {
             },
             _ => bail!("{} was unreachable for {}s", self.what, LINK_WAIT.as_secs()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::anyhow;
+
+    use super::*;
+    use crate::error::hinted;
+
+    #[test]
+    fn permanent_failures_are_known_by_type_not_text() {
+        let refused = hinted(
+            AuthRefused {
+                user: "alice".into(),
+                host: "login".into(),
+                tried: "publickey".into(),
+            },
+            "ssh-add your key",
+        )
+        .context("could not connect to `login`");
+        assert!(is_permanent(&refused));
+        let changed = hinted(
+            anyhow!("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@").context(
+                HostKeyChanged {
+                    host: "login:22".into(),
+                    file: "~/.ssh/known_hosts".into(),
+                    line: 3,
+                },
+            ),
+            "run `ssh-keygen -R login`",
+        );
+        assert!(is_permanent(&changed));
+        assert_eq!(
+            crate::error::render(&changed).lines().next(),
+            Some("error: host key for `login:22` does not match ~/.ssh/known_hosts:3")
+        );
+        // The words alone are not the failure: a remote command's output may hold them.
+        let said = anyhow!("`chmod` failed on login: permission denied");
+        assert!(!is_permanent(&said));
+        assert!(!is_permanent(&anyhow!("connection reset by peer")));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_jitter() {
+        let secs = |n| backoff(n).as_secs_f64();
+        assert!((0.8..=1.2).contains(&secs(1)));
+        assert!((1.6..=2.4).contains(&secs(2)));
+        assert!((24.0..=36.0).contains(&secs(10)));
+        assert!((24.0..=36.0).contains(&secs(u32::MAX)));
     }
 }

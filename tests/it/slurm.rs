@@ -192,8 +192,7 @@ fn slurm_for(t: &mut Topology) -> (Slurm, Vec<String>, SshOptions) {
 /// `GET /api/status?token=…` on Jupyter through a `direct-tcpip` channel to `host:port`
 /// opened by the login host's sshd: the HTTP status code.
 async fn api_status_through(ssh: &SshSession, host: &str, server: &JupyterServer) -> u16 {
-    let channel = ssh.open_tcp(host, server.port).await.expect("direct-tcpip");
-    let mut stream = channel.into_stream();
+    let mut stream = ssh.open_tcp(host, server.port).await.expect("direct-tcpip");
     let token = server.token.as_ref().map(Token::expose).unwrap_or_default();
     let request = format!(
         "GET {}api/status?token={token} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",

@@ -6,8 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use podtun::laptop::ssh::{OpenError, Prompter, SshOptions, SshSession};
-use russh::ChannelMsg;
+use podtun::laptop::ssh::{OpenError, Prompter, Said, SshOptions, SshSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::sshd::{self, Netns, SshHome, Sshd, PASSWORD, PASSWORD_USER};
@@ -98,14 +97,13 @@ where
 
 /// Runs `command` and returns its stdout, failing on a non-zero exit.
 async fn output(session: &SshSession, command: &str) -> String {
-    let mut channel = session.exec(command).await.expect("exec");
+    let mut running = session.exec(command).await.expect("exec");
     let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
-    while let Some(msg) = channel.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
-            ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
-            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-            _ => {}
+    while let Some(said) = running.output.next().await {
+        match said {
+            Said::Stdout(data) => stdout.extend_from_slice(&data),
+            Said::Stderr(data) => stderr.extend_from_slice(&data),
+            Said::Exit(code) => status = Some(code),
         }
     }
     let stderr = String::from_utf8_lossy(&stderr);
@@ -590,8 +588,7 @@ fn streamlocal_channel_reaches_a_unix_socket() {
             }
         });
         let session = SshSession::connect(&via, &opts).await.expect("connect");
-        let channel = session.open_streamlocal(&sock_path).await.expect("open");
-        let mut stream = channel.into_stream();
+        let mut stream = session.open_streamlocal(&sock_path).await.expect("open");
         stream.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
         stream.read_exact(&mut buf).await.unwrap();

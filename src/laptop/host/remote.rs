@@ -74,7 +74,7 @@ impl Remote {
                     let mut every = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
                     loop {
                         every.tick().await;
-                        if write.data(&b"\n"[..]).await.is_err() {
+                        if write.send(b"\n").await.is_err() {
                             break;
                         }
                     }

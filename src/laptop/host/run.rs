@@ -271,7 +271,7 @@ async fn forward(route: Arc<Reach>, conn: TcpStream) -> anyhow::Result<()> {
         Some(sock) => route.ssh.open_streamlocal(sock).await?,
         None => route.ssh.open_tcp(&server.address, server.port).await?,
     };
-    let moved = crate::net::splice::splice(conn, channel.into_stream()).await?;
+    let moved = crate::net::splice::splice(conn, channel).await?;
     debug!(up = moved.up, down = moved.down, "connection closed");
     Ok(())
 }

@@ -273,7 +273,7 @@ async fn cancel(plan: &Plan, out: &Output, ssh: &SshSession, job: &Job) -> bool 
 /// One local connection: one `direct-tcpip` channel to the job's server, once the link is up.
 async fn forward(route: Arc<Reach>, conn: TcpStream) -> anyhow::Result<()> {
     let channel = route.ssh.open_tcp(&route.node, route.port).await?;
-    let moved = crate::net::splice::splice(conn, channel.into_stream()).await?;
+    let moved = crate::net::splice::splice(conn, channel).await?;
     debug!(up = moved.up, down = moved.down, "connection closed");
     Ok(())
 }

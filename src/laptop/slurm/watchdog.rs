@@ -71,7 +71,7 @@ impl Watchdog {
             let mut every = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
             loop {
                 every.tick().await;
-                if write.data(&b"\n"[..]).await.is_err() {
+                if write.send(b"\n").await.is_err() {
                     break;
                 }
             }
@@ -83,7 +83,7 @@ impl Watchdog {
     /// podtun deals with the job itself: the watchdog leaves without cancelling it.
     pub async fn dismiss(self) {
         self.beats.abort();
-        if self.script.writer().data(&b"bye\n"[..]).await.is_ok() {
+        if self.script.writer().send(b"bye\n").await.is_ok() {
             self.script.stop(STOP_TIMEOUT).await;
         }
     }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use russh::client::{AuthResult, Handle, Handler, KeyboardInteractiveAuthResponse as Kbd};
 use russh::keys::agent::client::AgentClient;
 use russh::keys::agent::AgentIdentity;
@@ -58,18 +58,29 @@ pub(crate) async fn authenticate<H: Handler>(
         (false, _) => "ssh-add your key, or name it with IdentityFile in ~/.ssh/config",
     };
     Err(hinted(
-        anyhow!(
-            "permission denied for {}@{} (tried: {})",
-            cfg.user,
-            cfg.alias,
-            if tried.is_empty() {
+        AuthRefused {
+            user: cfg.user.clone(),
+            host: cfg.alias.clone(),
+            tried: if tried.is_empty() {
                 "nothing the server accepts".to_string()
             } else {
                 tried.join(", ")
-            }
-        ),
+            },
+        },
         hint,
     ))
+}
+
+/// The server accepted none of the credentials podtun had: retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+#[error("permission denied for {user}@{host} (tried: {tried})")]
+pub struct AuthRefused {
+    /// The user name tried.
+    pub user: String,
+    /// The host, as the user named it.
+    pub host: String,
+    /// The methods tried, e.g. `publickey (~/.ssh/id_ed25519), password`.
+    pub tried: String,
 }
 
 /// The agent's keys, then the identity files; `true` once one is accepted.

@@ -2,9 +2,9 @@
 //! command run to its end ([`run`] → [`Ran`]).
 
 use anyhow::{anyhow, Context};
-use russh::ChannelMsg;
 use tracing::debug;
 
+use super::channel::{Running, Said};
 use super::session::SshSession;
 
 /// What a finished remote command printed.
@@ -92,22 +92,23 @@ pub(crate) async fn run(
     input: Option<&[u8]>,
 ) -> anyhow::Result<Ran> {
     let marked = format!("echo '{OUTPUT_MARK}'; {command}");
-    let channel = ssh.exec(&in_login_shell(&marked)).await?;
-    let (mut read, write) = channel.split();
+    let Running {
+        mut output,
+        input: stdin,
+    } = ssh.exec(&in_login_shell(&marked)).await?;
     if let Some(bytes) = input {
-        write
-            .data(bytes)
+        stdin
+            .send(bytes)
             .await
             .context("could not send data to the login host")?;
     }
-    write.eof().await.ok();
+    stdin.eof().await.ok();
     let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
-    while let Some(msg) = read.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
-            ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
-            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-            _ => {}
+    while let Some(said) = output.next().await {
+        match said {
+            Said::Stdout(data) => stdout.extend_from_slice(&data),
+            Said::Stderr(data) => stderr.extend_from_slice(&data),
+            Said::Exit(code) => status = Some(code),
         }
     }
     let stdout = String::from_utf8_lossy(&stdout);

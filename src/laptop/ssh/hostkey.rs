@@ -59,10 +59,11 @@ Offending {kind} key in {file}:{line}",
                 kind = key_type(key),
                 file = file.display(),
             );
-            let context = format!(
-                "host key for `{shown}` does not match {}:{line}",
-                file.display()
-            );
+            let context = HostKeyChanged {
+                host: shown,
+                file: file.display().to_string(),
+                line,
+            };
             Err(hinted(
                 anyhow!(warning).context(context),
                 format!("if the host was reinstalled, run `ssh-keygen -R {name}`"),
@@ -114,5 +115,26 @@ async fn confirm(ui: &Ui, name: &str, key: &PublicKey, fingerprint: &str) -> any
             a if a.eq_ignore_ascii_case("no") => return Ok(false),
             _ => question = "Please type 'yes', 'no' or the fingerprint: ".to_string(),
         }
+    }
+}
+
+/// The host sent a key other than the one known for it: retrying cannot help (and must not).
+#[derive(Debug)]
+pub struct HostKeyChanged {
+    /// `host:port`.
+    pub host: String,
+    /// The known_hosts file with the other key.
+    pub file: String,
+    /// Its line there.
+    pub line: usize,
+}
+
+impl std::fmt::Display for HostKeyChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "host key for `{}` does not match {}:{}",
+            self.host, self.file, self.line
+        )
     }
 }

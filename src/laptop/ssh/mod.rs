@@ -7,6 +7,7 @@
 //! command to its end; [`script`] follows a long-running one.
 
 mod auth;
+pub mod channel;
 mod config;
 mod config_file;
 mod config_openssh;
@@ -20,6 +21,9 @@ pub(crate) mod route;
 pub mod script;
 mod session;
 
+pub use auth::AuthRefused;
+pub use channel::{Running, Said, Stream};
+pub use hostkey::HostKeyChanged;
 pub use options::SshOptions;
 pub use prompt::{restore_terminal, Prompter};
 pub use session::{client_config, OpenError, SshSession};

@@ -7,16 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::ChannelMsg;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
+use super::channel::{Printed, Running, Said, Stdin};
 use super::exec::in_login_shell;
 use super::session::SshSession;
 
 /// A script running on the login host.
 pub struct RemoteScript {
-    write: Arc<russh::ChannelWriteHalf<russh::client::Msg>>,
+    write: Arc<Stdin>,
     /// Its marked lines, mark removed, in order.
     pub lines: mpsc::UnboundedReceiver<String>,
     exited: watch::Receiver<bool>,
@@ -34,8 +34,10 @@ impl RemoteScript {
         what: &'static str,
     ) -> anyhow::Result<RemoteScript> {
         let host = ssh.host().to_string();
-        let channel = ssh.exec(&in_login_shell(script)).await?;
-        let (read, write) = channel.split();
+        let Running {
+            output: read,
+            input: write,
+        } = ssh.exec(&in_login_shell(script)).await?;
         let (lines_tx, lines) = mpsc::unbounded_channel();
         let (exited_tx, exited) = watch::channel(false);
         let reader = Reader {
@@ -61,13 +63,13 @@ impl RemoteScript {
     }
 
     /// The channel's writing half, for heartbeats from a task of their own.
-    pub fn writer(&self) -> Arc<russh::ChannelWriteHalf<russh::client::Msg>> {
+    pub fn writer(&self) -> Arc<Stdin> {
         self.write.clone()
     }
 
     /// Tells the script the laptop is still there (an empty line).
-    pub async fn heartbeat(&self) -> Result<(), russh::Error> {
-        self.write.data(&b"\n"[..]).await
+    pub async fn heartbeat(&self) -> std::io::Result<()> {
+        self.write.send(b"\n").await
     }
 
     /// Closes the script's stdin without waiting.
@@ -104,12 +106,12 @@ impl Reader {
     /// Marked lines go to `lines` (never to the log: they may carry tokens), the login shell's
     /// own output and stderr to the debug log. `lines` is unbounded so that nothing here waits
     /// on its reader: an unread channel would stall the whole SSH connection.
-    async fn run(self, mut read: russh::ChannelReadHalf) {
+    async fn run(self, mut read: Printed) {
         let host = &self.host;
         let mut stdout = Vec::new();
-        while let Some(msg) = read.wait().await {
-            match msg {
-                ChannelMsg::Data { data } => {
+        while let Some(said) = read.next().await {
+            match said {
+                Said::Stdout(data) => {
                     stdout.extend_from_slice(&data);
                     while let Some(end) = stdout.iter().position(|b| *b == b'\n') {
                         let raw: Vec<u8> = stdout.drain(..=end).collect();
@@ -123,14 +125,13 @@ impl Reader {
                         }
                     }
                 }
-                ChannelMsg::ExtendedData { data, .. } => {
+                Said::Stderr(data) => {
                     let text = String::from_utf8_lossy(&data);
                     debug!(%host, "{}: {}", self.what, text.trim_end());
                 }
-                ChannelMsg::ExitStatus { exit_status } => {
+                Said::Exit(exit_status) => {
                     debug!(%host, exit_status, "{} exited", self.what)
                 }
-                _ => {}
             }
         }
         let _ = self.exited.send(true);

@@ -13,6 +13,7 @@ use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
+use super::channel::{Printed, Running, Stdin, Stream};
 use super::config::HostConfig;
 use super::handler::Client;
 use super::known_hosts;
@@ -161,7 +162,20 @@ impl SshSession {
 
     /// Starts `command` on the login host. The caller must read the channel to its end, stderr
     /// (extended data) included: an unread channel stalls the whole connection.
-    pub async fn exec(&self, command: &str) -> anyhow::Result<Channel<Msg>> {
+    pub async fn exec(&self, command: &str) -> anyhow::Result<Running> {
+        let (read, write) = self.exec_channel(command).await?.split();
+        Ok(Running {
+            output: Printed::new(read),
+            input: Stdin::new(write),
+        })
+    }
+
+    /// Starts `command` on the login host, its stdin and stdout as one byte stream.
+    pub async fn exec_stream(&self, command: &str) -> anyhow::Result<Stream> {
+        Ok(Stream::new(self.exec_channel(command).await?.into_stream()))
+    }
+
+    async fn exec_channel(&self, command: &str) -> anyhow::Result<Channel<Msg>> {
         let host = self.host();
         let mut channel = self
             .inner
@@ -185,28 +199,31 @@ impl SshSession {
     }
 
     /// Opens a direct-streamlocal@openssh.com channel to a Unix socket on the login host.
-    pub async fn open_streamlocal(&self, socket_path: &str) -> Result<Channel<Msg>, OpenError> {
+    pub async fn open_streamlocal(&self, socket_path: &str) -> Result<Stream, OpenError> {
         let result = self
             .inner
             .handle
             .channel_open_direct_streamlocal(socket_path)
             .await;
         let (host, path) = (self.host().to_string(), socket_path.to_string());
-        result.map_err(|source| match source {
-            russh::Error::ChannelOpenFailure(ChannelOpenFailure::AdministrativelyProhibited) => {
-                OpenError::Prohibited { host }
-            }
-            russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed) => {
-                OpenError::Refused { host, path }
-            }
-            source => OpenError::Failed { host, path, source },
-        })
+        result
+            .map(|c| Stream::new(c.into_stream()))
+            .map_err(|source| match source {
+                russh::Error::ChannelOpenFailure(
+                    ChannelOpenFailure::AdministrativelyProhibited,
+                ) => OpenError::Prohibited { host },
+                russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed) => {
+                    OpenError::Refused { host, path }
+                }
+                source => OpenError::Failed { host, path, source },
+            })
     }
 
     /// Opens a direct-tcpip channel: the login host connects to `host:port`.
-    pub async fn open_tcp(&self, host: &str, port: u16) -> anyhow::Result<Channel<Msg>> {
+    pub async fn open_tcp(&self, host: &str, port: u16) -> anyhow::Result<Stream> {
         open_tcp(&self.inner.handle, host, port)
             .await
+            .map(|c| Stream::new(c.into_stream()))
             .with_context(|| format!("`{}` could not connect to {host}:{port}", self.host()))
     }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use russh::ChannelMsg;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -21,8 +20,9 @@ use crate::error::hinted;
 use crate::laptop::link::{self, Ended, Route};
 use crate::laptop::listen::{self, Locals};
 use crate::laptop::ready;
+use crate::laptop::ssh::channel::{Printed, Stdin};
 use crate::laptop::ssh::exec;
-use crate::laptop::ssh::SshSession;
+use crate::laptop::ssh::{Running, Said, SshSession};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::wire::Resolved;
@@ -289,7 +289,7 @@ fn remote_error(host: &str, message: String, hint: Option<String>) -> anyhow::Er
 /// The agent's control channel: events in, the request out, EOF to stop it.
 struct Agent {
     events: mpsc::Receiver<AgentEvent>,
-    write: russh::ChannelWriteHalf<russh::client::Msg>,
+    write: Stdin,
     exited: tokio::sync::watch::Receiver<bool>,
     host: String,
 }
@@ -305,8 +305,10 @@ impl Agent {
         // In the login environment, so that the agent's kubectl settings (KUBECONFIG from
         // ~/.profile) are the user's; what login scripts print is skipped until `hello`.
         let command = exec::in_login_shell(&format!("exec {bin} agent{verbose}"));
-        let channel = ssh.exec(&command).await?;
-        let (read, write) = channel.split();
+        let Running {
+            output: read,
+            input: write,
+        } = ssh.exec(&command).await?;
         let (tx, mut events) = mpsc::channel(64);
         let (exited_tx, exited) = tokio::sync::watch::channel(false);
         tokio::spawn(read_agent(read, tx, exited_tx, host.clone()));
@@ -339,7 +341,7 @@ impl Agent {
         let mut line = serde_json::to_vec(&hello)?;
         line.push(b'\n');
         write
-            .data(&line[..])
+            .send(&line)
             .await
             .with_context(|| format!("could not send the request to the agent on `{host}`"))?;
         Ok(Agent {
@@ -351,8 +353,8 @@ impl Agent {
     }
 
     /// Tells the agent the laptop is still there (an empty line).
-    async fn heartbeat(&self) -> Result<(), russh::Error> {
-        self.write.data(&b"\n"[..]).await
+    async fn heartbeat(&self) -> std::io::Result<()> {
+        self.write.send(b"\n").await
     }
 
     /// The next event; `None` once the agent's channel closed.
@@ -415,7 +417,7 @@ impl Agent {
             pick: choice.as_ref().ok().cloned(),
         })?;
         line.push(b'\n');
-        self.write.data(&line[..]).await.with_context(|| {
+        self.write.send(&line).await.with_context(|| {
             format!("could not send the choice to the agent on `{}`", self.host)
         })?;
         choice.map(|_| ())
@@ -438,16 +440,16 @@ impl Agent {
 /// Reads the agent's channel: stdout lines become events (lines before `hello` are shell
 /// noise, shown with `-v`), stderr goes to the log at debug level.
 async fn read_agent(
-    mut read: russh::ChannelReadHalf,
+    mut read: Printed,
     events: mpsc::Sender<AgentEvent>,
     exited: tokio::sync::watch::Sender<bool>,
     host: String,
 ) {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let mut started = false;
-    while let Some(msg) = read.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => {
+    while let Some(said) = read.next().await {
+        match said {
+            Said::Stdout(data) => {
                 stdout.extend_from_slice(&data);
                 while let Some(end) = stdout.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = stdout.drain(..=end).collect();
@@ -465,15 +467,14 @@ async fn read_agent(
                     }
                 }
             }
-            ChannelMsg::ExtendedData { data, .. } => {
+            Said::Stderr(data) => {
                 stderr.extend_from_slice(&data);
                 while let Some(end) = stderr.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = stderr.drain(..=end).collect();
                     debug!(%host, "agent: {}", String::from_utf8_lossy(&line).trim_end());
                 }
             }
-            ChannelMsg::ExitStatus { exit_status } => debug!(%host, exit_status, "agent exited"),
-            _ => {}
+            Said::Exit(exit_status) => debug!(%host, exit_status, "agent exited"),
         }
     }
     if !stderr.is_empty() {

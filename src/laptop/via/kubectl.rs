@@ -18,7 +18,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tower::{BoxError, ServiceBuilder};
 use tracing::{debug, info};
@@ -32,7 +31,7 @@ use crate::laptop::pick::chooser;
 use crate::laptop::ready;
 use crate::laptop::ssh::exec::{remote_path, sh_quote};
 use crate::laptop::ssh::script::RemoteScript;
-use crate::laptop::ssh::{OpenError, SshSession};
+use crate::laptop::ssh::{OpenError, SshSession, Stream};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::wire::{AgentEvent, HEARTBEAT_SECS};
@@ -211,7 +210,7 @@ impl Proxy {
     }
 
     /// Tells the login side the laptop is still there.
-    async fn heartbeat(&self) -> Result<(), russh::Error> {
+    async fn heartbeat(&self) -> std::io::Result<()> {
         self.script.heartbeat().await
     }
 
@@ -240,7 +239,7 @@ struct ProxyConnector {
 }
 
 impl tower::Service<http::Uri> for ProxyConnector {
-    type Response = TokioIo<ProxyStream>;
+    type Response = TokioIo<Stream>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -253,48 +252,15 @@ impl tower::Service<http::Uri> for ProxyConnector {
         Box::pin(async move {
             let route = route.link().await?;
             let channel = route.ssh.open_streamlocal(&route.socket).await?;
-            Ok(TokioIo::new(ProxyStream(channel.into_stream())))
+            Ok(TokioIo::new(channel))
         })
     }
 }
 
-/// One connection to kubectl proxy.
-struct ProxyStream(russh::ChannelStream<russh::client::Msg>);
-
-impl Connection for ProxyStream {
+/// hyper asks every connection what it is; one to kubectl proxy is plain.
+impl Connection for Stream {
     fn connected(&self) -> Connected {
         Connected::new()
-    }
-}
-
-impl AsyncRead for ProxyStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ProxyStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

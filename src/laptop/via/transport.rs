@@ -10,14 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use russh::client::Msg;
-use russh::Channel;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
 use crate::laptop::ssh::exec;
-use crate::laptop::ssh::{OpenError, SshSession};
+use crate::laptop::ssh::{OpenError, SshSession, Stream};
 use crate::net::splice::splice;
 use crate::proto::mux::{Mux, MuxStream};
 use crate::proto::wire::MUX_OPEN;
@@ -91,8 +89,7 @@ impl Transport {
             }
         }
         *mux = None;
-        let channel = self.open(&socket.path).await?;
-        let mut conn = channel.into_stream();
+        let mut conn = self.open(&socket.path).await?;
         conn.write_all(&[MUX_OPEN])
             .await
             .context("the channel to the agent closed")?;
@@ -102,7 +99,7 @@ impl Transport {
 
     /// Opens a channel to `socket`: stream-local forwarding, or the exec fallback once the
     /// server refused it.
-    async fn open(&self, socket: &str) -> anyhow::Result<Channel<Msg>> {
+    async fn open(&self, socket: &str) -> anyhow::Result<Stream> {
         if self.exec_fallback.load(Ordering::Relaxed) {
             return self.pipe(socket).await;
         }
@@ -120,8 +117,8 @@ impl Transport {
         }
     }
 
-    async fn pipe(&self, socket: &str) -> anyhow::Result<Channel<Msg>> {
+    async fn pipe(&self, socket: &str) -> anyhow::Result<Stream> {
         let command = format!("exec {} agent pipe {}", self.bin, exec::sh_quote(socket));
-        self.ssh.exec(&command).await
+        self.ssh.exec_stream(&command).await
     }
 }
