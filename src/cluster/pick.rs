@@ -10,8 +10,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
 use super::client::Cluster;
-use super::discover::{containers, Preset};
-use super::preset::{serves_preset, words};
+use super::discover::container::containers;
+use super::discover::container::words;
+use super::discover::preset::serves_preset;
+use super::discover::Preset;
 use super::resolve::{api_error, Progress};
 use crate::error::hinted;
 use crate::proto::wire::{Candidate, Candidates};

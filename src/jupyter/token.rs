@@ -58,7 +58,7 @@ pub struct JupyterUrl {
 pub enum TokenFind {
     /// A URL with a token.
     Found(JupyterUrl),
-    /// `?token=...`: the token came from config or env (see `cluster::token::token_from_env`).
+    /// `?token=...`: the token came from config or env (see `cluster::discover::token_from_env`).
     Masked {
         /// The server's base URL, as in [`JupyterUrl::base_path`].
         base_path: String,

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, Context};
 
 use super::script::Server;
-use crate::cluster::ports::PortSpec;
+use crate::cluster::discover::PortSpec;
 use crate::error::hinted;
 use crate::laptop::pick;
 use crate::output::Output;

@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::Container;
 
-use super::preset::words;
+use super::container::words;
 use crate::jupyter::token::Token;
 
 /// The environment variable Jupyter reads the token from.

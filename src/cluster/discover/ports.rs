@@ -6,7 +6,9 @@ use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod};
 
-use super::discover::{containers, object_ref, pick_container, quote_input, DiscoverError};
+use super::container::{containers, number, parse_number, ports, tcp_ports};
+use super::error::{object_ref, quote_input, DiscoverError};
+use super::pod::pick_container;
 use super::preset::{jupyter_port, redis_port, Preset};
 
 /// Kubernetes port names (IANA service names) are at most 15 characters.
@@ -91,14 +93,6 @@ impl fmt::Display for PortRequest {
             Some(local) => write!(f, "{local}:{}", self.remote),
         }
     }
-}
-
-/// Digits only, 0-65535.
-pub(crate) fn parse_number(s: &str) -> Option<u16> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// A Kubernetes port name (IANA service name): lowercase letters, digits and single inner `-`,
@@ -274,33 +268,6 @@ fn generic_ports(
             })
             .collect(),
     })
-}
-
-pub(crate) fn ports(c: &Container) -> impl Iterator<Item = &ContainerPort> {
-    c.ports.iter().flatten()
-}
-
-/// Port-forward carries TCP only.
-pub(crate) fn tcp_ports(c: &Container) -> impl Iterator<Item = &ContainerPort> {
-    ports(c).filter(|p| is_tcp(p.protocol.as_deref()))
-}
-
-pub(crate) fn is_tcp(protocol: Option<&str>) -> bool {
-    protocol.is_none_or(|p| p.eq_ignore_ascii_case("TCP"))
-}
-
-pub(crate) fn number(p: &ContainerPort) -> Option<u16> {
-    u16::try_from(p.container_port).ok().filter(|n| *n != 0)
-}
-
-pub(crate) fn declared_number(c: &Container, wanted: u16) -> Option<u16> {
-    tcp_ports(c).filter_map(number).find(|n| *n == wanted)
-}
-
-pub(crate) fn name_of(c: &Container, port: u16) -> Option<String> {
-    ports(c)
-        .find(|p| number(p) == Some(port))
-        .and_then(|p| p.name.clone())
 }
 
 /// `8888 (notebook)`, `9090`, `53/UDP (dns)`.

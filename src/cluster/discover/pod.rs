@@ -4,7 +4,8 @@
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::discover::{containers, object_ref, quote_input, DiscoverError};
+use super::container::containers;
+use super::error::{object_ref, quote_input, DiscoverError};
 use super::preset::Preset;
 
 /// The annotation kubectl reads to pick a pod's container when `-c` is not given.

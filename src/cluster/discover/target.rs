@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::discover::{quote_input, DiscoverError};
+use super::error::{quote_input, DiscoverError};
 
 /// Kubernetes caps object names (DNS-1123 subdomains) at 253 characters.
 const MAX_NAME_LEN: usize = 253;
@@ -142,7 +142,7 @@ pub fn selector_of_service(svc: &Service) -> Result<String, DiscoverError> {
     match selector {
         Some(labels) if !labels.is_empty() => Ok(render_match_labels(labels)),
         _ => Err(DiscoverError::NoSelector {
-            object: format!("service `{}`", super::discover::object_ref(&svc.metadata)),
+            object: format!("service `{}`", super::error::object_ref(&svc.metadata)),
         }),
     }
 }
@@ -153,7 +153,7 @@ pub fn selector_of_deployment(deploy: &Deployment) -> Result<String, DiscoverErr
     let object = || {
         format!(
             "deployment `{}`",
-            super::discover::object_ref(&deploy.metadata)
+            super::error::object_ref(&deploy.metadata)
         )
     };
     workload_selector(selector, object)
@@ -162,12 +162,7 @@ pub fn selector_of_deployment(deploy: &Deployment) -> Result<String, DiscoverErr
 /// The label selector of a statefulset, rendered for a pod list (`a=b,c in (x,y),!d`).
 pub fn selector_of_stateful_set(sts: &StatefulSet) -> Result<String, DiscoverError> {
     let selector = sts.spec.as_ref().map(|s| &s.selector);
-    let object = || {
-        format!(
-            "statefulset `{}`",
-            super::discover::object_ref(&sts.metadata)
-        )
-    };
+    let object = || format!("statefulset `{}`", super::error::object_ref(&sts.metadata));
     workload_selector(selector, object)
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::Container;
 
-use super::ports::{declared_number, name_of, number, parse_number, tcp_ports};
+use super::container::{declared_number, name_of, number, parse_number, tcp_ports, words};
 
 /// Port names that mean "the Jupyter server", best first.
 const JUPYTER_PORT_NAMES: &[&str] = &["jupyter", "notebook", "lab", "http"];
@@ -110,18 +110,6 @@ pub(crate) fn serves_preset(c: &Container, preset: Preset) -> bool {
                 || image.contains("redis")
         }
     }
-}
-
-/// The words of the container's command and args, split on whitespace so that a
-/// `sh -c "jupyter lab --port=9999"` script counts too, with quotes around a word dropped.
-pub(crate) fn words(c: &Container) -> Vec<String> {
-    c.command
-        .iter()
-        .flatten()
-        .chain(c.args.iter().flatten())
-        .flat_map(|arg| arg.split_whitespace())
-        .map(|w| w.trim_matches(|ch| ch == '"' || ch == '\'').to_string())
-        .collect()
 }
 
 /// The value of the last `FLAG=N` or `FLAG N` among `words`, if it is a port number.

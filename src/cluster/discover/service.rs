@@ -4,8 +4,9 @@
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::discover::{containers, object_ref, DiscoverError};
-use super::ports::{is_tcp, number, parse_number, ports, PortRequest, PortSpec};
+use super::container::{containers, is_tcp, number, parse_number, ports};
+use super::error::{object_ref, DiscoverError};
+use super::ports::{PortRequest, PortSpec};
 
 /// The service ports asked for, mapped to pod ports as kubectl does: each REMOTE is a service
 /// port number or name; it goes to the targetPort (a number, or a container port name looked up

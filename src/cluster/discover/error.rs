@@ -1,25 +1,7 @@
-//! Discovery as pure functions over k8s-openapi types, and the error type every discovery step
-//! shares. No I/O here: `resolve` fetches the objects and follows logs, then asks these functions
-//! what they mean.
-//!
-//! The functions live beside this file, one concern each, and are re-exported here so callers use
-//! `discover::…` only: [`super::target`] (TARGET parsing, label selectors), [`super::pod`] (pod and
-//! container choice, readiness), [`super::ports`] (port requests), [`super::preset`] (default ports), [`super::service`]
-//! (service port → targetPort) and [`super::token`] (the Jupyter URL and token in pod logs).
+//! Why discovery could not go on ([`DiscoverError`]), with the fix for each case, and how
+//! messages quote user input and name objects.
 
-use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-pub use super::pod::{choose_pod, pick_container, pod_state, PodState};
-pub use super::ports::{resolve_ports, PortRequest, PortSpec, ResolvedPort};
-pub use super::preset::Preset;
-pub use super::service::service_ports;
-pub use super::target::{
-    label_selector_string, selector_of_deployment, selector_of_service, selector_of_stateful_set,
-    Target,
-};
-pub use super::token::{token_from_args, token_from_env};
-pub use crate::jupyter::token::{find_token, JupyterUrl, Token, TokenFind};
 
 /// Why discovery could not go on; [`DiscoverError::hint`] gives the fix.
 #[derive(Debug, thiserror::Error)]
@@ -239,25 +221,6 @@ pub(crate) fn object_ref(meta: &ObjectMeta) -> String {
     match meta.namespace.as_deref() {
         Some(ns) => format!("{ns}/{name}"),
         None => name.to_string(),
-    }
-}
-
-/// The pod's containers (regular containers only: init and ephemeral ones serve nothing).
-pub(crate) fn containers(pod: &Pod) -> &[Container] {
-    pod.spec.as_ref().map_or(&[], |s| s.containers.as_slice())
-}
-
-/// Test support: Pods and Containers from JSON.
-#[cfg(test)]
-pub(crate) mod fixtures {
-    use k8s_openapi::api::core::v1::{Container, Pod};
-
-    pub(crate) fn pod(value: serde_json::Value) -> Pod {
-        serde_json::from_value(value).expect("pod JSON")
-    }
-
-    pub(crate) fn container(value: serde_json::Value) -> Container {
-        serde_json::from_value(value).expect("container JSON")
     }
 }
 
