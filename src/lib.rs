@@ -50,7 +50,7 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
 use output::{Event, Output};
-use plan::Plan;
+use plan::{Plan, Route, Target};
 
 /// Sets up logging on stderr: `-v`/`-vv`/`-q` or `RUST_LOG`.
 pub fn init_tracing(cli: &Cli) {
@@ -153,14 +153,20 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         }
     };
     let out = Arc::new(out);
-    let result = if plan.slurm.is_some() {
-        laptop::slurm::run(&plan, out.clone(), shutdown).await
-    } else if plan.host.is_some() {
-        laptop::host::run(&plan, out.clone(), shutdown).await
-    } else if plan.via.is_empty() {
-        laptop::local::run_local(&plan, out.clone(), shutdown).await
-    } else {
-        laptop::via::run_via(&plan, out.clone(), shutdown).await
+    let result = match (&plan.target, &plan.route) {
+        (Target::Pod, Route::Local) => laptop::local::run_local(&plan, out.clone(), shutdown).await,
+        (Target::Pod, Route::Via(_)) => laptop::via::run_via(&plan, out.clone(), shutdown).await,
+        (Target::Host(args), Route::Via(_)) => {
+            laptop::host::run(&plan, args, out.clone(), shutdown).await
+        }
+        (Target::Slurm(source), Route::Via(_)) => {
+            laptop::slurm::run(&plan, source, out.clone(), shutdown).await
+        }
+        // The plan's checks say so first, with the flags' own words.
+        (Target::Host(_) | Target::Slurm(_), Route::Local) => Err(error::usage(
+            "a server on an SSH host or in a Slurm job is reached through --via",
+            None,
+        )),
     };
     out.done();
     if let Some(reg) = &registration {

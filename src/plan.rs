@@ -29,8 +29,10 @@ pub struct Plan {
     pub address: IpAddr,
     /// `-p`: the local port of the (single) forward.
     pub local_port: Option<u16>,
-    /// Route to the login host; empty: local mode.
-    pub via: Vec<String>,
+    /// What to reach: a pod, a server on the SSH host, a Slurm job.
+    pub target: Target,
+    /// How: from this machine, or through the login host.
+    pub route: Route,
     /// `-F`.
     pub ssh_config: Option<PathBuf>,
     /// `--remote-bin`.
@@ -47,13 +49,37 @@ pub struct Plan {
     pub quiet: bool,
     /// `-d`: run in the background once ready.
     pub detach: bool,
-    /// TARGET `@`: a Jupyter server on the last `--via` host itself, not a pod.
-    pub host: Option<HostArgs>,
-    /// `--slurm` or TARGET `slurm/JOBID`: Jupyter in a Slurm job, not a pod.
-    pub slurm: Option<Source>,
+}
+
+/// What a plan reaches.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A pod, as [`Plan::spec`] names it (or none named: the one that fits the preset).
+    Pod,
+    /// TARGET `@`: a Jupyter server on the last `--via` host itself.
+    Host(HostArgs),
+    /// `--slurm` or TARGET `slurm/JOBID`: Jupyter in a Slurm job.
+    Slurm(Source),
+}
+
+/// How a plan reaches its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This machine talks to the cluster itself.
+    Local,
+    /// Through SSH: the hosts in order, jump hosts first, the login host last.
+    Via(Vec<String>),
 }
 
 impl Plan {
+    /// The SSH hosts of a `--via` route, in order; none in local mode.
+    pub fn via(&self) -> &[String] {
+        match &self.route {
+            Route::Via(hosts) => hosts,
+            Route::Local => &[],
+        }
+    }
+
     /// `podtun jupyter` / `podtun redis`.
     pub fn from_preset(args: &PresetArgs, preset: &str) -> anyhow::Result<Plan> {
         let ports = args.port.iter().cloned().collect();
@@ -86,7 +112,7 @@ impl Plan {
         let ports = preset.port.iter().cloned().collect();
         let mut plan = Plan::build(None, ports, &preset.common, "jupyter")?;
         plan.target_label = HOST_TARGET.to_string();
-        plan.host = Some(args.host.clone());
+        plan.target = Target::Host(args.host.clone());
         Ok(plan)
     }
 
@@ -155,7 +181,7 @@ impl Plan {
             Source::Existing(id) => format!("{}/{id}", slurm::TARGET_KIND),
             Source::Submit(_) => slurm::TARGET_KIND.to_string(),
         };
-        plan.slurm = Some(source);
+        plan.target = Target::Slurm(source);
         Ok(plan)
     }
 
@@ -224,12 +250,8 @@ impl Plan {
             target_label,
             address: common.address,
             local_port: common.local_port,
-            via: common
-                .via
-                .iter()
-                .filter(|h| !h.trim().is_empty())
-                .cloned()
-                .collect(),
+            target: Target::Pod,
+            route: route(&common.via),
             ssh_config: common.ssh_config.clone(),
             remote_bin: common.remote_bin.clone(),
             no_install: common.no_install,
@@ -238,8 +260,20 @@ impl Plan {
             browser: !common.no_browser && !common.json,
             quiet: common.quiet,
             detach: common.detach,
-            host: None,
-            slurm: None,
         })
+    }
+}
+
+/// `--via` as given (empty names dropped): local mode when none is left.
+fn route(via: &[String]) -> Route {
+    let hosts: Vec<String> = via
+        .iter()
+        .filter(|h| !h.trim().is_empty())
+        .cloned()
+        .collect();
+    if hosts.is_empty() {
+        Route::Local
+    } else {
+        Route::Via(hosts)
     }
 }

@@ -34,7 +34,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
         }
         print(&c);
     };
-    if plan.via.is_empty() {
+    if plan.via().is_empty() {
         crate::cluster::doctor::run(&plan.request, &show).await;
     } else {
         via(plan, &mut { show }).await;
@@ -106,7 +106,7 @@ async fn via(plan: &Plan, show: &mut dyn FnMut(Check)) {
         home: std::env::var_os("HOME").map(std::path::PathBuf::from),
         ..SshOptions::default()
     };
-    match route::plan(&plan.via, &options).await {
+    match route::plan(plan.via(), &options).await {
         Ok(hops) => {
             let route: Vec<String> = hops
                 .iter()
@@ -131,7 +131,7 @@ async fn via(plan: &Plan, show: &mut dyn FnMut(Check)) {
             return;
         }
     }
-    let ssh = match SshSession::connect(&plan.via, &options).await {
+    let ssh = match SshSession::connect(plan.via(), &options).await {
         Ok(ssh) => {
             show(check(
                 "host key",
@@ -142,7 +142,7 @@ async fn via(plan: &Plan, show: &mut dyn FnMut(Check)) {
             show(check(
                 "authentication",
                 CheckStatus::Ok,
-                format!("logged in to `{}`", plan.via.join(" → ")),
+                format!("logged in to `{}`", plan.via().join(" → ")),
                 None,
             ));
             ssh

@@ -1,6 +1,6 @@
 //! Staying connected: one loop ([`supervise`]) for every route, which connects, serves over the
 //! connection until it is lost, and reconnects with backoff on the same local ports. A route
-//! says only how it establishes its link and what it does over one ([`Route`]).
+//! says only how it establishes its link and what it does over one ([`Supervised`]).
 //!
 //! Also here: how to connect to the login host, which failures retrying cannot fix, and the
 //! [`Slot`] through which local connections find the current link.
@@ -61,8 +61,8 @@ pub fn ssh_options(plan: &Plan) -> SshOptions {
 
 /// Connects to the login host (through the jump hosts), saying so.
 pub async fn connect(plan: &Plan, out: &Output) -> anyhow::Result<SshSession> {
-    out.progress(&format!("connecting to {}", plan.via.join(" → ")));
-    SshSession::connect(&plan.via, &ssh_options(plan)).await
+    out.progress(&format!("connecting to {}", plan.via().join(" → ")));
+    SshSession::connect(plan.via(), &ssh_options(plan)).await
 }
 
 /// Failures that retrying cannot fix: a changed host key, refused credentials.
@@ -86,7 +86,7 @@ pub fn backoff(failures: u32) -> Duration {
 /// What one way of reaching a target does over one connection; [`supervise`] does the rest.
 // Routes run on the task of the command that started them: no `Send` bound is needed.
 #[allow(async_fn_in_trait)]
-pub trait Route {
+pub trait Supervised {
     /// One established connection and what runs over it.
     type Link;
 
@@ -105,7 +105,7 @@ pub trait Route {
 /// first connection is made already. Once a connection was established, a lost one is
 /// reconnected with backoff, and failures to reconnect are said and retried; before that,
 /// the first failure is the answer.
-pub async fn supervise<R: Route>(
+pub async fn supervise<R: Supervised>(
     route: &mut R,
     out: &Output,
     link: Option<R::Link>,

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::link::{self, Ended, Route};
+use super::link::{self, Ended, Supervised};
 use super::listen::{bind_all, bind_named, Locals};
 use super::pick::chooser;
 use super::ready::{on_agent_event, pod_usable, report_ready};
@@ -43,7 +43,7 @@ struct Local<'a> {
     locals: Locals<Tunnel>,
 }
 
-impl Route for Local<'_> {
+impl Supervised for Local<'_> {
     type Link = Tunnel;
 
     async fn establish(&mut self, out: &Output) -> anyhow::Result<Tunnel> {

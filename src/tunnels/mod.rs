@@ -249,7 +249,7 @@ fn identity(plan: &Plan) -> String {
         .map(|k| k.display().to_string())
         .unwrap_or_default();
     let mut parts = vec![
-        plan.via.join(","),
+        plan.via().join(","),
         plan.request.cluster.context.clone().unwrap_or_default(),
         plan.request.cluster.namespace.clone().unwrap_or_default(),
         kubeconfig,
@@ -259,7 +259,7 @@ fn identity(plan: &Plan) -> String {
         local,
     ];
     // Two submissions with other sbatch options are two tunnels (two jobs).
-    if let Some(crate::plan::slurm::Source::Submit(spec)) = &plan.slurm {
+    if let crate::plan::Target::Slurm(crate::plan::slurm::Source::Submit(spec)) = &plan.target {
         parts.push(format!("{spec:?}"));
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, parts.join("\0").as_bytes());
@@ -320,7 +320,7 @@ pub async fn register(
         id: paths.id.clone(),
         target: plan.target_label.clone(),
         preset: plan.request.preset.clone(),
-        via: (!plan.via.is_empty()).then(|| plan.via.join(",")),
+        via: (!plan.via().is_empty()).then(|| plan.via().join(",")),
         context: plan.request.cluster.context.clone(),
         namespace: plan.request.cluster.namespace.clone(),
         pid: std::process::id(),

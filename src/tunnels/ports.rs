@@ -16,7 +16,7 @@ impl Key {
     /// From the plan: the login host (last of the route), context, namespace, target.
     pub fn of(plan: &Plan) -> Key {
         let parts = [
-            plan.via.last().cloned().unwrap_or_default(),
+            plan.via().last().cloned().unwrap_or_default(),
             plan.request.cluster.context.clone().unwrap_or_default(),
             plan.request.cluster.namespace.clone().unwrap_or_default(),
             plan.target_label.clone(),

@@ -27,7 +27,7 @@ use super::remote::{ensure_found, Remote};
 use super::script::{Listen, Script, Server, MARK};
 use crate::cli::{HostArgs, HOST_TARGET};
 use crate::error::hinted;
-use crate::laptop::link::{self, Ended, Route};
+use crate::laptop::link::{self, Ended, Supervised};
 use crate::laptop::listen::{self, Locals};
 use crate::laptop::ready;
 use crate::laptop::ssh::exec::sh_quote;
@@ -57,6 +57,7 @@ struct Reach {
 /// Runs the forward until shutdown, reconnecting when the host goes away.
 pub async fn run(
     plan: &Plan,
+    args: &HostArgs,
     out: Arc<Output>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -65,6 +66,7 @@ pub async fn run(
     let early = listen::bind_named(plan)?.into_iter().next().flatten();
     let mut route = OnHost {
         plan,
+        args,
         early,
         locals: Locals::new("the SSH host"),
         previous: None,
@@ -81,6 +83,7 @@ pub async fn run(
 /// to it.
 struct OnHost<'a> {
     plan: &'a Plan,
+    args: &'a HostArgs,
     /// The local port the user named, bound before anything started.
     early: Option<TcpListener>,
     locals: Locals<Reach>,
@@ -90,11 +93,11 @@ struct OnHost<'a> {
     skip: Option<u32>,
 }
 
-impl Route for OnHost<'_> {
+impl Supervised for OnHost<'_> {
     type Link = Established;
 
     async fn establish(&mut self, out: &Output) -> anyhow::Result<Established> {
-        establish(self.plan, out, self.skip, self.previous.as_ref()).await
+        establish(self, out).await
     }
 
     async fn serve(&mut self, session: &mut Established, out: &Output) -> Ended {
@@ -155,14 +158,9 @@ async fn close(session: &Established) {
 }
 
 /// Connects and finds (or starts) the server.
-async fn establish(
-    plan: &Plan,
-    out: &Output,
-    skip: Option<u32>,
-    previous: Option<&Server>,
-) -> anyhow::Result<Established> {
-    let ssh = link::connect(plan, out).await?;
-    match find_or_start(plan, out, &ssh, skip, previous).await {
+async fn establish(route: &OnHost<'_>, out: &Output) -> anyhow::Result<Established> {
+    let ssh = link::connect(route.plan, out).await?;
+    match find_or_start(route, out, &ssh).await {
         Ok((server, keeper)) => Ok(Established {
             ssh,
             server,
@@ -177,18 +175,17 @@ async fn establish(
 
 /// The server to forward to: a live one of the user's, else (with `--start`) a new one.
 async fn find_or_start(
-    plan: &Plan,
+    route: &OnHost<'_>,
     out: &Output,
     ssh: &SshSession,
-    skip: Option<u32>,
-    previous: Option<&Server>,
 ) -> anyhow::Result<(Server, Option<Remote>)> {
+    let (plan, args, skip, previous) =
+        (route.plan, route.args, route.skip, route.previous.as_ref());
     let host = ssh.host().to_string();
-    let args = plan.host.clone().unwrap_or_default();
     out.progress(&format!("looking for your Jupyter servers on `{host}`"));
     let mut listen = args.start.then_some(Listen::Socket);
     loop {
-        let script = script(&args, listen, skip);
+        let script = script(args, listen, skip);
         let (listing, keeper) = Remote::run(ssh, &script, plan.spec.timeout).await?;
         ensure_found(&listing, &host, args.start)?;
         let (Some(server), Some(keeper)) = (listing.started_server().cloned(), keeper) else {

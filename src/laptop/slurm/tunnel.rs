@@ -17,7 +17,7 @@ use tracing::debug;
 
 use super::watchdog::Watchdog;
 use super::{check_yours, find, release, status, submit, Found, Job, Phase, Released, Source};
-use crate::laptop::link::{self, Ended, Route};
+use crate::laptop::link::{self, Ended, Supervised};
 use crate::laptop::listen::{self, Locals};
 use crate::laptop::ready;
 use crate::laptop::ssh::SshSession;
@@ -49,12 +49,10 @@ struct Reach {
 /// goes away.
 pub async fn run(
     plan: &Plan,
+    source: &Source,
     out: Arc<Output>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let Some(source) = &plan.slurm else {
-        return Err(anyhow!("no Slurm job in the plan"));
-    };
     // A local port the user named is bound first: taken, nothing is submitted.
     let early = listen::bind_named(plan)?.into_iter().next().flatten();
     tokio::pin!(shutdown);
@@ -157,7 +155,7 @@ struct InJob<'a> {
     last: Option<Link>,
 }
 
-impl Route for InJob<'_> {
+impl Supervised for InJob<'_> {
     type Link = Link;
 
     /// A new connection, and a new watchdog for a submitted job, which takes the job over from
@@ -237,7 +235,7 @@ async fn serve(route: &mut InJob<'_>, out: &Output, link: &Link) -> Ended {
 async fn cancel(plan: &Plan, out: &Output, ssh: &SshSession, job: &Job) -> bool {
     let attempt = async {
         if ssh.is_closed() {
-            let again = SshSession::connect(&plan.via, &link::ssh_options(plan)).await?;
+            let again = SshSession::connect(plan.via(), &link::ssh_options(plan)).await?;
             let done = release(&again, job).await;
             again.disconnect().await;
             done

@@ -17,7 +17,7 @@ use super::transport::Transport;
 use crate::cli::AgentMode;
 use crate::cluster::discover::Preset;
 use crate::error::hinted;
-use crate::laptop::link::{self, Ended, Route};
+use crate::laptop::link::{self, Ended, Supervised};
 use crate::laptop::listen::{self, Locals};
 use crate::laptop::ready;
 use crate::laptop::ssh::channel::{Printed, Stdin};
@@ -87,7 +87,7 @@ struct WithAgent<'a> {
     locals: Locals<Transport>,
 }
 
-impl Route for WithAgent<'_> {
+impl Supervised for WithAgent<'_> {
     type Link = Established;
 
     async fn establish(&mut self, out: &Output) -> anyhow::Result<Established> {

@@ -25,7 +25,7 @@ use tracing::{debug, info};
 use crate::cluster::client::Cluster;
 use crate::cluster::tunnel::Tunnel;
 use crate::error::hinted;
-use crate::laptop::link::{self, Ended, Route, Slot, Waiter};
+use crate::laptop::link::{self, Ended, Slot, Supervised, Waiter};
 use crate::laptop::listen::{self, Locals};
 use crate::laptop::pick::chooser;
 use crate::laptop::ready;
@@ -435,7 +435,7 @@ struct WithKubectl<'a> {
     locals: Locals<Tunnel>,
 }
 
-impl Route for WithKubectl<'_> {
+impl Supervised for WithKubectl<'_> {
     type Link = Established;
 
     async fn establish(&mut self, out: &Output) -> anyhow::Result<Established> {
