@@ -2,28 +2,24 @@
 //!
 //! ```text
 //! laptop                                login host (shared)                 cluster (walled off)
-//! browser ─► 127.0.0.1:L ─► podtun ══SSH══► sshd ─► podtun agent ─WebSocket─► API server ─► pod:P
+//! browser ─► 127.0.0.1:L ─► podtun ══SSH══► sshd ─► podtun agent ─SPDY/WS─► API server ─► pod:P
 //! ```
 //!
 //! Without `--via`, podtun itself plays the agent's part: the local listener forwards straight
-//! into the cluster.
+//! into the cluster. ARCHITECTURE.md has the code map and the rules `tests/it/layers.rs` checks.
 //!
-//! # Layout (in data-flow order)
-//! - [`cli`]: the raw flags; [`config`]: the settings file fills what they leave open;
-//!   [`plan`]: flags → a checked [`plan::Plan`].
-//! - [`accept`]: the accept loop both sides share (one task per connection).
-//! - [`laptop`]: the local listeners, readiness probes through the whole chain, and the run loop;
-//!   [`laptop::host`]: a Jupyter server on the SSH host itself (`podtun jupyter @`), no cluster.
-//!   [`laptop::slurm`]: Jupyter in a Slurm job (`--slurm`, `slurm/JOBID`), through the login host.
-//! - [`wire`]: the laptop ↔ agent JSON-line protocol (events also drive local mode).
-//! - [`cluster`]: the kube client (with TCP_NODELAY), pure discovery (target, ports, token),
-//!   waiting for a Ready pod, one port-forward per connection, and following pod replacement.
-//! - [`splice`]: byte pumps, including the held-EOF pump towards pods.
-//! - [`output`]: results on stdout (human or `--json`), progress on stderr.
-//! - [`error`]: `error:` / `Caused by:` / `hint:` rendering and exit codes.
-//! - [`shutdown`]: Ctrl-C/SIGTERM and the grace given to open connections.
-//! - [`tunnels`]: the tunnels running on this machine (state files, locks, `-d`, `ls`, `stop`,
-//!   `logs`, port memory), in the directories [`dirs`] names.
+//! # Layout (in dependency order: each module imports only from those above it)
+//!
+//! | module | what it owns | on the laptop | on the login host |
+//! |---|---|---|---|
+//! | [`error`], [`dirs`], [`net`] | errors and exit codes, directories, accept loop, byte pumps, shutdown | ✓ | ✓ |
+//! | [`jupyter`] | the token, the URL in Jupyter's output, its server files | ✓ | ✓ |
+//! | [`proto`] | the laptop ↔ agent protocol (JSON lines, multiplexed streams) | ✓ | ✓ |
+//! | [`cluster`] | the cluster half: find the pod, port-forward, follow replacements | local and kubectl mode | the agent |
+//! | [`cli`], [`config`], [`plan`], [`output`] | flags in, a checked plan, text out | ✓ | |
+//! | [`tunnels`] | this machine's tunnels: `-d`, `ls`, `stop`, `logs` | ✓ | |
+//! | `agent` | `podtun agent` (Unix only) | | ✓ |
+//! | [`laptop`] | SSH, the supervisor, local ports, readiness, and one module per route | ✓ | |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
