@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 
 use super::ssh::{exec, route};
-use super::ssh::{Running, Said, SshOptions, SshSession};
+use super::ssh::{Running, Said, SshSession};
 use super::via::install::{self, Located};
 use crate::cli::AgentMode;
 use crate::error::hinted;
@@ -100,12 +100,7 @@ const LOGIN_STEPS: &[&str] = &[
 
 /// The SSH and login-host steps, then the agent's cluster checks.
 async fn via(plan: &Plan, show: &mut dyn FnMut(Check)) {
-    let options = SshOptions {
-        config_file: plan.ssh_config.clone(),
-        interactive: super::pick::interactive(),
-        home: std::env::var_os("HOME").map(std::path::PathBuf::from),
-        ..SshOptions::default()
-    };
+    let options = super::link::ssh_options(plan);
     match route::plan(plan.via(), &options).await {
         Ok(hops) => {
             let route: Vec<String> = hops

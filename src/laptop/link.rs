@@ -53,8 +53,6 @@ pub fn ssh_options(plan: &Plan) -> SshOptions {
     SshOptions {
         config_file: plan.ssh_config.clone(),
         interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
-        // `~` is $HOME, as for the rest of the user's tools (OpenSSH itself reads passwd).
-        home: std::env::var_os("HOME").map(std::path::PathBuf::from),
         ..SshOptions::default()
     }
 }

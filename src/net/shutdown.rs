@@ -1,4 +1,5 @@
-//! Stopping: Ctrl-C/SIGTERM, and the grace given to open connections, on both sides.
+//! Stopping: Ctrl-C/SIGTERM (on Windows Ctrl-C, Ctrl-Break or closing the console), and the
+//! grace given to open connections, on both sides.
 
 use std::time::Duration;
 
@@ -30,15 +31,37 @@ pub fn signal() -> impl std::future::Future<Output = ()> + Send + 'static {
             }
         }
     }
+    // Ctrl-C, Ctrl-Break, and the console window being closed (Windows then waits up to 5 s
+    // for the process to finish).
     #[cfg(windows)]
     {
-        let ctrl_c = tokio::signal::windows::ctrl_c().ok();
+        use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+        let ctrl_c = ctrl_c().ok();
+        let ctrl_break = ctrl_break().ok();
+        let ctrl_close = ctrl_close().ok();
         async move {
-            match ctrl_c {
-                Some(mut c) => {
-                    c.recv().await;
+            let c = async {
+                match ctrl_c {
+                    Some(mut s) => s.recv().await,
+                    None => std::future::pending().await,
                 }
-                None => std::future::pending().await,
+            };
+            let b = async {
+                match ctrl_break {
+                    Some(mut s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let close = async {
+                match ctrl_close {
+                    Some(mut s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = c => {}
+                _ = b => {}
+                _ = close => {}
             }
         }
     }

@@ -95,7 +95,7 @@ mod windows {
             }
         };
         if server.connect().await.is_err() {
-            return std::future::pending().await;
+            std::future::pending::<()>().await;
         }
     }
 

@@ -1,4 +1,6 @@
-//! podtun's integration tests: one binary, one module per area.
+//! podtun's integration tests: one binary, one module per area. Linux only: they put the laptop,
+//! the login host and the pods in network namespaces, with a real sshd and testcluster.
+#![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[cfg(unix)]

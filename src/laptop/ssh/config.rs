@@ -6,6 +6,7 @@
 //! reads the files with a small lenient parser that produces the same `key value` pairs. Either way [`HostConfig`] is built
 //! from those pairs by one function, so both paths share defaults and `~`/`%` expansion.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -79,8 +80,8 @@ pub(crate) async fn resolve(spec: &HostSpec, opts: &SshOptions) -> anyhow::Resul
             let system = opts
                 .config_file
                 .is_none()
-                .then(|| Path::new("/etc/ssh/ssh_config"));
-            config_file::lookup(&user_config, system, &spec.host, &home)
+                .then(|| system_ssh_dir().join("ssh_config"));
+            config_file::lookup(&user_config, system.as_deref(), &spec.host, &home)
         }
         Err(err) => return Err(err),
     };
@@ -162,9 +163,13 @@ pub(crate) fn from_pairs(
         "userknownhostsfile",
         &["~/.ssh/known_hosts", "~/.ssh/known_hosts2"],
     );
+    let system = system_ssh_dir();
     let global_known_hosts_files = known_hosts(
         "globalknownhostsfile",
-        &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"],
+        &[
+            &system.join("ssh_known_hosts").to_string_lossy(),
+            &system.join("ssh_known_hosts2").to_string_lossy(),
+        ],
     );
     let identity_agent = first("identityagent").map(|v| match v {
         "none" => None,
@@ -212,7 +217,32 @@ pub(crate) fn from_pairs(
 fn local_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
+        // Windows names the user here.
+        .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "root".to_string())
+}
+
+/// The folder of the system-wide SSH config and known hosts: `/etc/ssh`, or OpenSSH for
+/// Windows's `%PROGRAMDATA%\ssh`.
+fn system_ssh_dir() -> PathBuf {
+    if cfg!(windows) {
+        program_data(std::env::var_os("PROGRAMDATA").as_deref()).join("ssh")
+    } else {
+        PathBuf::from("/etc/ssh")
+    }
+}
+
+/// Windows's `%PROGRAMDATA%` (`C:\ProgramData` when unset).
+fn program_data(env: Option<&OsStr>) -> PathBuf {
+    env.filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from)
+}
+
+/// OpenSSH for Windows's default paths start with `__PROGRAMDATA__` (`ssh -G` prints them so):
+/// that is `program_data`.
+fn expand_program_data(text: &str, program_data: &Path) -> Option<PathBuf> {
+    let rest = text.strip_prefix("__PROGRAMDATA__")?;
+    Some(program_data.join(rest.trim_start_matches(['/', '\\'])))
 }
 
 /// The `%` tokens OpenSSH expands in ProxyCommand and paths.
@@ -258,6 +288,12 @@ impl Tokens<'_> {
         if let Some(rest) = text.strip_prefix("~/") {
             return self.home.join(rest);
         }
+        if cfg!(windows) {
+            let dir = program_data(std::env::var_os("PROGRAMDATA").as_deref());
+            if let Some(path) = expand_program_data(&text, &dir) {
+                return path;
+            }
+        }
         let path = PathBuf::from(text);
         match ssh_home.and_then(|h| path.strip_prefix(h).ok()) {
             Some(rest) if ssh_home != Some(self.home) => self.home.join(rest),
@@ -272,6 +308,22 @@ mod tests {
 
     fn spec(text: &str) -> HostSpec {
         HostSpec::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn openssh_for_windows_system_files_are_under_program_data() {
+        let data = program_data(Some(OsStr::new(r"D:\Data")));
+        assert_eq!(data, PathBuf::from(r"D:\Data"));
+        assert_eq!(program_data(None), PathBuf::from(r"C:\ProgramData"));
+        assert_eq!(
+            program_data(Some(OsStr::new(""))),
+            PathBuf::from(r"C:\ProgramData")
+        );
+        assert_eq!(
+            expand_program_data(r"__PROGRAMDATA__\ssh/ssh_known_hosts", &data),
+            Some(data.join(r"ssh/ssh_known_hosts"))
+        );
+        assert_eq!(expand_program_data("/etc/ssh/ssh_known_hosts", &data), None);
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub(crate) fn lookup(
     };
     reader.file(user_file, &home.join(".ssh"), 0);
     if let Some(system) = system_file {
-        reader.file(system, Path::new("/etc/ssh"), 0);
+        // Relative Includes of the system file are relative to its folder (`/etc/ssh`).
+        reader.file(system, system.parent().unwrap_or(Path::new("/etc/ssh")), 0);
     }
     reader.pairs
 }

@@ -8,7 +8,6 @@
 //! is [`hostkey`](super::hostkey)'s business.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
@@ -175,20 +174,22 @@ fn hash_name(name: &str) -> anyhow::Result<String> {
     ))
 }
 
-/// Appends `name key` to `file`, creating it 0600 (and its directory 0700) if needed.
+/// Appends `name key` to `file`, creating it 0600 (and its directory 0700) if needed. On Windows
+/// they take the permissions of the folder they are in, as OpenSSH for Windows's do: under the
+/// user's profile folder, only the user's.
 pub(crate) fn learn(file: &Path, name: &str, key: &PublicKey, hashed: bool) -> anyhow::Result<()> {
     if let Some(dir) = file.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(file)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(file)?;
     let mut last = [0u8; 1];
     let needs_newline =
         f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n';
@@ -278,14 +279,17 @@ mod tests {
 
     #[test]
     fn learns_into_new_private_file() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("new/.ssh/known_hosts");
         learn(&path, "[h]:2222", &key(ED_A), false).unwrap();
         learn(&path, "h2", &key(ED_B), true).unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o600);
+            assert_eq!(mode(path.parent().unwrap()), 0o700);
+        }
         let files = vec![path.clone()];
         assert_eq!(check(&files, "[h]:2222", &key(ED_A)), Verdict::Known);
         assert_eq!(check(&files, "h2", &key(ED_B)), Verdict::Known);

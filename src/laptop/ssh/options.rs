@@ -36,7 +36,7 @@ impl SshOptions {
     pub(crate) fn home_dir(&self) -> PathBuf {
         self.home
             .clone()
-            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+            .or_else(user_home)
             .unwrap_or_else(|| PathBuf::from("/"))
     }
 }
@@ -80,5 +80,15 @@ impl HostSpec {
             host: host.to_string(),
             port,
         })
+    }
+}
+
+/// The user's home: `HOME` on Unix; on Windows the profile folder, where OpenSSH for Windows
+/// keeps `.ssh` whatever `HOME` says.
+fn user_home() -> Option<PathBuf> {
+    if cfg!(windows) {
+        std::env::home_dir()
+    } else {
+        std::env::var_os("HOME").map(PathBuf::from)
     }
 }

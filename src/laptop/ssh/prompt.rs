@@ -1,7 +1,8 @@
 //! Questions to the person at the terminal: passphrases, passwords, keyboard-interactive
 //! prompts and unknown host keys.
 //!
-//! Prompts go to `/dev/tty` (as OpenSSH does), never to stdout, which carries results only.
+//! Prompts go to `/dev/tty` (the console on Windows), as OpenSSH does, never to stdout, which
+//! carries results only.
 //! Tests replace the terminal with a [`Prompter`] function.
 
 use std::io::{BufRead, Write};
@@ -70,15 +71,26 @@ fn ask_tty(text: &str, echo: bool) -> std::io::Result<String> {
     if !echo {
         return hidden::ask(text);
     }
-    let mut tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")?;
-    tty.write_all(text.as_bytes())?;
-    tty.flush()?;
+    let (input, mut output) = terminal()?;
+    output.write_all(text.as_bytes())?;
+    output.flush()?;
     let mut line = String::new();
-    std::io::BufReader::new(tty).read_line(&mut line)?;
+    std::io::BufReader::new(input).read_line(&mut line)?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// The terminal to read from and write to, whatever stdin and stdout are: `/dev/tty`, or on
+/// Windows the console (`CONIN$`, `CONOUT$`).
+fn terminal() -> std::io::Result<(std::fs::File, std::fs::File)> {
+    use std::fs::OpenOptions;
+    if cfg!(windows) {
+        let input = OpenOptions::new().read(true).write(true).open("CONIN$")?;
+        let output = OpenOptions::new().read(true).write(true).open("CONOUT$")?;
+        Ok((input, output))
+    } else {
+        let tty = OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+        Ok((tty.try_clone()?, tty))
+    }
 }
 
 /// Restores the terminal if podtun stops (Ctrl-C, an error) while a secret is being typed, so

@@ -612,6 +612,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     fn test_args() -> crate::cli::ForwardArgs {
         use clap::Parser;
         let cli = crate::cli::Cli::parse_from([
