@@ -86,6 +86,9 @@ pub fn hint_of(err: &anyhow::Error) -> Option<String> {
         if let Some(h) = cause.downcast_ref::<Hinted>() {
             return Some(h.hint.clone());
         }
+        if let Some(refused) = cause.downcast_ref::<crate::cluster::ForwardRefused>() {
+            return Some(refused.hint());
+        }
         cause
             .downcast_ref::<crate::cluster::discover::DiscoverError>()
             .and_then(|d| d.hint())

@@ -562,6 +562,7 @@ async fn usable(
         Preset::Jupyter => Some(tunnel.jupyter(progress).await?),
         _ => None,
     };
+    tunnel.wait_listening(progress).await?;
     run::wait_usable(plan, locals, jupyter.as_ref(), progress).await?;
     Ok(jupyter)
 }

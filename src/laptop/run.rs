@@ -95,6 +95,7 @@ pub async fn run_local(
         Preset::Jupyter => Some(tunnel.jupyter(&progress).await?),
         _ => None,
     };
+    tunnel.wait_listening(&progress).await?;
     wait_usable(plan, &locals, jupyter.as_ref(), &progress).await?;
     report_ready(plan, &out, &resolved, &locals, jupyter.as_ref(), true, None);
 
@@ -325,7 +326,7 @@ pub fn on_agent_event(out: &Output, locals: &[SocketAddr], event: AgentEvent) {
             });
             out.event(&Event::PodReplaced { pod, url });
         }
-        AgentEvent::Error { message, hint } => out.event(&Event::Error { message, hint }),
+        AgentEvent::Error { message, hint, .. } => out.event(&Event::Error { message, hint }),
         _ => {}
     }
 }

@@ -338,7 +338,7 @@ async fn serve(
             }
             () = session.ssh.closed() => return Ended::Lost(format!("lost the connection to login host `{host}`")),
             event = session.agent.next() => match event {
-                Some(AgentEvent::Error { message, hint }) => return Ended::Fatal(remote_error(&host, message, hint)),
+                Some(AgentEvent::Error { message, hint, refused }) => return Ended::Fatal(remote_error(&host, message, hint, refused)),
                 Some(event) => run::on_agent_event(out, locals, event),
                 None => return Ended::Lost(format!("the agent on login host `{host}` ended")),
             },
@@ -360,10 +360,13 @@ async fn wait_link(
     }
 }
 
-/// Failures that retrying cannot fix: a changed host key, refused credentials.
+/// Failures that retrying cannot fix: a changed host key, refused credentials, a port-forward
+/// the API server refuses to this user.
 pub(super) fn is_permanent(err: &anyhow::Error) -> bool {
     let text = format!("{err:#}");
-    text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || text.contains("permission denied")
+    text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || text.contains("permission denied")
+        || crate::cluster::is_refusal(err)
 }
 
 /// Capped exponential backoff with jitter: 1 s, 2 s, 4 s … 30 s, each ±20%.
@@ -379,13 +382,15 @@ pub(super) fn backoff(failures: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// An error as the agent said it, marked as coming from the login host.
-fn remote_error(host: &str, message: String, hint: Option<String>) -> anyhow::Error {
-    let err = anyhow!("on login host `{host}`: {message}");
-    match hint {
-        Some(hint) => hinted(err, hint),
-        None => err,
-    }
+/// An error as the agent said it, marked as coming from the login host (a refused
+/// port-forward keeps its type).
+fn remote_error(
+    host: &str,
+    message: String,
+    hint: Option<String>,
+    refused: Option<crate::cluster::ForwardRefused>,
+) -> anyhow::Error {
+    crate::wire::remote_error(host, message, hint, refused)
 }
 
 /// The agent's control channel: events in, the request out, EOF to stop it.
@@ -475,9 +480,11 @@ impl Agent {
             })?;
             match event {
                 AgentEvent::Progress { message } => out.progress(&message),
-                AgentEvent::Error { message, hint } => {
-                    return Err(remote_error(&self.host, message, hint))
-                }
+                AgentEvent::Error {
+                    message,
+                    hint,
+                    refused,
+                } => return Err(remote_error(&self.host, message, hint, refused)),
                 ev @ AgentEvent::Resolved { .. } => resolved = Resolved::from_event(&ev),
                 AgentEvent::Candidates(offered) => self.answer(&offered, out).await?,
                 AgentEvent::Listening { sockets: s } => {
