@@ -305,3 +305,56 @@ async fn a_port_nobody_listens_on_is_one_line_then_an_error_through_the_agent() 
 async fn a_port_nobody_listens_on_is_one_line_then_an_error_in_kubectl_mode() {
     deaf_port(Mode::Kubectl).await;
 }
+
+/// In the background: the tunnel stops on the refusal, `ls` shows it failed and its log says
+/// why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_right_fails_a_background_tunnel() {
+    let t = topology().await;
+    let start = [
+        "redis",
+        "redis",
+        "-n",
+        "demo",
+        "-p",
+        "0",
+        "--context",
+        "alice",
+        "-d",
+    ];
+    let started =
+        podtun::finish_within(command(&t, Mode::Agent, &start), podtun::READY_TIMEOUT).await;
+    assert!(started.status.success(), "{}", started.stderr);
+    t.cluster
+        .tc
+        .apply_user(&user("alice", false))
+        .expect("revoke");
+    t.cluster.tc.drop_portforwards().await;
+    let ls = || async {
+        let done = podtun::finish(t.podtun(&["ls", "--json"])).await;
+        assert!(done.status.success(), "{}", done.stderr);
+        let entries: Vec<Value> = done
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        entries
+    };
+    let deadline = tokio::time::Instant::now() + FAIL_FAST;
+    let entry = loop {
+        let entries = ls().await;
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        if entries[0]["state"] == "failed" {
+            break entries[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not failed within {FAIL_FAST:?}: {entries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let id = entry["id"].as_str().expect("id");
+    let log = podtun::finish(t.podtun(&["logs", id])).await;
+    assert_names_the_refusal(&log.stdout);
+    nothing_left(&t, Mode::Agent).await;
+}
