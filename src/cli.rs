@@ -159,14 +159,76 @@ pub struct ForwardArgs {
     pub common: CommonArgs,
 }
 
-/// Arguments of `doctor`: the flags of a forward (only those that say how to reach the
-/// cluster matter).
+/// Arguments of `doctor`: only the flags that say how to reach the cluster (a forward's
+/// other flags mean nothing to it).
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Flags shared by every forward.
-    #[command(flatten)]
-    pub common: CommonArgs,
+    /// Reach the cluster through these SSH hosts: jump hosts first, the login host last.
+    #[arg(
+        long,
+        value_name = "HOST[,HOST...]",
+        value_delimiter = ',',
+        env = "PODTUN_VIA"
+    )]
+    pub via: Vec<String>,
+    /// Namespace to check (default: the kubeconfig context's).
+    #[arg(short, long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Kubeconfig context to use.
+    #[arg(long, value_name = "CONTEXT")]
+    pub context: Option<String>,
+    /// Kubeconfig file (with --via: a path on the login host).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// More detail on stderr (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// SSH config file instead of ~/.ssh/config.
+    #[arg(short = 'F', value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// Path of podtun on the login host (skips the lookup and the upload).
+    #[arg(long, value_name = "PATH")]
+    pub remote_bin: Option<String>,
+    /// Never upload podtun to the login host.
+    #[arg(long)]
+    pub no_install: bool,
+    /// What runs on the login host: podtun's agent, only kubectl (`kubectl proxy` on a private
+    /// socket), or auto (podtun when it is there or can be uploaded, else kubectl).
+    #[arg(long, value_name = "MODE", value_enum, hide_possible_values = true, default_value_t = AgentMode::Auto, env = "PODTUN_AGENT")]
+    pub agent: AgentMode,
 }
+
+impl DoctorArgs {
+    /// The same settings as a forward's flags (the others at their defaults).
+    pub fn common(&self) -> CommonArgs {
+        CommonArgs {
+            via: self.via.clone(),
+            namespace: self.namespace.clone(),
+            context: self.context.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            container: None,
+            selector: None,
+            local_port: None,
+            address: IpAddr::from([127, 0, 0, 1]),
+            timeout: DOCTOR_TIMEOUT,
+            no_browser: true,
+            json: false,
+            verbose: self.verbose,
+            quiet: self.quiet,
+            ssh_config: self.ssh_config.clone(),
+            remote_bin: self.remote_bin.clone(),
+            no_install: self.no_install,
+            agent: self.agent,
+            detach: false,
+        }
+    }
+}
+
+/// The bound `doctor` puts on the cluster side's waits (a forward's default `--timeout`).
+const DOCTOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Flags shared by `jupyter`, `redis` and `forward`.
 #[derive(Debug, Args)]

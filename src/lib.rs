@@ -55,7 +55,7 @@ pub fn init_tracing(cli: &Cli) {
         Command::Redis(a) => (a.common.verbose, a.common.quiet),
         Command::Forward(a) => (a.common.verbose, a.common.quiet),
         Command::Up(a) => (a.common.verbose, a.common.quiet),
-        Command::Doctor(a) => (a.common.verbose, a.common.quiet),
+        Command::Doctor(a) => (a.verbose, a.quiet),
         Command::Agent(a) => (a.verbose, false),
         Command::Completions { .. } | Command::Ls(_) | Command::Stop(_) | Command::Logs(_) => {
             (0, false)

@@ -197,7 +197,7 @@ impl Plan {
 
     /// `podtun doctor`: the cluster flags, for the Jupyter preset without a TARGET.
     pub fn from_doctor(args: &DoctorArgs) -> anyhow::Result<Plan> {
-        Plan::build(None, Vec::new(), &args.common, "jupyter")
+        Plan::build(None, Vec::new(), &args.common(), "jupyter")
     }
 
     fn build(

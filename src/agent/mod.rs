@@ -334,6 +334,20 @@ async fn forward(
         () = stop.cancelled() => return Ok(()),
     };
     events.emit(&tunnel.resolved_event());
+    // Jupyter's URL first (a server stuck before it has no port either, and its log says
+    // why), then a listener on every port; the laptop hears of the URL once it listens.
+    let ready = async {
+        let jupyter = match preset {
+            Preset::Jupyter => Some(tunnel.jupyter(&progress).await?),
+            _ => None,
+        };
+        tunnel.wait_listening(&progress).await?;
+        Ok::<_, anyhow::Error>(jupyter)
+    };
+    let jupyter = tokio::select! {
+        ready = ready => ready?,
+        () = stop.cancelled() => return Ok(()),
+    };
 
     let uid = socket::own_uid()?;
     let dir = socket::private_dir(uid)?;
@@ -380,8 +394,8 @@ async fn forward(
     events.emit(&AgentEvent::Listening { sockets });
 
     let follow = async {
-        if preset == Preset::Jupyter {
-            events.emit(&AgentEvent::Token(tunnel.jupyter(&progress).await?));
+        if let Some(jupyter) = jupyter {
+            events.emit(&AgentEvent::Token(jupyter));
         }
         let emit = |ev: AgentEvent| events.emit(&ev);
         tunnel.supervise(&emit).await

@@ -13,10 +13,13 @@ use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use tokio::sync::watch;
 use tower::{BoxError, ServiceBuilder};
+use tracing::debug;
 
 use super::spdyforward::TransportMemo;
 use crate::error::HintExt;
+use crate::proto::refusal::{refusal_of, ForwardRefused};
 pub use crate::proto::wire::ClusterRef;
 
 /// Bound on the TCP connect to the API server.
@@ -31,6 +34,10 @@ pub struct Cluster {
     pub namespace: String,
     /// Which port-forward transport this cluster answered to (shared by every clone).
     pub transport: Arc<TransportMemo>,
+    /// The first port-forward the API server refused to this user (shared by every clone):
+    /// whatever opened it (a connection, a session opened ahead, a pool refill), the forward
+    /// ends with it.
+    refused: Arc<watch::Sender<Option<ForwardRefused>>>,
 }
 
 impl Cluster {
@@ -40,6 +47,38 @@ impl Cluster {
             client,
             namespace,
             transport: Arc::default(),
+            refused: Arc::new(watch::channel(None).0),
+        }
+    }
+
+    /// Notes `err` when it is a refused port-forward; returns it unchanged.
+    pub fn note_refusal(&self, err: anyhow::Error) -> anyhow::Error {
+        if let Some(refused) = refusal_of(&err) {
+            let first = self.refused.send_if_modified(|slot| {
+                let new = slot.is_none();
+                if new {
+                    *slot = Some(refused.clone());
+                }
+                new
+            });
+            if first {
+                debug!("{refused}");
+            }
+        }
+        err
+    }
+
+    /// Resolves with the first refused port-forward.
+    pub async fn refused(&self) -> ForwardRefused {
+        let mut seen = self.refused.subscribe();
+        loop {
+            if let Some(refused) = seen.borrow_and_update().clone() {
+                return refused;
+            }
+            // The sender lives as long as `self`: `changed` cannot fail while we wait.
+            if seen.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! One connection through a port-forward pair from the pool, its error channel raced against
 //! the copy so that "connection refused" in the pod becomes a message, not a bare reset.
 
+use std::sync::Mutex;
+
 use anyhow::anyhow;
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,7 +24,7 @@ where
     tokio::pin!(copy, refused);
     let failed = |message: String| {
         let err = anyhow!("port-forward to `{ns}/{pod}:{port}` failed: {message}");
-        warn!("{err:#}");
+        report(&err);
         Err(err)
     };
     tokio::select! {
@@ -45,5 +47,20 @@ where
                 }
             }
         }
+    }
+}
+
+/// Logs a connection the kubelet could not make: a warning the first time a message is seen,
+/// debug after that. A client retrying a port nothing listens on (every 250 ms, say) would
+/// otherwise print a line per attempt.
+pub(super) fn report(err: &anyhow::Error) {
+    static LAST: Mutex<String> = Mutex::new(String::new());
+    let text = format!("{err:#}");
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if *last == text {
+        debug!("{text}");
+    } else {
+        warn!("{text}");
+        *last = text;
     }
 }

@@ -5,9 +5,12 @@ pub mod client;
 pub mod discover;
 pub mod doctor;
 pub mod forward;
+mod listening;
 pub mod pick;
 pub mod pool;
 pub mod resolve;
 pub mod spdyforward;
 pub mod tunnel;
 pub mod wsforward;
+
+pub use crate::proto::refusal::{is_refusal, ForwardRefused};

@@ -40,11 +40,12 @@ use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::client::Cluster;
 use super::wsforward;
 use crate::net::splice::{splice, Moved};
+use crate::proto::refusal::ForwardRefused;
 
 /// The port-forward protocol of the SPDY streams.
 pub const PROTOCOL: &str = "portforward.k8s.io";
@@ -64,6 +65,9 @@ const ERROR_WAIT: Duration = Duration::from_secs(2);
 const ERROR_MAX: u64 = 64 * 1024;
 /// Largest WebSocket message accepted in the tunnelled form.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// How long a test connection waits for the kubelet's error (it dials as soon as the data
+/// stream arrives, so a refused port is reported within a round trip).
+pub const CHECK_WINDOW: Duration = Duration::from_secs(1);
 /// Largest body of a refused upgrade that is read for its message.
 const REFUSAL_MAX: usize = 64 * 1024;
 
@@ -234,6 +238,31 @@ impl Link {
     }
 }
 
+impl Link {
+    /// One test connection to `pod:port` that sends nothing: the kubelet's word when it could
+    /// not connect in the pod, `Ok(None)` when it did (or said nothing within [`CHECK_WINDOW`]),
+    /// [`Checked::Unserved`] when the cluster speaks v4 only.
+    pub async fn check(&self, pod: &str, port: u16) -> anyhow::Result<Checked> {
+        let Some(session) = self.session(pod).await? else {
+            return Ok(Checked::Unserved);
+        };
+        let Pair { mut data, error } = open_pair(&session, port).await?;
+        // Our end at once: a server that got its connection closes it, and the kubelet then
+        // closes the error stream without a word.
+        data.shutdown().await.ok();
+        let said = tokio::time::timeout(CHECK_WINDOW, read_error(error)).await;
+        Ok(Checked::Said(said.ok().flatten()))
+    }
+}
+
+/// What [`Link::check`] found.
+pub enum Checked {
+    /// The kubelet's error, or `None` when it connected.
+    Said(Option<String>),
+    /// The cluster speaks v4 only: nothing checked.
+    Unserved,
+}
+
 /// What [`Link::forward`] did with a connection.
 pub enum ForwardResult<C> {
     /// Forwarded until done.
@@ -275,7 +304,7 @@ async fn negotiate(cluster: &Cluster, pod: &str) -> anyhow::Result<Option<Sessio
             Err(Refusal::Unsupported(why)) => {
                 debug!("port-forward over {} refused: {why}", transport.describe());
             }
-            Err(Refusal::Failed(e)) => return Err(e),
+            Err(Refusal::Failed(e)) => return Err(cluster.note_refusal(e)),
         }
     }
     Ok(None)
@@ -373,8 +402,10 @@ async fn check_response(
     }
 }
 
-/// What a refused upgrade means: the pod gone or the API failing is final; a protocol the
-/// server does not serve (or does not let this user use) leaves the next transport to try.
+/// What a refused upgrade means. A protocol the server does not serve (400, 405, 426, 501, a
+/// 404 that is not the pod's) leaves the next transport to try; 401 and 403 are this user's
+/// answer on every transport ([`ForwardRefused`]), and the pod gone or the API failing is final
+/// too.
 async fn refused(
     response: http::Response<kube::client::Body>,
     what: &str,
@@ -394,7 +425,12 @@ async fn refused(
             let text = String::from_utf8_lossy(&body).trim().to_string();
             kube::core::Status::failure(&text, "").with_code(code)
         });
-    if matches!(code, 400 | 403 | 405 | 426 | 501) {
+    // The API server's own 404 for the pod is a `Status` that names it; a server that does
+    // not route the upgrade answers a bare 404.
+    let pod_gone = code == 404 && status.reason == "NotFound";
+    if let Some(refused) = ForwardRefused::of(code, ns, pod, &status.message) {
+        Refusal::Failed(refused.into_error())
+    } else if matches!(code, 400 | 405 | 426 | 501) || (code == 404 && !pod_gone) {
         Refusal::Unsupported(format!("HTTP {code}: {}", status.message))
     } else {
         Refusal::Failed(wsforward::upgrade_error(
@@ -456,7 +492,7 @@ where
     tokio::pin!(copy);
     let failed = |message: String| {
         let err = anyhow!("port-forward to `{ns}/{pod}:{port}` failed: {message}");
-        warn!("{err:#}");
+        super::forward::report(&err);
         Err(err)
     };
     let moved = loop {

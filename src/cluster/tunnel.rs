@@ -13,11 +13,13 @@ use kube::runtime::watcher;
 use kube::Api;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::client::{self, Cluster};
 use super::discover::{self, DiscoverError, PortRequest, Preset, ResolvedPort, Target, TokenFind};
 use super::forward;
+use super::listening;
 use super::pick::{self, Choose};
 use super::pool::{self, Pool, Warmup};
 use super::resolve::{self, pod_label, Progress};
@@ -192,6 +194,25 @@ impl Tunnel {
         })
     }
 
+    /// Waits until every forwarded port has a listener in the pod (one progress line per
+    /// reason), bounded by the spec's timeout; fails at once when the API server refuses the
+    /// port-forward. Run before anything is reported ready.
+    pub async fn wait_listening(&self, progress: Progress<'_>) -> anyhow::Result<()> {
+        let deadline = Instant::now() + self.spec.timeout;
+        let pod = self.pod().metadata.name.unwrap_or_default();
+        for p in &self.ports {
+            let port = listening::Port {
+                cluster: &self.cluster,
+                link: &self.link,
+                pod: &pod,
+                container: &self.container,
+                port: p.remote,
+            };
+            listening::wait(port, deadline, progress).await?;
+        }
+        Ok(())
+    }
+
     /// The pod connections go to now.
     pub fn pod(&self) -> Pod {
         self.current.borrow().clone()
@@ -266,7 +287,16 @@ impl Tunnel {
 
     /// Follows the target for as long as the forward runs: when its pod goes away or restarts,
     /// waits for the replacement to be Ready, switches new connections to it and reports it.
+    /// Ends with the API server's refusal when it refuses a port-forward (rights revoked,
+    /// credentials expired): no connection could be forwarded any more.
     pub async fn supervise(&self, emit: &(dyn Fn(AgentEvent) + Send + Sync)) -> anyhow::Result<()> {
+        tokio::select! {
+            res = self.follow(emit) => res,
+            refused = self.cluster.refused() => Err(refused.into_error()),
+        }
+    }
+
+    async fn follow(&self, emit: &(dyn Fn(AgentEvent) + Send + Sync)) -> anyhow::Result<()> {
         loop {
             let old = self.pod();
             wait_until_gone(&self.cluster, &old).await?;

@@ -36,6 +36,7 @@ use tokio_util::sync::PollSender;
 use super::client::Cluster;
 use super::resolve::api_error;
 use crate::error::hinted;
+use crate::proto::refusal::ForwardRefused;
 use frame::{route, Pair};
 pub use stream::PodStream;
 use stream::{Shared, CLAIMED, UNCLAIMED};
@@ -93,17 +94,35 @@ pub async fn open(
     let connection = tokio::time::timeout(UPGRADE_TIMEOUT, cluster.client.connect(request))
         .await
         .map_err(|_| anyhow!("could not {what}: no answer in {UPGRADE_TIMEOUT:?}"))?
-        .map_err(|e| upgrade_error(e, &what, ns, pod))?;
+        .map_err(|e| cluster.note_refusal(upgrade_error(e, &what, ns, pod)))?;
     Ok(start(connection.into_stream(), port, count, claimed))
+}
+
+/// One test connection to `pod:port` that sends nothing: the kubelet's word when it could not
+/// connect in the pod, `None` when it said nothing within `window` (v4 has no sign of success).
+pub async fn check(
+    cluster: &Cluster,
+    pod: &str,
+    port: u16,
+    window: Duration,
+) -> anyhow::Result<Option<String>> {
+    let mut streams = open(cluster, pod, port, 1, true).await?;
+    let Some(stream) = streams.pop() else {
+        return Ok(None);
+    };
+    let said = tokio::time::timeout(window, stream.error()).await;
+    Ok(said.ok().flatten())
 }
 
 /// Names what a refused upgrade means for a port-forward.
 pub(super) fn upgrade_error(err: kube::Error, what: &str, ns: &str, pod: &str) -> anyhow::Error {
     match &err {
-        kube::Error::Api(status) if status.code == 403 => hinted(
-            anyhow!("not allowed to port-forward to pod `{ns}/{pod}`: {}", status.message),
-            format!("port-forward needs `get` and `create` on pods/portforward in namespace `{ns}`; ask the cluster admin"),
-        ),
+        kube::Error::Api(status) if matches!(status.code, 401 | 403) => {
+            match ForwardRefused::of(status.code, ns, pod, &status.message) {
+                Some(refused) => refused.into_error(),
+                None => api_error(err, what, ns),
+            }
+        }
         kube::Error::Api(status) if status.code == 404 => hinted(
             anyhow!("pod `{ns}/{pod}` is gone: {}", status.message),
             format!("it was deleted or replaced; see `kubectl -n {ns} get pods`"),

@@ -443,7 +443,7 @@ async fn agent_checks(
                         }
                     }
                     Ok(AgentEvent::Check(c)) if started => show(c),
-                    Ok(AgentEvent::Error { message, hint }) if started => {
+                    Ok(AgentEvent::Error { message, hint, .. }) if started => {
                         let err = anyhow!("on login host `{host}`: {message}");
                         return Err(match hint {
                             Some(h) => hinted(err, h),

@@ -18,6 +18,7 @@ use super::ssh::{AuthRefused, HostKeyChanged, SshOptions, SshSession};
 use crate::error::find;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
+use crate::proto::refusal::ForwardRefused;
 
 /// Bound on how long a new local connection waits for the link to the login host to come back.
 pub const LINK_WAIT: Duration = Duration::from_secs(60);
@@ -63,9 +64,12 @@ pub async fn connect(plan: &Plan, out: &Output) -> anyhow::Result<SshSession> {
     SshSession::connect(plan.via(), &ssh_options(plan)).await
 }
 
-/// Failures that retrying cannot fix: a changed host key, refused credentials.
+/// Failures that retrying cannot fix: a changed host key, refused credentials, a port-forward
+/// the API server refuses to this user.
 pub fn is_permanent(err: &anyhow::Error) -> bool {
-    find::<HostKeyChanged>(err).is_some() || find::<AuthRefused>(err).is_some()
+    find::<HostKeyChanged>(err).is_some()
+        || find::<AuthRefused>(err).is_some()
+        || find::<ForwardRefused>(err).is_some()
 }
 
 /// Capped exponential backoff with jitter: 1 s, 2 s, 4 s … 30 s, each ±20%.

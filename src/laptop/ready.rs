@@ -51,6 +51,7 @@ pub async fn pod_usable(
         Preset::Jupyter => Some(tunnel.jupyter(progress).await?),
         _ => None,
     };
+    tunnel.wait_listening(progress).await?;
     wait_usable(plan, locals, jupyter.as_ref(), progress).await?;
     Ok(jupyter)
 }
@@ -268,7 +269,7 @@ pub fn on_agent_event(out: &Output, locals: &[SocketAddr], event: AgentEvent) {
             });
             out.event(&Event::PodReplaced { pod, url });
         }
-        AgentEvent::Error { message, hint } => out.event(&Event::Error { message, hint }),
+        AgentEvent::Error { message, hint, .. } => out.event(&Event::Error { message, hint }),
         _ => {}
     }
 }

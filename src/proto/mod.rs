@@ -2,4 +2,5 @@
 //! ([`wire`]) and many connections over one channel ([`mux`]).
 
 pub mod mux;
+pub mod refusal;
 pub mod wire;

@@ -17,6 +17,7 @@ pub struct ClusterRef {
     /// `-n`; else the context's namespace, else `default`.
     pub namespace: Option<String>,
 }
+use super::refusal::ForwardRefused;
 
 /// Protocol version; a mismatch is an error with a hint, never undefined behaviour.
 pub const PROTOCOL: u32 = 3;
@@ -189,6 +190,10 @@ pub enum AgentEvent {
         /// What to do.
         #[serde(default)]
         hint: Option<String>,
+        /// Set when the API server refused a port-forward to this user: final, whatever the
+        /// laptop would otherwise retry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<ForwardRefused>,
     },
 }
 
@@ -272,7 +277,27 @@ impl AgentEvent {
         AgentEvent::Error {
             message: format!("{err:#}"),
             hint: crate::error::hint_of(err),
+            refused: super::refusal::refusal_of(err).cloned(),
         }
+    }
+}
+
+/// The failure an `error` event from `host` reports, as an error of this side: its text and
+/// hint, and a refused port-forward kept as [`ForwardRefused`] so that it is known by type.
+pub fn remote_error(
+    host: &str,
+    message: String,
+    hint: Option<String>,
+    refused: Option<ForwardRefused>,
+) -> anyhow::Error {
+    let text = format!("on login host `{host}`: {message}");
+    let err = match refused {
+        Some(refused) => anyhow::Error::new(refused).context(text),
+        None => anyhow::Error::msg(text),
+    };
+    match hint {
+        Some(hint) => crate::error::hinted(err, hint),
+        None => err,
     }
 }
 

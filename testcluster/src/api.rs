@@ -73,6 +73,34 @@ fn verb(method: &Method, target: &Target, query: &Query) -> &'static str {
     }
 }
 
+/// The pod registry's second check of a WebSocket port-forward (a GET, so far authorized as
+/// `get`): from Kubernetes 1.35 (`AuthorizePodWebsocketUpgradeCreatePermission`, on by
+/// default) it must be allowed `create` too, as the SPDY upgrade (a POST) is. Its 403 is
+/// `NewForbidden(pods, name, reason)`, and RBAC gives no reason for a refusal: the message
+/// names the pod only.
+fn websocket_upgrade_create(
+    cluster: &Cluster,
+    user: &User,
+    attrs: &Attributes,
+) -> Option<Response<Body>> {
+    if attrs.verb != "get" || attrs.kind != Kind::Pod || attrs.subresource != Some("portforward") {
+        return None;
+    }
+    let create = Attributes {
+        verb: "create",
+        kind: attrs.kind,
+        subresource: attrs.subresource,
+        ns: attrs.ns,
+        name: attrs.name,
+    };
+    if auth::allowed(&cluster.store, user, &create) {
+        return None;
+    }
+    let name = attrs.name.unwrap_or_default();
+    let message = format!("pods {name:?} is forbidden: ");
+    Some(respond::forbidden(Kind::Pod, Some(name), &message))
+}
+
 /// Routes one authenticated request.
 pub(crate) async fn route(
     cluster: &Arc<Cluster>,
@@ -126,6 +154,9 @@ pub(crate) async fn route(
     if !auth::allowed(&cluster.store, user, &attrs) {
         let message = attrs.forbidden_message(user);
         return respond::forbidden(target.kind, target.name.as_deref(), &message);
+    }
+    if let Some(refused) = websocket_upgrade_create(cluster, user, &attrs) {
+        return refused;
     }
     if let Some(sub) = target.sub.as_deref() {
         return subresource(cluster, &target, sub, &query, req).await;

@@ -273,6 +273,16 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Applies `user`'s Role again, as an administrator editing it would: with `portforward`
+    /// false it revokes pods/portforward. Port-forwards open already go on, as on a real
+    /// cluster; new upgrades are refused.
+    pub fn apply_user(&self, user: &UserSpec) -> anyhow::Result<()> {
+        for object in user.rbac() {
+            self.cluster().apply_object(object)?;
+        }
+        Ok(())
+    }
+
     /// Waits until the pod is Running with every container Ready.
     pub async fn wait_ready(&self, ns: &str, pod: &str, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;

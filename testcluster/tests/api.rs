@@ -453,3 +453,88 @@ async fn portforward_reaches_the_pod_and_can_be_dropped() {
     assert!(pods.portforward("echo", &[7070]).await.is_err());
     env.shutdown().await;
 }
+
+/// What the API server answers a port-forward upgrade from `client` over each transport: the
+/// status and the `Status` body's reason and message.
+async fn upgrade_answers(client: &kube::Client, path: &str) -> Vec<(u16, String, String)> {
+    use http_body_util::BodyExt;
+    let requests = [
+        // SPDY tunnelled in a WebSocket (kubectl from 1.31).
+        hyper::Request::get(path)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-protocol", "SPDY/3.1+portforward.k8s.io"),
+        // Classic SPDY (a POST).
+        hyper::Request::post(path)
+            .header("connection", "Upgrade")
+            .header("upgrade", "SPDY/3.1")
+            .header("x-stream-protocol-version", "portforward.k8s.io"),
+        // v4 WebSocket (kube-rs).
+        hyper::Request::get(format!("{path}?ports=80"))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-protocol", "v4.channel.k8s.io"),
+    ];
+    let mut answers = Vec::new();
+    for request in requests {
+        let request = request
+            .body(kube::client::Body::from(Vec::new()))
+            .expect("request");
+        let response = client.send(request).await.expect("an answer");
+        let code = response.status().as_u16();
+        let body = response.into_body().collect().await.expect("body");
+        let status: serde_json::Value =
+            serde_json::from_slice(&body.to_bytes()).expect("a Status body");
+        assert_eq!(status["kind"], "Status", "{status}");
+        assert_eq!(status["status"], "Failure", "{status}");
+        assert_eq!(status["code"], code, "{status}");
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        answers.push((code, text(&status["reason"]), text(&status["message"])));
+    }
+    answers
+}
+
+#[tokio::test]
+async fn port_forward_upgrades_are_refused_as_the_api_server_refuses_them() {
+    let env = common::start().await;
+    env.cluster
+        .apply_yaml(&sh_pod("demo", "p", "app: p", "sleep 600", ""))
+        .expect("apply");
+    let path = "/api/v1/namespaces/demo/pods/p/portforward";
+    let minimal = env.client("minimal").await;
+
+    // Pods and their logs, no port-forward: `get` refuses the WebSocket forms, `create` the POST.
+    env.cluster
+        .apply_yaml(&MINIMAL_RBAC.replace("verbs: [get, create]", "verbs: [watch]"))
+        .expect("rbac");
+    let cannot = |verb: &str| {
+        format!(
+            r#"pods "p" is forbidden: User "podtun-user" cannot {verb} resource "pods/portforward" in API group "" in the namespace "demo""#
+        )
+    };
+    let forbidden = |message: String| (403, "Forbidden".to_string(), message);
+    assert_eq!(
+        upgrade_answers(&minimal, path).await,
+        vec![
+            forbidden(cannot("get")),
+            forbidden(cannot("create")),
+            forbidden(cannot("get"))
+        ]
+    );
+
+    // `get` only, as roles written for kube-rs before Kubernetes 1.35 grant: the pod registry
+    // checks `create` on WebSocket upgrades too, and its refusal names the pod only.
+    env.cluster
+        .apply_yaml(&MINIMAL_RBAC.replace("verbs: [get, create]", "verbs: [get]"))
+        .expect("rbac");
+    let registry = forbidden(r#"pods "p" is forbidden: "#.to_string());
+    assert_eq!(
+        upgrade_answers(&minimal, path).await,
+        vec![registry.clone(), forbidden(cannot("create")), registry]
+    );
+    env.shutdown().await;
+}

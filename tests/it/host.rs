@@ -4,7 +4,7 @@
 //! `--start`, and forwards to it over SSH channels alone. The login user's PATH finds jupyter
 //! only through `~/.profile`, so every run also proves the login environment is used.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -623,4 +623,57 @@ async fn a_stopped_server_is_noticed_and_its_successor_served_on_the_same_port()
         Path::new(&format!("/proc/{}", second.pid)).exists(),
         "podtun never stops a server it did not start"
     );
+}
+
+#[tokio::test]
+async fn a_jupyter_that_cannot_run_shows_what_the_shell_said() {
+    let t = Topology::start(Shape::default()).await;
+    // A virtualenv whose interpreter is not executable for its user: the shell refuses to run
+    // its `jupyter` script.
+    let bin = t.login_home.path().join("brokenenv/bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let python = bin.join("python3");
+    std::fs::write(&python, "not a program\n").expect("python3");
+    let jupyter = bin.join("jupyter");
+    std::fs::write(&jupyter, format!("#!{}\nimport sys\n", python.display())).expect("jupyter");
+    std::fs::set_permissions(&jupyter, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let profile = t.login_home.path().join(".profile");
+    std::fs::write(
+        &profile,
+        format!("PATH={}:$PATH\nexport PATH\n", bin.display()),
+    )
+    .expect("write ~/.profile");
+    let (uid, gid) = t.login_home.owner;
+    for path in [
+        bin.parent().expect("env"),
+        &bin,
+        &python,
+        &jupyter,
+        &profile,
+    ] {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+    }
+    let args = [
+        "jupyter",
+        "@",
+        "--via",
+        &t.addrs.login,
+        "--start",
+        "-p",
+        "0",
+        "--no-browser",
+    ];
+    let out = podtun::finish(t.podtun(&args)).await;
+    let err = &out.stderr;
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Jupyter did not start on `") && err.contains("(exit status 126)"),
+        "{err}"
+    );
+    // The shell's own words (dash: `jupyter: Permission denied`; bash: `bad interpreter`).
+    assert!(
+        err.contains("jupyter: Permission denied") || err.contains("bad interpreter"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
 }

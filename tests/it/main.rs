@@ -13,6 +13,8 @@ mod common;
 mod doctor;
 mod errors;
 #[cfg(unix)]
+mod failfast;
+#[cfg(unix)]
 mod faults;
 #[cfg(unix)]
 mod host;

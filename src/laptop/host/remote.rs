@@ -138,16 +138,34 @@ pub fn problem(listing: &Listing, host: &str) -> anyhow::Result<()> {
             "check the path there (`~/` is the home directory)",
         ),
         "no-private-dir" => anyhow!("could not make a private directory in `{detail}` on `{host}`"),
-        "failed" => {
-            let log = listing.log.join("\n  ");
-            hinted(
-                anyhow!("Jupyter did not start on `{host}`; its last lines:\n  {log}"),
-                "run `jupyter lab --no-browser` there to see why",
-            )
-        }
+        "failed" => start_failed(host, detail, &listing.log),
         other => anyhow!("unexpected report `{other}` from the Jupyter script on `{host}`"),
     };
     Err(err)
+}
+
+/// Jupyter exited before it listened: its exit status and its last lines (the shell's own
+/// message when jupyter could not even run), with a hint for the cause.
+fn start_failed(host: &str, status: &str, log: &[String]) -> anyhow::Error {
+    let status = status.trim();
+    let exited = match status {
+        "" => String::new(),
+        code => format!(" (exit status {code})"),
+    };
+    let said = match log {
+        [] => "; it printed nothing".to_string(),
+        lines => format!("; its last lines:\n  {}", lines.join("\n  ")),
+    };
+    hinted(
+        anyhow!("Jupyter did not start on `{host}`{exited}{said}"),
+        start_hint(status, log),
+    )
+}
+
+/// What to do about a Jupyter that could not start, by what the shell or Python said.
+fn start_hint(status: &str, log: &[String]) -> &'static str {
+    crate::jupyter::start::failure_hint(status, log)
+        .unwrap_or("run `jupyter lab --no-browser` there to see why")
 }
 
 /// Fails unless the listing names a live server or the script started one.
@@ -173,4 +191,45 @@ pub fn ensure_found(listing: &Listing, host: &str, start_asked: bool) -> anyhow:
         anyhow!("no running Jupyter server of yours on `{host}` (looked in {dirs}){stale}"),
         hint,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &[&str]) -> Vec<String> {
+        text.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn a_failed_start_shows_what_the_shell_said_and_a_hint_for_it() {
+        let log = lines(&["bash: /home/u/.venv/bin/jupyter: /home/u/.venv/bin/python3: bad interpreter: Permission denied"]);
+        let err = start_failed("vm", "126", &log);
+        let text = format!("{err:#}");
+        assert!(text.contains("(exit status 126)"), "{text}");
+        assert!(
+            text.contains("bad interpreter: Permission denied"),
+            "{text}"
+        );
+        let hint = crate::error::hint_of(&err).unwrap();
+        assert!(hint.contains("interpreter on the first line"), "{hint}");
+    }
+
+    #[test]
+    fn each_cause_gets_its_hint() {
+        let hint = |status: &str, log: &[&str]| start_hint(status, &lines(log));
+        assert!(
+            hint("1", &["ModuleNotFoundError: No module named 'jupyterlab'"])
+                .contains("pip install")
+        );
+        assert!(hint("127", &["sh: 1: node: not found"]).contains("PATH"));
+        assert!(hint("1", &["jupyter: command not found"]).contains("PATH"));
+        assert!(hint("126", &["sh: 1: jupyter: Permission denied"]).contains("permissions"));
+        assert!(hint("1", &["Traceback"]).contains("jupyter lab --no-browser"));
+        let empty = format!("{:#}", start_failed("vm", "1", &[]));
+        assert!(
+            empty.ends_with("(exit status 1); it printed nothing"),
+            "{empty}"
+        );
+    }
 }

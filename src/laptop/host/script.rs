@@ -159,8 +159,10 @@ stop() {
 trap 'stop; exit 0' HUP INT TERM PIPE
 until [ -f "$info" ] && grep -q '}' "$info" 2>/dev/null; do
   if ! kill -0 "$pid" 2>/dev/null; then
-    echo "$M failed"
+    wait "$pid"
+    rc=$?
     tail -n 20 "$d/log" | sed -e 's/token=[^&[:space:]]*/token=.../g' -e "s/^/$M log /"
+    echo "$M failed $rc"
     rm -rf "$d"
     exit 4
   fi

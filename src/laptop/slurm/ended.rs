@@ -74,7 +74,14 @@ pub fn ended_error(job: &JobStatus, output_tail: &str) -> anyhow::Error {
     }
     let base = job.state.split([' ', '+']).next().unwrap_or_default();
     let output = job.stdout.as_deref().unwrap_or("the job's output file");
+    let status = job.exit_code.as_deref().unwrap_or_default();
+    let status = status.split(':').next().unwrap_or_default();
+    let lines: Vec<String> = output_tail.lines().map(str::to_string).collect();
+    // What the job's shell or Python said is the surest cause; 127 alone is Jupyter missing.
+    let cause = crate::jupyter::start::failure_hint(status, &lines)
+        .filter(|_| status != "127" || lines.iter().any(|l| l.contains("No module named")));
     let hint = match base {
+        "FAILED" | "COMPLETED" if cause.is_some() => cause.unwrap_or_default().to_string(),
         "TIMEOUT" => format!(
             "the job hit its time limit{}; ask for more with `--slurm '--time=HH:MM:SS'`",
             job.time_limit
@@ -154,6 +161,29 @@ mod tests {
             text.contains("see /home/alice/.cache/podtun/slurm/14.out on the login host"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_job_whose_jupyter_cannot_run_gets_a_hint_for_the_cause() {
+        let line = "JobId=15 JobState=FAILED Reason=NonZeroExitCode ExitCode=126:0 \
+                    NodeList=node1 BatchHost=node1 StdOut=/home/alice/.cache/podtun/slurm/15.out";
+        let job = JobStatus::from_scontrol(line).expect("parsed");
+        let said = "/var/spool/slurmd/job00015/slurm_script: /home/alice/venv/bin/jupyter: \
+                    /home/alice/venv/bin/python3: bad interpreter: Permission denied\n";
+        let text = render(&ended_error(&job, said));
+        assert!(text.contains("exit code 126:0"), "{text}");
+        assert!(
+            text.contains("bad interpreter: Permission denied"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hint: the interpreter on the first line of `jupyter`"),
+            "{text}"
+        );
+        let missing = JobStatus::from_scontrol(&line.replace("126:0", "1:0")).expect("parsed");
+        let said = "ModuleNotFoundError: No module named 'jupyterlab'\n";
+        let text = render(&ended_error(&missing, said));
+        assert!(text.contains("pip install jupyterlab"), "{text}");
     }
 
     #[test]

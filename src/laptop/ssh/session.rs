@@ -21,7 +21,6 @@ use super::options::SshOptions;
 use super::prompt::Ui;
 use super::route::{self, Hop, ProxyStream, Via};
 
-
 /// Why a direct-streamlocal channel could not be opened.
 ///
 /// OpenSSH (checked with 9.2) answers CONNECT_FAILED both when its policy forbids stream-local

@@ -25,6 +25,7 @@ use crate::laptop::ssh::exec;
 use crate::laptop::ssh::{Running, Said, SshSession};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
+use crate::proto::refusal::ForwardRefused;
 use crate::proto::wire::Resolved;
 
 use crate::proto::wire::{
@@ -269,7 +270,7 @@ async fn serve(
             }
             () = session.ssh.closed() => return Ended::Lost(format!("lost the connection to login host `{host}`")),
             event = session.agent.next() => match event {
-                Some(AgentEvent::Error { message, hint }) => return Ended::Fatal(remote_error(&host, message, hint)),
+                Some(AgentEvent::Error { message, hint, refused }) => return Ended::Fatal(remote_error(&host, message, hint, refused)),
                 Some(event) => ready::on_agent_event(out, locals, event),
                 None => return Ended::Lost(format!("the agent on login host `{host}` ended")),
             },
@@ -277,13 +278,15 @@ async fn serve(
     }
 }
 
-/// An error as the agent said it, marked as coming from the login host.
-fn remote_error(host: &str, message: String, hint: Option<String>) -> anyhow::Error {
-    let err = anyhow!("on login host `{host}`: {message}");
-    match hint {
-        Some(hint) => hinted(err, hint),
-        None => err,
-    }
+/// An error as the agent said it, marked as coming from the login host (a refused
+/// port-forward keeps its type).
+fn remote_error(
+    host: &str,
+    message: String,
+    hint: Option<String>,
+    refused: Option<ForwardRefused>,
+) -> anyhow::Error {
+    crate::proto::wire::remote_error(host, message, hint, refused)
 }
 
 /// The agent's control channel: events in, the request out, EOF to stop it.
@@ -375,9 +378,11 @@ impl Agent {
             })?;
             match event {
                 AgentEvent::Progress { message } => out.progress(&message),
-                AgentEvent::Error { message, hint } => {
-                    return Err(remote_error(&self.host, message, hint))
-                }
+                AgentEvent::Error {
+                    message,
+                    hint,
+                    refused,
+                } => return Err(remote_error(&self.host, message, hint, refused)),
                 ev @ AgentEvent::Resolved { .. } => resolved = Resolved::from_event(&ev),
                 AgentEvent::Candidates(offered) => self.answer(&offered, out).await?,
                 AgentEvent::Listening { sockets: s } => {

@@ -52,7 +52,20 @@ impl Netns {
         run(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
         run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        ns.no_forwarding();
         ns
+    }
+
+    /// Turns packet forwarding off in the namespace, and checks it is off: a new namespace
+    /// copies the host's IPv4 settings, and a host running Docker, kind or a Kubernetes node
+    /// forwards. A namespace that forwarded would join the hosts the walls keep apart.
+    fn no_forwarding(&self) {
+        for setting in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
+            let off = format!("{setting}=0");
+            run(self.command("sysctl").args(["-qw", &off]));
+            let now = run(self.command("sysctl").args(["-n", setting]));
+            assert_eq!(now.trim(), "0", "{setting} in {}", self.name);
+        }
     }
 
     /// The namespace's name, for `ip netns exec`.

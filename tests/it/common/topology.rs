@@ -5,8 +5,9 @@
 //! laptop ── bastion (sshd) ── login (sshd) ── cluster      (with a bastion: no laptop ── login)
 //! ```
 //!
-//! IP forwarding is off everywhere, so the laptop reaches only the sshd it is linked to, and
-//! only the login host reaches the API server. The login user is a real unprivileged account
+//! IP forwarding is off everywhere (each namespace turns it off, whatever the host does), so
+//! the laptop reaches only the sshd it is linked to, and only the login host reaches the API
+//! server. The login user is a real unprivileged account
 //! ([`LOGIN_USER`]); each test gives it a home of its own through sshd's `SetEnv HOME=…`, so
 //! parallel tests never share `~/.cache/podtun`.
 
