@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tower::{BoxError, ServiceBuilder};
 use tracing::debug;
 
-use super::spdyforward::TransportMemo;
+use super::protocol::ProtocolMemo;
 use crate::error::HintExt;
 use crate::proto::refusal::{refusal_of, ForwardRefused};
 pub use crate::proto::wire::ClusterRef;
@@ -32,8 +32,8 @@ pub struct Cluster {
     pub client: Client,
     /// The namespace of the target.
     pub namespace: String,
-    /// Which port-forward transport this cluster answered to (shared by every clone).
-    pub transport: Arc<TransportMemo>,
+    /// Which port-forward protocol this cluster answered to (shared by every clone).
+    pub protocol: Arc<ProtocolMemo>,
     /// The first port-forward the API server refused to this user (shared by every clone):
     /// whatever opened it (a connection, a session opened ahead, a pool refill), the forward
     /// ends with it.
@@ -46,7 +46,7 @@ impl Cluster {
         Cluster {
             client,
             namespace,
-            transport: Arc::default(),
+            protocol: Arc::default(),
             refused: Arc::new(watch::channel(None).0),
         }
     }

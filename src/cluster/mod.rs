@@ -8,6 +8,7 @@ pub mod forward;
 mod listening;
 pub mod pick;
 pub mod pool;
+pub mod protocol;
 pub mod resolve;
 pub mod spdyforward;
 pub mod tunnel;

@@ -13,7 +13,7 @@
 //! from either application is an RST_STREAM, and a refused port in the pod is the text the
 //! kubelet writes on the error stream.
 //!
-//! Transports, tried in this order and remembered per cluster ([`TransportMemo`]): SPDY in a
+//! Transports, tried in this order and remembered per cluster ([`ProtocolMemo`]): SPDY in a
 //! WebSocket (`SPDY/3.1+portforward.k8s.io`, KEP-4006, API servers from 1.31), the classic
 //! `Upgrade: SPDY/3.1`, then the v4 WebSocket of [`super::wsforward`] (where this module hands
 //! over: [`Link::session`] answers `None`). kube's client sends the upgrade request (kubeconfig,
@@ -24,7 +24,7 @@
 //! new pod.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -40,9 +40,10 @@ use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::client::Cluster;
+use super::protocol::Protocol;
 use super::wsforward;
 use crate::net::splice::{splice, Moved};
 use crate::proto::refusal::ForwardRefused;
@@ -72,49 +73,6 @@ pub const CHECK_WINDOW: Duration = Duration::from_secs(1);
 const REFUSAL_MAX: usize = 64 * 1024;
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
-
-/// The port-forward transports, in the order they are tried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// SPDY/3.1 in a WebSocket (KEP-4006).
-    Tunnel = 1,
-    /// `Upgrade: SPDY/3.1`.
-    Classic = 2,
-    /// The v4 WebSocket channel protocol (no half-close).
-    WebSocket = 3,
-}
-
-impl Transport {
-    /// Every transport, in the order they are tried.
-    pub const ORDER: [Transport; 3] = [Transport::Tunnel, Transport::Classic, Transport::WebSocket];
-
-    /// How `-v` names it.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Transport::Tunnel => "SPDY/3.1 in a WebSocket (SPDY/3.1+portforward.k8s.io)",
-            Transport::Classic => "SPDY/3.1 (Upgrade: SPDY/3.1)",
-            Transport::WebSocket => "WebSocket v4.channel.k8s.io",
-        }
-    }
-}
-
-/// Which transport a cluster answered to; unknown until its first port-forward.
-#[derive(Debug, Default)]
-pub struct TransportMemo(AtomicU8);
-
-impl TransportMemo {
-    /// The transport that worked last, if any did.
-    pub fn get(&self) -> Option<Transport> {
-        let known = self.0.load(Ordering::Relaxed);
-        Transport::ORDER.into_iter().find(|t| *t as u8 == known)
-    }
-
-    fn set(&self, transport: Transport) {
-        if self.0.swap(transport as u8, Ordering::Relaxed) != transport as u8 {
-            info!("port-forward over {}", transport.describe());
-        }
-    }
-}
 
 /// Why an upgrade did not give a session.
 enum Refusal {
@@ -157,7 +115,7 @@ impl Link {
     /// port-forward over the v4 WebSocket only.
     pub async fn session(&self, pod: &str) -> anyhow::Result<Option<Session>> {
         let cluster = &self.inner.cluster;
-        if cluster.transport.get() == Some(Transport::WebSocket) {
+        if cluster.protocol.get() == Some(Protocol::WebSocket) {
             return Ok(None);
         }
         let mut state = self.inner.state.lock().await;
@@ -287,18 +245,18 @@ async fn reopen_when_ended(inner: Weak<Inner>, pod: String, watch: podtun_spdy::
 
 /// Upgrades over each transport in turn, from the one this cluster answered to last.
 async fn negotiate(cluster: &Cluster, pod: &str) -> anyhow::Result<Option<Session>> {
-    let from = cluster.transport.get().unwrap_or(Transport::Tunnel);
-    for transport in Transport::ORDER
+    let from = cluster.protocol.get().unwrap_or(Protocol::Tunnel);
+    for transport in Protocol::ORDER
         .into_iter()
         .filter(|t| *t as u8 >= from as u8)
     {
-        if transport == Transport::WebSocket {
-            cluster.transport.set(transport);
+        if transport == Protocol::WebSocket {
+            cluster.protocol.set(transport);
             return Ok(None);
         }
         match upgrade(cluster, pod, transport).await {
             Ok(session) => {
-                cluster.transport.set(transport);
+                cluster.protocol.set(transport);
                 return Ok(Some(session));
             }
             Err(Refusal::Unsupported(why)) => {
@@ -311,13 +269,13 @@ async fn negotiate(cluster: &Cluster, pod: &str) -> anyhow::Result<Option<Sessio
 }
 
 /// One upgrade to `pod` over `transport` (tunnelled or classic SPDY), and its session.
-async fn upgrade(cluster: &Cluster, pod: &str, transport: Transport) -> Result<Session, Refusal> {
+async fn upgrade(cluster: &Cluster, pod: &str, transport: Protocol) -> Result<Session, Refusal> {
     let ns = &cluster.namespace;
     let what = format!("port-forward to `{ns}/{pod}`");
     let path = format!("/api/v1/namespaces/{ns}/pods/{pod}/portforward");
     let key = generate_key();
     let request = match transport {
-        Transport::Tunnel => http::Request::get(path)
+        Protocol::Tunnel => http::Request::get(path)
             .header(header::CONNECTION, "Upgrade")
             .header(header::UPGRADE, "websocket")
             .header(header::SEC_WEBSOCKET_VERSION, "13")
@@ -351,7 +309,7 @@ async fn upgrade(cluster: &Cluster, pod: &str, transport: Transport) -> Result<S
             ))
         })??;
     Ok(match transport {
-        Transport::Tunnel => {
+        Protocol::Tunnel => {
             let config = WebSocketConfig::default()
                 .max_frame_size(Some(MAX_MESSAGE))
                 .max_message_size(Some(MAX_MESSAGE));
@@ -365,7 +323,7 @@ async fn upgrade(cluster: &Cluster, pod: &str, transport: Transport) -> Result<S
 /// Accepts a 101 that switched to what was asked; anything else says why not.
 async fn check_response(
     response: http::Response<kube::client::Body>,
-    transport: Transport,
+    transport: Protocol,
     key: &str,
     what: &str,
     ns: &str,
@@ -383,7 +341,7 @@ async fn check_response(
             .is_some_and(|v| v.eq_ignore_ascii_case(want))
     };
     let ok = match transport {
-        Transport::Tunnel => {
+        Protocol::Tunnel => {
             has(header::SEC_WEBSOCKET_PROTOCOL.as_str(), TUNNEL_PROTOCOL)
                 && has(
                     header::SEC_WEBSOCKET_ACCEPT.as_str(),
@@ -624,15 +582,5 @@ mod tests {
         let mut rest = Vec::new();
         user.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
-    }
-
-    #[test]
-    fn the_memo_remembers_the_last_transport() {
-        let memo = TransportMemo::default();
-        assert_eq!(memo.get(), None);
-        memo.set(Transport::Classic);
-        assert_eq!(memo.get(), Some(Transport::Classic));
-        memo.set(Transport::WebSocket);
-        assert_eq!(memo.get(), Some(Transport::WebSocket));
     }
 }

@@ -14,7 +14,7 @@ use std::future::Future;
 use anyhow::bail;
 use tokio::sync::watch;
 
-use super::ssh::{AuthRefused, HostKeyChanged, SshOptions, SshSession};
+use super::ssh::{user_home, AuthRefused, HostKeyChanged, SshOptions, SshSession};
 use crate::error::find;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
@@ -54,6 +54,9 @@ pub fn ssh_options(plan: &Plan) -> SshOptions {
     SshOptions {
         config_file: plan.ssh_config.clone(),
         interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        // `~` is $HOME, as for the rest of the user's tools (OpenSSH itself reads passwd); on
+        // Windows the profile folder, as for OpenSSH for Windows.
+        home: user_home(),
         ..SshOptions::default()
     }
 }

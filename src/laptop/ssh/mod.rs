@@ -24,6 +24,6 @@ mod session;
 pub use auth::AuthRefused;
 pub use channel::{Running, Said, Stream};
 pub use hostkey::HostKeyChanged;
-pub use options::SshOptions;
+pub use options::{user_home, SshOptions};
 pub use prompt::{restore_terminal, Prompter};
 pub use session::{client_config, OpenError, SshSession};

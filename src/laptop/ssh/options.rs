@@ -85,7 +85,7 @@ impl HostSpec {
 
 /// The user's home: `HOME` on Unix; on Windows the profile folder, where OpenSSH for Windows
 /// keeps `.ssh` whatever `HOME` says.
-fn user_home() -> Option<PathBuf> {
+pub fn user_home() -> Option<PathBuf> {
     if cfg!(windows) {
         std::env::home_dir()
     } else {
