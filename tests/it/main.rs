@@ -23,6 +23,7 @@ mod kind;
 mod kubectl_mode;
 #[cfg(unix)]
 mod kubectl_portforward;
+mod layers;
 mod local;
 #[cfg(unix)]
 mod pick;
