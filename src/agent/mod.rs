@@ -31,7 +31,7 @@ use crate::cluster::discover::Preset;
 use crate::cluster::tunnel::{Spec, Tunnel};
 use crate::error::{hint_of, hinted, UsageError};
 use crate::proto::wire::{
-    AgentEvent, Candidates, Check, Hello, Kind, Pick, Request, MUX_OPEN, PROTOCOL, STREAM_OPEN,
+    Candidates, Check, ClusterEvent, Hello, Kind, Pick, Request, MUX_OPEN, PROTOCOL, STREAM_OPEN,
     VERSION,
 };
 
@@ -73,7 +73,7 @@ struct Events {
 }
 
 impl Events {
-    fn emit(&self, event: &AgentEvent) {
+    fn emit(&self, event: &ClusterEvent) {
         let line = match serde_json::to_string(event) {
             Ok(line) => line,
             Err(e) => {
@@ -90,7 +90,7 @@ impl Events {
 
     /// Reports `err` to the laptop, and returns it as the process's error (exit code 1).
     fn fail(&self, err: anyhow::Error) -> anyhow::Error {
-        self.emit(&AgentEvent::from_error(&err));
+        self.emit(&ClusterEvent::from_error(&err));
         // Keep the text and the hint for stderr, but not the kind: any agent failure exits 1.
         let text = anyhow!("{err:#}");
         match hint_of(&err) {
@@ -104,7 +104,7 @@ impl Events {
 async fn serve(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let events = Events { stop: stop.clone() };
-    events.emit(&AgentEvent::Hello {
+    events.emit(&ClusterEvent::Hello {
         version: VERSION.to_string(),
         protocol: PROTOCOL,
     });
@@ -136,7 +136,7 @@ async fn serve(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         match hello.kind {
             Kind::Forward => forward(&hello.request, &events, &answers, &stop).await,
             Kind::Doctor => {
-                let emit = |check: Check| events.emit(&AgentEvent::Check(check));
+                let emit = |check: Check| events.emit(&ClusterEvent::Check(check));
                 crate::cluster::doctor::run(&hello.request, &emit).await;
                 Ok(())
             }
@@ -301,13 +301,13 @@ async fn forward(
     let spec = Spec::from_request(req)?;
     let preset = spec.preset;
     let progress = |m: &str| {
-        events.emit(&AgentEvent::Progress {
+        events.emit(&ClusterEvent::Progress {
             message: m.to_string(),
         })
     };
     // Several pods and no TARGET: the laptop's terminal chooses.
     let choose = |offered: Candidates| -> BoxFuture<'static, anyhow::Result<String>> {
-        events.emit(&AgentEvent::Candidates(offered.clone()));
+        events.emit(&ClusterEvent::Candidates(offered.clone()));
         let answers = answers.clone();
         Box::pin(async move {
             let answer =
@@ -391,13 +391,13 @@ async fn forward(
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     info!(?sockets, "listening");
-    events.emit(&AgentEvent::Listening { sockets });
+    events.emit(&ClusterEvent::Listening { sockets });
 
     let follow = async {
         if let Some(jupyter) = jupyter {
-            events.emit(&AgentEvent::Token(jupyter));
+            events.emit(&ClusterEvent::Token(jupyter));
         }
-        let emit = |ev: AgentEvent| events.emit(&ev);
+        let emit = |ev: ClusterEvent| events.emit(&ev);
         tunnel.supervise(&emit).await
     };
     let result = tokio::select! {

@@ -26,7 +26,7 @@ use super::resolve::{self, pod_label, Progress};
 use super::spdyforward::{ForwardResult, Link};
 use crate::error::usage;
 use crate::net::splice::Moved;
-use crate::proto::wire::{AgentEvent, Candidates, JupyterAccess, Request, Resolved, WirePort};
+use crate::proto::wire::{Candidates, ClusterEvent, JupyterAccess, Request, Resolved, WirePort};
 
 /// What to forward, parsed and checked.
 #[derive(Debug, Clone)]
@@ -224,9 +224,9 @@ impl Tunnel {
     }
 
     /// The `resolved` event for this tunnel.
-    pub fn resolved_event(&self) -> AgentEvent {
+    pub fn resolved_event(&self) -> ClusterEvent {
         let resolved = self.resolved();
-        AgentEvent::Resolved {
+        ClusterEvent::Resolved {
             namespace: resolved.namespace,
             pod: resolved.pod,
             container: self.container.clone(),
@@ -289,26 +289,29 @@ impl Tunnel {
     /// waits for the replacement to be Ready, switches new connections to it and reports it.
     /// Ends with the API server's refusal when it refuses a port-forward (rights revoked,
     /// credentials expired): no connection could be forwarded any more.
-    pub async fn supervise(&self, emit: &(dyn Fn(AgentEvent) + Send + Sync)) -> anyhow::Result<()> {
+    pub async fn supervise(
+        &self,
+        emit: &(dyn Fn(ClusterEvent) + Send + Sync),
+    ) -> anyhow::Result<()> {
         tokio::select! {
             res = self.follow(emit) => res,
             refused = self.cluster.refused() => Err(refused.into_error()),
         }
     }
 
-    async fn follow(&self, emit: &(dyn Fn(AgentEvent) + Send + Sync)) -> anyhow::Result<()> {
+    async fn follow(&self, emit: &(dyn Fn(ClusterEvent) + Send + Sync)) -> anyhow::Result<()> {
         loop {
             let old = self.pod();
             wait_until_gone(&self.cluster, &old).await?;
             info!(pod = %pod_label(&old), "pod went away or restarted; waiting for its replacement");
-            emit(AgentEvent::Progress {
+            emit(ClusterEvent::Progress {
                 message: format!(
                     "pod `{}` went away or restarted; waiting for its replacement",
                     pod_label(&old)
                 ),
             });
             let progress = |m: &str| {
-                emit(AgentEvent::Progress {
+                emit(ClusterEvent::Progress {
                     message: m.to_string(),
                 })
             };
@@ -332,7 +335,7 @@ impl Tunnel {
                 Preset::Jupyter => Some(self.jupyter(&progress).await?),
                 _ => None,
             };
-            emit(AgentEvent::PodReplaced {
+            emit(ClusterEvent::PodReplaced {
                 pod: found.pod.metadata.name.clone().unwrap_or_default(),
                 jupyter,
             });

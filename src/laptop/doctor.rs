@@ -19,7 +19,7 @@ use crate::cli::AgentMode;
 use crate::error::hinted;
 use crate::plan::Plan;
 use crate::proto::wire::{
-    AgentEvent, Check, CheckStatus, Hello, Kind, HEARTBEAT_SECS, PROTOCOL, VERSION,
+    Check, CheckStatus, ClusterEvent, Hello, Kind, HEARTBEAT_SECS, PROTOCOL, VERSION,
 };
 
 /// Bound on the agent's checks (its `hello` included).
@@ -425,8 +425,8 @@ async fn agent_checks(
             while let Some(end) = buf.iter().position(|b| *b == b'\n') {
                 let raw: Vec<u8> = buf.drain(..=end).collect();
                 let text = String::from_utf8_lossy(&raw);
-                match serde_json::from_str::<AgentEvent>(text.trim()) {
-                    Ok(AgentEvent::Hello { protocol, version }) => {
+                match serde_json::from_str::<ClusterEvent>(text.trim()) {
+                    Ok(ClusterEvent::Hello { protocol, version }) => {
                         if protocol != PROTOCOL {
                             return Err(hinted(
                                 anyhow!("the agent on `{host}` is podtun {version} (protocol {protocol}); this podtun is {VERSION} (protocol {PROTOCOL})"),
@@ -442,8 +442,8 @@ async fn agent_checks(
                             sent = true;
                         }
                     }
-                    Ok(AgentEvent::Check(c)) if started => show(c),
-                    Ok(AgentEvent::Error { message, hint, .. }) if started => {
+                    Ok(ClusterEvent::Check(c)) if started => show(c),
+                    Ok(ClusterEvent::Error { message, hint, .. }) if started => {
                         let err = anyhow!("on login host `{host}`: {message}");
                         return Err(match hint {
                             Some(h) => hinted(err, h),

@@ -104,6 +104,25 @@ pub trait Supervised {
 
     /// Stops what runs over `link` and closes it; `last`: podtun is stopping.
     async fn close(&mut self, link: Self::Link, last: bool);
+
+    /// Once podtun stops: closes the local ports (open connections get their grace) and
+    /// undoes what the route started for this run.
+    async fn finish(&mut self, out: &Output);
+}
+
+/// Runs `route` under [`supervise`] to its end, then [`Supervised::finish`]; `closed` is
+/// reported when it ended well.
+pub async fn run<R: Supervised>(
+    route: &mut R,
+    out: &Output,
+    link: Option<R::Link>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let result = supervise(route, out, link, shutdown).await;
+    route.finish(out).await;
+    result?;
+    out.event(&Event::Closed);
+    Ok(())
 }
 
 /// Runs `route` until shutdown or a failure retrying cannot fix, starting from `link` when the

@@ -139,11 +139,6 @@ pub fn reachable(local: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Stops accepting and lets open connections finish for [`SHUTDOWN_GRACE`].
-pub async fn drain(cancel: CancellationToken, tracker: TaskTracker) {
-    crate::net::shutdown::drain(&cancel, &tracker, SHUTDOWN_GRACE).await;
-}
-
 /// The laptop's ports, bound once and kept across reconnections: each connection goes to the
 /// current link of `T`, waiting (bounded) while podtun reconnects.
 pub struct Locals<T> {
@@ -207,7 +202,7 @@ impl<T: Send + Sync + 'static> Locals<T> {
     }
 
     /// Stops accepting and lets open connections finish for [`SHUTDOWN_GRACE`].
-    pub async fn close(self) {
-        drain(self.cancel, self.tracker).await;
+    pub async fn close(&self) {
+        crate::net::shutdown::drain(&self.cancel, &self.tracker, SHUTDOWN_GRACE).await;
     }
 }

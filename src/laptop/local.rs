@@ -6,11 +6,11 @@ use std::sync::Arc;
 use super::link::{self, Ended, Supervised};
 use super::listen::{bind_all, bind_named, Locals};
 use super::pick::chooser;
-use super::ready::{on_agent_event, pod_usable, report_ready};
+use super::ready::{on_cluster_event, pod_usable, report_ready};
 use crate::cluster::tunnel::Tunnel;
-use crate::output::{Event, Output};
+use crate::output::Output;
 use crate::plan::Plan;
-use crate::proto::wire::AgentEvent;
+use crate::proto::wire::ClusterEvent;
 
 /// Local mode: this machine talks to the cluster itself.
 pub async fn run_local(
@@ -27,11 +27,7 @@ pub async fn run_local(
         early,
         locals: Locals::new("the cluster"),
     };
-    let result = link::supervise(&mut route, &out, None, shutdown).await;
-    route.locals.close().await;
-    result?;
-    out.event(&Event::Closed);
-    Ok(())
+    link::run(&mut route, &out, None, shutdown).await
 }
 
 /// The route with the cluster half in this process: its one link is the tunnel, which follows
@@ -80,7 +76,7 @@ impl Supervised for Local<'_> {
             Err(e) => return Ended::Fatal(e),
         };
         report_ready(plan, out, &resolved, locals, jupyter.as_ref(), true, None);
-        let emit = |ev: AgentEvent| on_agent_event(out, locals, ev);
+        let emit = |ev: ClusterEvent| on_cluster_event(out, locals, ev);
         match tunnel.supervise(&emit).await {
             Ok(()) => Ended::Shutdown,
             Err(e) => Ended::Fatal(e),
@@ -88,4 +84,8 @@ impl Supervised for Local<'_> {
     }
 
     async fn close(&mut self, _tunnel: Tunnel, _last: bool) {}
+
+    async fn finish(&mut self, _out: &Output) {
+        self.locals.close().await;
+    }
 }

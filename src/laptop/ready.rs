@@ -16,7 +16,7 @@ use crate::cluster::tunnel::Tunnel;
 use crate::error::hinted;
 use crate::output::{open_browser, Event, Output};
 use crate::plan::Plan;
-use crate::proto::wire::{AgentEvent, JupyterAccess, Resolved};
+use crate::proto::wire::{ClusterEvent, JupyterAccess, Resolved};
 
 /// Pause between two probes while a port is not yet usable.
 const PROBE_RETRY: Duration = Duration::from_millis(250);
@@ -259,17 +259,17 @@ pub fn report_served(
 }
 
 /// Cluster-side events while serving: progress lines, and the new pod (and URL) on replacement.
-pub fn on_agent_event(out: &Output, locals: &[SocketAddr], event: AgentEvent) {
+pub fn on_cluster_event(out: &Output, locals: &[SocketAddr], event: ClusterEvent) {
     match event {
-        AgentEvent::Progress { message } => out.note(&message),
-        AgentEvent::PodReplaced { pod, jupyter } => {
+        ClusterEvent::Progress { message } => out.note(&message),
+        ClusterEvent::PodReplaced { pod, jupyter } => {
             let url = jupyter.as_ref().and_then(|j| {
                 j.token.as_ref()?;
                 Some(jupyter_url(*locals.first()?, j))
             });
             out.event(&Event::PodReplaced { pod, url });
         }
-        AgentEvent::Error { message, hint, .. } => out.event(&Event::Error { message, hint }),
+        ClusterEvent::Error { message, hint, .. } => out.event(&Event::Error { message, hint }),
         _ => {}
     }
 }

@@ -92,9 +92,9 @@ pub struct Resolved {
 
 impl Resolved {
     /// From a `resolved` event.
-    pub fn from_event(event: &AgentEvent) -> Option<Resolved> {
+    pub fn from_event(event: &ClusterEvent) -> Option<Resolved> {
         match event {
-            AgentEvent::Resolved {
+            ClusterEvent::Resolved {
                 namespace,
                 pod,
                 ports,
@@ -136,10 +136,11 @@ pub struct JupyterAccess {
     pub note: Option<String>,
 }
 
-/// Cluster-side events: agent → laptop, and the tunnel → output in local mode.
+/// What the cluster half reports: agent → laptop over the protocol, and straight to the output
+/// when the cluster half runs on the laptop (local and kubectl mode).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
-pub enum AgentEvent {
+pub enum ClusterEvent {
     /// First line of the agent.
     Hello {
         /// podtun version of the agent.
@@ -224,7 +225,7 @@ pub struct Candidate {
     pub why: String,
 }
 
-/// The laptop's answer to [`AgentEvent::Candidates`]: the pod chosen, or `None` when nobody
+/// The laptop's answer to [`ClusterEvent::Candidates`]: the pod chosen, or `None` when nobody
 /// can choose (no terminal); the agent then fails with the list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pick {
@@ -271,10 +272,10 @@ pub enum CheckStatus {
     Skipped,
 }
 
-impl AgentEvent {
+impl ClusterEvent {
     /// The error event for an error, with its causes and hint.
     pub fn from_error(err: &anyhow::Error) -> Self {
-        AgentEvent::Error {
+        ClusterEvent::Error {
             message: format!("{err:#}"),
             hint: crate::error::hint_of(err),
             refused: super::refusal::refusal_of(err).cloned(),
@@ -307,14 +308,14 @@ mod tests {
 
     #[test]
     fn events_are_json_lines_with_an_event_tag() {
-        let ev = AgentEvent::Progress {
+        let ev = ClusterEvent::Progress {
             message: "waiting".into(),
         };
         assert_eq!(
             serde_json::to_string(&ev).unwrap(),
             r#"{"event":"progress","message":"waiting"}"#
         );
-        let ev = AgentEvent::Token(JupyterAccess {
+        let ev = ClusterEvent::Token(JupyterAccess {
             token: Token::new("abc"),
             base_path: "/".into(),
             path: "/lab".into(),
@@ -325,7 +326,7 @@ mod tests {
             line,
             r#"{"event":"token","token":"abc","base_path":"/","path":"/lab","note":null}"#
         );
-        assert_eq!(serde_json::from_str::<AgentEvent>(&line).unwrap(), ev);
+        assert_eq!(serde_json::from_str::<ClusterEvent>(&line).unwrap(), ev);
         assert!(
             !format!("{ev:?}").contains("abc"),
             "Debug must not show the token"

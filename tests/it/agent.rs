@@ -126,6 +126,33 @@ impl Agent {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line: {e}: {line}"))
     }
 
+    /// The next event named `name`, with the laptop's heartbeat (an empty line) every `every`
+    /// meanwhile, as the laptop sends it from the start; an error event fails the test.
+    async fn wait_beating(&mut self, name: &str, every: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        let mut beats = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                line = tokio::time::timeout_at(deadline, self.events.next_line()) => {
+                    let line = line
+                        .expect("no event from the agent in time")
+                        .expect("read the agent's stdout")
+                        .expect("the agent closed stdout");
+                    let ev: Value = serde_json::from_str(&line).unwrap();
+                    assert_ne!(ev["event"], "error", "{ev}");
+                    if ev["event"] == name {
+                        return ev;
+                    }
+                }
+                _ = beats.tick() => {
+                    let stdin = self.stdin.as_mut().unwrap();
+                    stdin.write_all(b"\n").await.unwrap();
+                    stdin.flush().await.unwrap();
+                }
+            }
+        }
+    }
+
     /// The next event named `name`, skipping progress; an error event fails the test.
     async fn wait_for(&mut self, name: &str) -> Value {
         let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
@@ -389,7 +416,10 @@ async fn agent_exits_when_the_laptops_heartbeats_stop() {
     let mut hello = hello(c.kubeconfig(), "pod/redis", "redis");
     hello["heartbeat_secs"] = json!(1);
     agent.send(&hello).await;
-    let listening = agent.wait_for("listening").await;
+    // The laptop beats from its hello on, while the pod and its ports are looked up.
+    let listening = agent
+        .wait_beating("listening", Duration::from_millis(250))
+        .await;
     let socket = PathBuf::from(listening["sockets"][0].as_str().unwrap());
     let status = agent.exit(Duration::from_secs(10)).await;
     assert!(

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail};
 use super::script::{Listing, Script, MARK};
 use crate::error::hinted;
 use crate::laptop::ssh::script::RemoteScript;
-use crate::laptop::ssh::SshSession;
+use crate::laptop::ssh::{Heartbeat, SshSession};
 use crate::proto::wire::HEARTBEAT_SECS;
 
 /// Bound on the channel's end after EOF: the host side gives Jupyter 5 s to stop, then cleans up.
@@ -20,15 +20,7 @@ pub struct Remote {
     script: RemoteScript,
     /// Heartbeats to a started server's script, from the moment it reported (so a slow
     /// readiness check or a choice never lets its watchdog stop the server).
-    beats: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Remote {
-    fn drop(&mut self) {
-        if let Some(beats) = self.beats.take() {
-            beats.abort();
-        }
-    }
+    beats: Option<Heartbeat>,
 }
 
 impl Remote {
@@ -69,16 +61,8 @@ impl Remote {
         .await;
         match read {
             Ok(Ok(true)) => {
-                let write = remote.script.writer();
-                remote.beats = Some(tokio::spawn(async move {
-                    let mut every = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
-                    loop {
-                        every.tick().await;
-                        if write.send(b"\n").await.is_err() {
-                            break;
-                        }
-                    }
-                }));
+                let every = Duration::from_secs(HEARTBEAT_SECS);
+                remote.beats = Some(remote.script.heartbeat(every));
                 Ok((listing, Some(remote)))
             }
             Ok(Ok(false)) => {
@@ -113,7 +97,7 @@ impl Remote {
     /// and waits, bounded, for it to finish.
     pub async fn stop(&self) {
         if let Some(beats) = &self.beats {
-            beats.abort();
+            beats.stop();
         }
         self.script.stop(STOP_TIMEOUT).await
     }

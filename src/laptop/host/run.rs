@@ -33,7 +33,7 @@ use crate::laptop::ready;
 use crate::laptop::ssh::exec::sh_quote;
 use crate::laptop::ssh::script::RemoteScript;
 use crate::laptop::ssh::{OpenError, SshSession};
-use crate::output::{Event, Output};
+use crate::output::Output;
 use crate::plan::Plan;
 use crate::proto::wire::JupyterAccess;
 
@@ -72,11 +72,7 @@ pub async fn run(
         previous: None,
         skip: None,
     };
-    let result = link::supervise(&mut route, &out, None, shutdown).await;
-    route.locals.close().await;
-    result?;
-    out.event(&Event::Closed);
-    Ok(())
+    link::run(&mut route, &out, None, shutdown).await
 }
 
 /// The route to a Jupyter server on the SSH host: each local connection is one SSH channel
@@ -130,6 +126,10 @@ impl Supervised for OnHost<'_> {
         }
         self.previous = Some(session.server.clone());
         close(&session).await;
+    }
+
+    async fn finish(&mut self, _out: &Output) {
+        self.locals.close().await;
     }
 }
 

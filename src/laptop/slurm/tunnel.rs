@@ -103,25 +103,7 @@ pub async fn run(
         warned: false,
         last: None,
     };
-    let result = link::supervise(&mut route, &out, Some(Link { ssh, watchdog }), shutdown).await;
-    route.locals.close().await;
-    // The last connection, lost or not: the job is cancelled over it (or a new one).
-    let Some(link) = route.last else {
-        return result;
-    };
-    if job.submitted {
-        let done = cancel(plan, &out, &link.ssh, &job).await;
-        if let Some(watchdog) = link.watchdog {
-            // Not cancelled: the watchdog does it once podtun is gone.
-            if done && !link.ssh.is_closed() {
-                watchdog.dismiss().await;
-            }
-        }
-    }
-    link.ssh.disconnect().await;
-    result?;
-    out.event(&Event::Closed);
-    Ok(())
+    link::run(&mut route, &out, Some(Link { ssh, watchdog }), shutdown).await
 }
 
 /// The watchdog of a job podtun submitted (none for a job it attached to); one that cannot
@@ -177,6 +159,24 @@ impl Supervised for InJob<'_> {
             link.ssh.disconnect().await;
         }
         self.last = Some(link);
+    }
+
+    /// Cancels a job podtun submitted, over the last connection (or a new one).
+    async fn finish(&mut self, out: &Output) {
+        self.locals.close().await;
+        let Some(link) = self.last.take() else {
+            return;
+        };
+        if self.job.submitted {
+            let done = cancel(self.plan, out, &link.ssh, self.job).await;
+            if let Some(watchdog) = link.watchdog {
+                // Not cancelled: the watchdog does it once podtun is gone.
+                if done && !link.ssh.is_closed() {
+                    watchdog.dismiss().await;
+                }
+            }
+        }
+        link.ssh.disconnect().await;
     }
 }
 

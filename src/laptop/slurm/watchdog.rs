@@ -18,7 +18,7 @@ use tracing::debug;
 use super::job::{MARK, STATE_DIR};
 use crate::laptop::ssh::exec::sh_quote;
 use crate::laptop::ssh::script::RemoteScript;
-use crate::laptop::ssh::SshSession;
+use crate::laptop::ssh::{Heartbeat, SshSession};
 use crate::plan::slurm::JobId;
 use crate::proto::wire::HEARTBEAT_SECS;
 
@@ -33,13 +33,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The watchdog of one job, over one connection.
 pub struct Watchdog {
     script: RemoteScript,
-    beats: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.beats.abort();
-    }
+    beats: Heartbeat,
 }
 
 impl Watchdog {
@@ -66,25 +60,17 @@ impl Watchdog {
                 ));
             }
         }
-        let write = script.writer();
-        let beats = tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
-            loop {
-                every.tick().await;
-                if write.send(b"\n").await.is_err() {
-                    break;
-                }
-            }
-        });
+        let beats = script.heartbeat(Duration::from_secs(HEARTBEAT_SECS));
         debug!(host = %ssh.host(), %job, "the job's watchdog runs");
         Ok(Watchdog { script, beats })
     }
 
     /// podtun deals with the job itself: the watchdog leaves without cancelling it.
     pub async fn dismiss(self) {
-        self.beats.abort();
-        if self.script.writer().send(b"bye\n").await.is_ok() {
-            self.script.stop(STOP_TIMEOUT).await;
+        let Watchdog { script, beats } = self;
+        drop(beats);
+        if script.writer().send(b"bye\n").await.is_ok() {
+            script.stop(STOP_TIMEOUT).await;
         }
     }
 }

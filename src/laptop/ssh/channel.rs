@@ -3,7 +3,9 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use russh::client::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelStream, ChannelWriteHalf};
@@ -103,5 +105,51 @@ impl Stdin {
     /// Closes its stdin.
     pub async fn eof(&self) -> io::Result<()> {
         self.0.eof().await.map_err(io::Error::other)
+    }
+}
+
+/// Empty lines sent to a running command every `every` from a task of their own, until
+/// dropped: the heartbeats by which podtun's agent and scripts on the login host know that the
+/// laptop is still there.
+pub struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+    failed: tokio_util::sync::CancellationToken,
+}
+
+impl Heartbeat {
+    /// Starts beating on `stdin`, the first beat after `every`.
+    pub fn start(stdin: Arc<Stdin>, every: Duration) -> Heartbeat {
+        let failed = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn({
+            let failed = failed.clone();
+            async move {
+                let start = tokio::time::Instant::now() + every;
+                let mut beats = tokio::time::interval_at(start, every);
+                loop {
+                    beats.tick().await;
+                    if stdin.send(b"\n").await.is_err() {
+                        failed.cancel();
+                        return;
+                    }
+                }
+            }
+        });
+        Heartbeat { task, failed }
+    }
+
+    /// Stops beating (the command is being told to stop).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
+    /// Resolves once a heartbeat could not be sent: the channel is gone.
+    pub async fn failed(&self) {
+        self.failed.cancelled().await
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

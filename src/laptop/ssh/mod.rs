@@ -22,7 +22,7 @@ pub mod script;
 mod session;
 
 pub use auth::AuthRefused;
-pub use channel::{Running, Said, Stream};
+pub use channel::{Heartbeat, Running, Said, Stream};
 pub use hostkey::HostKeyChanged;
 pub use options::{user_home, SshOptions};
 pub use prompt::{restore_terminal, Prompter};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use super::channel::{Printed, Running, Said, Stdin};
+use super::channel::{Heartbeat, Printed, Running, Said, Stdin};
 use super::exec::in_login_shell;
 use super::session::SshSession;
 
@@ -67,9 +67,10 @@ impl RemoteScript {
         self.write.clone()
     }
 
-    /// Tells the script the laptop is still there (an empty line).
-    pub async fn heartbeat(&self) -> std::io::Result<()> {
-        self.write.send(b"\n").await
+    /// Tells the script the laptop is still there (an empty line) every `every`, until the
+    /// [`Heartbeat`] is dropped.
+    pub fn heartbeat(&self, every: Duration) -> Heartbeat {
+        Heartbeat::start(self.write.clone(), every)
     }
 
     /// Closes the script's stdin without waiting.

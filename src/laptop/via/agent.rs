@@ -22,14 +22,14 @@ use crate::laptop::listen::{self, Locals};
 use crate::laptop::ready;
 use crate::laptop::ssh::channel::{Printed, Stdin};
 use crate::laptop::ssh::exec;
-use crate::laptop::ssh::{Running, Said, SshSession};
+use crate::laptop::ssh::{Heartbeat, Running, Said, SshSession};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::refusal::ForwardRefused;
 use crate::proto::wire::Resolved;
 
 use crate::proto::wire::{
-    AgentEvent, Candidates, Hello, JupyterAccess, Pick, HEARTBEAT_SECS, PROTOCOL, VERSION,
+    Candidates, ClusterEvent, Hello, JupyterAccess, Pick, HEARTBEAT_SECS, PROTOCOL, VERSION,
 };
 
 /// Bound on the agent's `hello` after it was started (shell start-up included).
@@ -73,11 +73,7 @@ pub async fn run_via(
         early,
         locals: Locals::new("the login host"),
     };
-    let result = link::supervise(&mut route, &out, Some(first), shutdown).await;
-    route.locals.close().await;
-    result?;
-    out.event(&Event::Closed);
-    Ok(())
+    link::run(&mut route, &out, Some(first), shutdown).await
 }
 
 /// The route through podtun's agent: each local connection is a stream to one of its sockets.
@@ -121,6 +117,10 @@ impl Supervised for WithAgent<'_> {
         // Nothing half-started: the agent goes with its connection.
         agent.stop().await;
         ssh.disconnect().await;
+    }
+
+    async fn finish(&mut self, _out: &Output) {
+        self.locals.close().await;
     }
 }
 
@@ -260,18 +260,13 @@ async fn serve(
         Some("podtun"),
     );
     let host = session.ssh.host().to_string();
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
     loop {
         tokio::select! {
-            _ = heartbeat.tick() => {
-                if session.agent.heartbeat().await.is_err() {
-                    return Ended::Lost(format!("lost the connection to login host `{host}`"));
-                }
-            }
+            () = session.agent.beats.failed() => return Ended::Lost(format!("lost the connection to login host `{host}`")),
             () = session.ssh.closed() => return Ended::Lost(format!("lost the connection to login host `{host}`")),
-            event = session.agent.next() => match event {
-                Some(AgentEvent::Error { message, hint, refused }) => return Ended::Fatal(remote_error(&host, message, hint, refused)),
-                Some(event) => ready::on_agent_event(out, locals, event),
+            event = session.agent.events.recv() => match event {
+                Some(ClusterEvent::Error { message, hint, refused }) => return Ended::Fatal(remote_error(&host, message, hint, refused)),
+                Some(event) => ready::on_cluster_event(out, locals, event),
                 None => return Ended::Lost(format!("the agent on login host `{host}` ended")),
             },
         }
@@ -289,10 +284,12 @@ fn remote_error(
     crate::proto::wire::remote_error(host, message, hint, refused)
 }
 
-/// The agent's control channel: events in, the request out, EOF to stop it.
+/// The agent's control channel: events in, the request out, heartbeats from the start (a pod
+/// may take minutes to start), EOF to stop it.
 struct Agent {
-    events: mpsc::Receiver<AgentEvent>,
-    write: Stdin,
+    events: mpsc::Receiver<ClusterEvent>,
+    write: Arc<Stdin>,
+    beats: Heartbeat,
     exited: tokio::sync::watch::Receiver<bool>,
     host: String,
 }
@@ -316,7 +313,7 @@ impl Agent {
         let (exited_tx, exited) = tokio::sync::watch::channel(false);
         tokio::spawn(read_agent(read, tx, exited_tx, host.clone()));
         match tokio::time::timeout(AGENT_HELLO_TIMEOUT, events.recv()).await {
-            Ok(Some(AgentEvent::Hello { version, protocol })) => {
+            Ok(Some(ClusterEvent::Hello { version, protocol })) => {
                 if protocol != PROTOCOL {
                     return Err(hinted(
                         anyhow!("the agent on login host `{host}` is podtun {version} (protocol {protocol}); this podtun is {VERSION} (protocol {PROTOCOL})"),
@@ -347,21 +344,19 @@ impl Agent {
             .send(&line)
             .await
             .with_context(|| format!("could not send the request to the agent on `{host}`"))?;
+        let write = Arc::new(write);
+        let beats = Heartbeat::start(write.clone(), Duration::from_secs(HEARTBEAT_SECS));
         Ok(Agent {
             events,
             write,
+            beats,
             exited,
             host,
         })
     }
 
-    /// Tells the agent the laptop is still there (an empty line).
-    async fn heartbeat(&self) -> std::io::Result<()> {
-        self.write.send(b"\n").await
-    }
-
     /// The next event; `None` once the agent's channel closed.
-    async fn next(&mut self) -> Option<AgentEvent> {
+    async fn next(&mut self) -> Option<ClusterEvent> {
         self.events.recv().await
     }
 
@@ -377,21 +372,21 @@ impl Agent {
                 anyhow!("the agent on login host `{}` ended unexpectedly", self.host)
             })?;
             match event {
-                AgentEvent::Progress { message } => out.progress(&message),
-                AgentEvent::Error {
+                ClusterEvent::Progress { message } => out.progress(&message),
+                ClusterEvent::Error {
                     message,
                     hint,
                     refused,
                 } => return Err(remote_error(&self.host, message, hint, refused)),
-                ev @ AgentEvent::Resolved { .. } => resolved = Resolved::from_event(&ev),
-                AgentEvent::Candidates(offered) => self.answer(&offered, out).await?,
-                AgentEvent::Listening { sockets: s } => {
+                ev @ ClusterEvent::Resolved { .. } => resolved = Resolved::from_event(&ev),
+                ClusterEvent::Candidates(offered) => self.answer(&offered, out).await?,
+                ClusterEvent::Listening { sockets: s } => {
                     sockets = Some(s);
                     if preset != Preset::Jupyter {
                         break;
                     }
                 }
-                AgentEvent::Token(access) => {
+                ClusterEvent::Token(access) => {
                     let (Some(r), Some(s)) = (resolved, sockets) else {
                         bail!("the agent on `{}` sent its token too early", self.host);
                     };
@@ -409,15 +404,7 @@ impl Agent {
     /// Several pods fit and no TARGET was given: the user's choice (or none, without a
     /// terminal) goes back to the agent. Heartbeats go on while the user thinks.
     async fn answer(&self, offered: &Candidates, out: &Output) -> anyhow::Result<()> {
-        let choice = crate::laptop::pick::choose(offered, out);
-        tokio::pin!(choice);
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
-        let choice = loop {
-            tokio::select! {
-                choice = &mut choice => break choice,
-                _ = heartbeat.tick() => { self.heartbeat().await.ok(); }
-            }
-        };
+        let choice = crate::laptop::pick::choose(offered, out).await;
         let mut line = serde_json::to_vec(&Pick {
             pick: choice.as_ref().ok().cloned(),
         })?;
@@ -446,7 +433,7 @@ impl Agent {
 /// noise, shown with `-v`), stderr goes to the log at debug level.
 async fn read_agent(
     mut read: Printed,
-    events: mpsc::Sender<AgentEvent>,
+    events: mpsc::Sender<ClusterEvent>,
     exited: tokio::sync::watch::Sender<bool>,
     host: String,
 ) {
@@ -460,9 +447,9 @@ async fn read_agent(
                     let line: Vec<u8> = stdout.drain(..=end).collect();
                     let line = String::from_utf8_lossy(&line);
                     let line = line.trim();
-                    match serde_json::from_str::<AgentEvent>(line) {
+                    match serde_json::from_str::<ClusterEvent>(line) {
                         Ok(event) => {
-                            started |= matches!(event, AgentEvent::Hello { .. });
+                            started |= matches!(event, ClusterEvent::Hello { .. });
                             if started && events.send(event).await.is_err() {
                                 return;
                             }

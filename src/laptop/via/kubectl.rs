@@ -31,10 +31,10 @@ use crate::laptop::pick::chooser;
 use crate::laptop::ready;
 use crate::laptop::ssh::exec::{remote_path, sh_quote};
 use crate::laptop::ssh::script::RemoteScript;
-use crate::laptop::ssh::{OpenError, SshSession, Stream};
-use crate::output::{Event, Output};
+use crate::laptop::ssh::{Heartbeat, OpenError, SshSession, Stream};
+use crate::output::Output;
 use crate::plan::Plan;
-use crate::proto::wire::{AgentEvent, HEARTBEAT_SECS};
+use crate::proto::wire::{ClusterEvent, HEARTBEAT_SECS};
 
 /// Bound on kubectl proxy's start (login shell and kubectl's own start-up included).
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -209,11 +209,6 @@ impl Proxy {
         }
     }
 
-    /// Tells the login side the laptop is still there.
-    async fn heartbeat(&self) -> std::io::Result<()> {
-        self.script.heartbeat().await
-    }
-
     /// Resolves once the proxy's channel closed.
     async fn ended(&self) {
         self.script.ended().await
@@ -295,6 +290,8 @@ fn no_streamlocal(host: &str) -> anyhow::Error {
 pub struct Established {
     ssh: SshSession,
     proxy: Proxy,
+    /// What keeps the proxy running on the login host.
+    beats: Heartbeat,
 }
 
 impl Established {
@@ -302,17 +299,10 @@ impl Established {
     /// away; why.
     async fn held(&self) -> String {
         let host = self.ssh.host();
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
-        loop {
-            tokio::select! {
-                _ = heartbeat.tick() => {
-                    if self.proxy.heartbeat().await.is_err() {
-                        return format!("lost the connection to login host `{host}`");
-                    }
-                }
-                () = self.ssh.closed() => return format!("lost the connection to login host `{host}`"),
-                () = self.proxy.ended() => return format!("kubectl proxy on login host `{host}` ended"),
-            }
+        tokio::select! {
+            () = self.beats.failed() => format!("lost the connection to login host `{host}`"),
+            () = self.ssh.closed() => format!("lost the connection to login host `{host}`"),
+            () = self.proxy.ended() => format!("kubectl proxy on login host `{host}` ended"),
         }
     }
 
@@ -338,7 +328,8 @@ pub async fn establish_on(ssh: SshSession, plan: &Plan) -> anyhow::Result<Establ
         ssh.disconnect().await;
         return Err(e);
     }
-    Ok(Established { ssh, proxy })
+    let beats = proxy.script.heartbeat(Duration::from_secs(HEARTBEAT_SECS));
+    Ok(Established { ssh, proxy, beats })
 }
 
 /// Checks that a stream-local channel reaches the proxy's socket.
@@ -412,11 +403,7 @@ pub async fn run(
         tunnel: None,
         locals: Locals::new("the login host"),
     };
-    let result = link::supervise(&mut route, &out, Some(first), shutdown).await;
-    route.locals.close().await;
-    result?;
-    out.event(&Event::Closed);
-    Ok(())
+    link::run(&mut route, &out, Some(first), shutdown).await
 }
 
 /// The route through kubectl proxy: the cluster half runs here, over a kube client whose
@@ -465,6 +452,10 @@ impl Supervised for WithKubectl<'_> {
     async fn close(&mut self, link: Established, _last: bool) {
         self.proxy.clear();
         link.close().await;
+    }
+
+    async fn finish(&mut self, _out: &Output) {
+        self.locals.close().await;
     }
 }
 
@@ -530,7 +521,7 @@ impl WithKubectl<'_> {
 
     /// Follows the pod until that fails.
     async fn follow(&self, tunnel: &Tunnel, locals: &[SocketAddr]) -> Ended {
-        let emit = |ev: AgentEvent| ready::on_agent_event(&self.out, locals, ev);
+        let emit = |ev: ClusterEvent| ready::on_cluster_event(&self.out, locals, ev);
         match tunnel.supervise(&emit).await {
             Ok(()) => Ended::Shutdown,
             Err(e) => Ended::Fatal(e),
