@@ -4,9 +4,11 @@
 //! cluster half runs here, through `kubectl proxy` on the login host).
 
 pub mod agent;
+pub mod control;
 pub mod install;
 pub mod kubectl;
 pub mod release;
+mod start;
 pub mod transport;
 
 pub use agent::run_via;
