@@ -119,6 +119,12 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         #[cfg(not(unix))]
         Command::Agent(_) => anyhow::bail!("`podtun agent` runs on Unix login hosts only"),
     };
+    forward(plan, shutdown).await
+}
+
+/// Runs a forward until it ends or `shutdown` resolves: in the background when asked, and
+/// registered among this machine's tunnels (for `ls`, `stop` and `logs`).
+async fn forward(plan: Plan, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut out = Output::new(plan.json, plan.quiet);
     let detached = std::env::var(tunnels::DETACHED_ENV).ok();
     if plan.detach && detached.is_none() {
@@ -149,21 +155,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         }
     };
     let out = Arc::new(out);
-    let result = match (&plan.target, &plan.route) {
-        (Target::Pod, Route::Local) => laptop::local::run_local(&plan, out.clone(), shutdown).await,
-        (Target::Pod, Route::Via(_)) => laptop::via::run_via(&plan, out.clone(), shutdown).await,
-        (Target::Host(args), Route::Via(_)) => {
-            laptop::host::run(&plan, args, out.clone(), shutdown).await
-        }
-        (Target::Slurm(source), Route::Via(_)) => {
-            laptop::slurm::run(&plan, source, out.clone(), shutdown).await
-        }
-        // The plan's checks say so first, with the flags' own words.
-        (Target::Host(_) | Target::Slurm(_), Route::Local) => Err(error::usage(
-            "a server on an SSH host or in a Slurm job is reached through --via",
-            None,
-        )),
-    };
+    let result = reach(&plan, out.clone(), shutdown).await;
     out.done();
     if let Some(reg) = &registration {
         reg.finish(&result);
@@ -177,6 +169,27 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> anyhow::Result
         }
     }
     result
+}
+
+/// Reaches the plan's target by its route.
+async fn reach(
+    plan: &Plan,
+    out: Arc<Output>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    match (&plan.target, &plan.route) {
+        (Target::Pod, Route::Local) => laptop::local::run_local(plan, out, shutdown).await,
+        (Target::Pod, Route::Via(_)) => laptop::via::run_via(plan, out, shutdown).await,
+        (Target::Host(args), Route::Via(_)) => laptop::host::run(plan, args, out, shutdown).await,
+        (Target::Slurm(source), Route::Via(_)) => {
+            laptop::slurm::run(plan, source, out, shutdown).await
+        }
+        // The plan's checks say so first, with the flags' own words.
+        (Target::Host(_) | Target::Slurm(_), Route::Local) => Err(error::usage(
+            "a server on an SSH host or in a Slurm job is reached through --via",
+            None,
+        )),
+    }
 }
 
 /// This process's entry among the tunnels (`detached`: the id a background start gave it).

@@ -103,39 +103,22 @@ pub(crate) fn from_pairs(
     home: &Path,
     ssh_home: Option<&Path>,
 ) -> HostConfig {
-    let first = |key: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    let all = |key: &str| -> Vec<&str> {
-        pairs
-            .iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    };
-    let yes = |key: &str| matches!(first(key), Some("yes" | "true"));
-    let secs = |key: &str| {
-        first(key)
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|s| *s > 0)
-    };
+    let pairs = Pairs(pairs);
     let none = |v: &&str| !v.eq_ignore_ascii_case("none");
 
     // `ssh -G` has expanded `HostName %h.example.org` already; the fallback has not.
-    let hostname = first("hostname")
+    let hostname = pairs
+        .first("hostname")
         .map(|h| h.replace("%h", &spec.host).replace("%%", "%"))
         .unwrap_or_else(|| spec.host.clone());
     let user = spec
         .user
         .clone()
-        .or_else(|| first("user").map(str::to_string))
+        .or_else(|| pairs.first("user").map(str::to_string))
         .unwrap_or_else(local_user);
     let port = spec
         .port
-        .or_else(|| first("port").and_then(|p| p.parse().ok()))
+        .or_else(|| pairs.first("port").and_then(|p| p.parse().ok()))
         .unwrap_or(22);
     let tokens = Tokens {
         alias: &spec.host,
@@ -146,71 +129,135 @@ pub(crate) fn from_pairs(
     };
     let path = |raw: &str| tokens.path(raw, ssh_home);
 
-    let mut identity_files: Vec<PathBuf> = all("identityfile").into_iter().map(path).collect();
-    if identity_files.is_empty() {
-        identity_files = ["id_rsa", "id_ecdsa", "id_ed25519"]
-            .iter()
-            .map(|name| home.join(".ssh").join(name))
-            .collect();
+    let identity_files = identity_files(&pairs, home, &path);
+    let (known_hosts_files, global_known_hosts_files) = known_hosts_files(&pairs, &path);
+    let identity_agent = pairs.first("identityagent").map(|v| match v {
+        "none" => None,
+        "SSH_AUTH_SOCK" => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
+        v if v.starts_with('$') => std::env::var_os(&v[1..]).map(PathBuf::from),
+        v => Some(path(v)),
+    });
+    HostConfig {
+        alias: spec.host.clone(),
+        identity_files,
+        identities_only: pairs.yes("identitiesonly"),
+        identity_agent,
+        proxy_jump: pairs.first("proxyjump").filter(none).map(str::to_string),
+        proxy_command: pairs
+            .first("proxycommand")
+            .filter(none)
+            .map(|c| tokens.expand(c)),
+        known_hosts_files,
+        global_known_hosts_files,
+        host_key_alias: pairs.first("hostkeyalias").filter(none).map(str::to_string),
+        strict: strict(pairs.first("stricthostkeychecking")),
+        hash_known_hosts: pairs.yes("hashknownhosts"),
+        batch_mode: pairs.yes("batchmode"),
+        password_prompts: pairs
+            .first("numberofpasswordprompts")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3),
+        alive_interval: pairs
+            .secs("serveraliveinterval")
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_ALIVE_INTERVAL),
+        alive_count_max: pairs
+            .first("serveralivecountmax")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3),
+        connect_timeout: pairs
+            .secs("connecttimeout")
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        hostname,
+        user,
+        port,
     }
-    let known_hosts = |key: &str, default: &[&str]| -> Vec<PathBuf> {
-        match first(key) {
-            Some(v) => v.split_whitespace().filter(none).map(path).collect(),
+}
+
+/// `ssh -G`-style pairs, as `from_pairs` reads them.
+struct Pairs<'a>(&'a [(String, String)]);
+
+impl<'a> Pairs<'a> {
+    /// The first value of `key` (OpenSSH's first match wins).
+    fn first(&self, key: &str) -> Option<&'a str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key`, in order.
+    fn all(&self, key: &str) -> Vec<&'a str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn yes(&self, key: &str) -> bool {
+        matches!(self.first(key), Some("yes" | "true"))
+    }
+
+    /// A positive number of seconds.
+    fn secs(&self, key: &str) -> Option<u64> {
+        self.first(key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+    }
+}
+
+/// `IdentityFile`s, else OpenSSH's default keys.
+fn identity_files(pairs: &Pairs<'_>, home: &Path, path: &dyn Fn(&str) -> PathBuf) -> Vec<PathBuf> {
+    let named: Vec<PathBuf> = pairs.all("identityfile").into_iter().map(path).collect();
+    if !named.is_empty() {
+        return named;
+    }
+    ["id_rsa", "id_ecdsa", "id_ed25519"]
+        .iter()
+        .map(|name| home.join(".ssh").join(name))
+        .collect()
+}
+
+/// The user's and the system's known_hosts files, OpenSSH's defaults where none is named
+/// (`none` names none).
+fn known_hosts_files(
+    pairs: &Pairs<'_>,
+    path: &dyn Fn(&str) -> PathBuf,
+) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let files = |key: &str, default: &[&str]| -> Vec<PathBuf> {
+        match pairs.first(key) {
+            Some(v) => v
+                .split_whitespace()
+                .filter(|v| !v.eq_ignore_ascii_case("none"))
+                .map(path)
+                .collect(),
             None => default.iter().map(|p| path(p)).collect(),
         }
     };
-    let known_hosts_files = known_hosts(
+    let system = system_ssh_dir();
+    let user = files(
         "userknownhostsfile",
         &["~/.ssh/known_hosts", "~/.ssh/known_hosts2"],
     );
-    let system = system_ssh_dir();
-    let global_known_hosts_files = known_hosts(
+    let global = files(
         "globalknownhostsfile",
         &[
             &system.join("ssh_known_hosts").to_string_lossy(),
             &system.join("ssh_known_hosts2").to_string_lossy(),
         ],
     );
-    let identity_agent = first("identityagent").map(|v| match v {
-        "none" => None,
-        "SSH_AUTH_SOCK" => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from),
-        v if v.starts_with('$') => std::env::var_os(&v[1..]).map(PathBuf::from),
-        v => Some(path(v)),
-    });
-    let strict = match first("stricthostkeychecking") {
+    (user, global)
+}
+
+/// `StrictHostKeyChecking`; unset, OpenSSH asks.
+fn strict(value: Option<&str>) -> Strict {
+    match value {
         Some("yes" | "true") => Strict::Yes,
         Some("accept-new") => Strict::AcceptNew,
         Some("no" | "false" | "off") => Strict::No,
         _ => Strict::Ask,
-    };
-    HostConfig {
-        alias: spec.host.clone(),
-        identity_files,
-        identities_only: yes("identitiesonly"),
-        identity_agent,
-        proxy_jump: first("proxyjump").filter(none).map(str::to_string),
-        proxy_command: first("proxycommand").filter(none).map(|c| tokens.expand(c)),
-        known_hosts_files,
-        global_known_hosts_files,
-        host_key_alias: first("hostkeyalias").filter(none).map(str::to_string),
-        strict,
-        hash_known_hosts: yes("hashknownhosts"),
-        batch_mode: yes("batchmode"),
-        password_prompts: first("numberofpasswordprompts")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3),
-        alive_interval: secs("serveraliveinterval")
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_ALIVE_INTERVAL),
-        alive_count_max: first("serveralivecountmax")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3),
-        connect_timeout: secs("connecttimeout")
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-        hostname,
-        user,
-        port,
     }
 }
 

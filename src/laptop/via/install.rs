@@ -95,7 +95,16 @@ pub async fn agent_binary(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Strin
             "install it there, pass --remote-bin PATH, or drop --no-install to let podtun upload itself",
         ));
     }
-    let uname = found.uname.as_str();
+    let mut tried = vec![not_installed(&found)];
+    if let Some(path) = upload_this(ssh, &found, &mut tried).await? {
+        return Ok(path);
+    }
+    upload_release(ssh, &found, &mut tried).await
+}
+
+/// Why no installed podtun will do, naming the versions found.
+fn not_installed(found: &Found) -> String {
+    let want = format!("podtun {VERSION}");
     let others: Vec<String> = found
         .candidates
         .iter()
@@ -108,72 +117,84 @@ pub async fn agent_binary(ssh: &SshSession, plan: &Plan) -> anyhow::Result<Strin
             format!("{path} is {version}")
         })
         .collect();
-    let mut tried = vec![if others.is_empty() {
+    if others.is_empty() {
         format!("{want} is not installed there (PATH, ~/.cache/podtun/{VERSION}/podtun)")
     } else {
         format!("{want} is not installed there ({})", others.join(", "))
-    }];
+    }
+}
 
-    let local = local_uname();
+/// Uploads this very binary when it is built for the login host and runs there; `None` (with
+/// the reason in `tried`) when the release build should be tried instead.
+async fn upload_this(
+    ssh: &SshSession,
+    found: &Found,
+    tried: &mut Vec<String>,
+) -> anyhow::Result<Option<String>> {
+    let (host, uname, local) = (ssh.host(), found.uname.as_str(), local_uname());
     if release::foreign_build() {
         tried.push(format!(
             "this podtun counts as a foreign build ({}=1): not uploaded",
             release::FOREIGN_BUILD_ENV
         ));
-    } else if uname != local {
+        return Ok(None);
+    }
+    if uname != local {
         tried.push(format!(
             "this podtun is built for {local}, the login host runs {uname}: not uploaded"
         ));
-    } else {
-        let exe = std::env::current_exe().context("could not find this podtun's binary")?;
-        let bytes = tokio::fs::read(&exe)
-            .await
-            .with_context(|| format!("could not read `{}`", exe.display()))?;
-        match upload(ssh, &bytes, found.gzip).await {
-            Ok(path) => return Ok(path),
-            Err(Upload::DoesNotRun(why)) => {
-                tried.push(format!(
-                    "uploading this podtun: it does not run there: {why}"
-                ));
-            }
-            Err(Upload::Failed(e)) => {
-                tried.push(format!("uploading this podtun: {e:#}"));
-                return Err(not_started(&host, uname, &tried));
-            }
+        return Ok(None);
+    }
+    let exe = std::env::current_exe().context("could not find this podtun's binary")?;
+    let bytes = tokio::fs::read(&exe)
+        .await
+        .with_context(|| format!("could not read `{}`", exe.display()))?;
+    match upload(ssh, &bytes, found.gzip).await {
+        Ok(path) => Ok(Some(path)),
+        Err(Upload::DoesNotRun(why)) => {
+            tried.push(format!(
+                "uploading this podtun: it does not run there: {why}"
+            ));
+            Ok(None)
+        }
+        Err(Upload::Failed(e)) => {
+            tried.push(format!("uploading this podtun: {e:#}"));
+            Err(not_started(host, uname, tried))
         }
     }
+}
 
+/// Uploads the login host's build from the release archives; the error names every step tried.
+async fn upload_release(
+    ssh: &SshSession,
+    found: &Found,
+    tried: &mut Vec<String>,
+) -> anyhow::Result<String> {
+    let (host, uname) = (ssh.host(), found.uname.as_str());
     let Some(target) = release::target_for(uname) else {
         tried.push(format!("there is no release build of podtun for {uname}"));
-        return Err(not_started(&host, uname, &tried));
+        return Err(not_started(host, uname, tried));
     };
     let build = match release::agent_build(target).await {
         Ok(build) => build,
         Err(e) => {
             tried.push(format!("getting the {target} release build: {e:#}"));
-            return Err(not_started(&host, uname, &tried));
+            return Err(not_started(host, uname, tried));
         }
     };
-    match upload(ssh, &build.bytes, found.gzip).await {
+    let why = match upload(ssh, &build.bytes, found.gzip).await {
         Ok(path) => {
             debug!(%host, from = %build.from, "uploaded the release build");
-            Ok(path)
+            return Ok(path);
         }
-        Err(Upload::DoesNotRun(why)) => {
-            tried.push(format!(
-                "uploading the {target} release build ({}): it does not run there: {why}",
-                build.from
-            ));
-            Err(not_started(&host, uname, &tried))
-        }
-        Err(Upload::Failed(e)) => {
-            tried.push(format!(
-                "uploading the {target} release build ({}): {e:#}",
-                build.from
-            ));
-            Err(not_started(&host, uname, &tried))
-        }
-    }
+        Err(Upload::DoesNotRun(why)) => format!("it does not run there: {why}"),
+        Err(Upload::Failed(e)) => format!("{e:#}"),
+    };
+    tried.push(format!(
+        "uploading the {target} release build ({}): {why}",
+        build.from
+    ));
+    Err(not_started(host, uname, tried))
 }
 
 /// What can run the agent on the login host, as `podtun doctor` reports it.
