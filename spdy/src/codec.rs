@@ -271,18 +271,7 @@ impl Encoder<Frame> for Codec {
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), Error> {
         match frame {
-            Frame::Data { stream, fin, data } => {
-                check_stream(stream)?;
-                if data.len() > MAX_LENGTH {
-                    return Err(Error::FrameTooLarge {
-                        len: data.len(),
-                        max: MAX_LENGTH,
-                    });
-                }
-                dst.reserve(8 + data.len());
-                dst.put_slice(&data_frame_header(stream, fin, data.len()));
-                dst.put_slice(&data);
-            }
+            Frame::Data { stream, fin, data } => encode_data(dst, stream, fin, &data)?,
             Frame::SynStream {
                 stream,
                 associated,
@@ -321,19 +310,7 @@ impl Encoder<Frame> for Codec {
                 dst.put_u32(stream);
                 dst.put_u32(status);
             }
-            Frame::Settings { clear, settings } => {
-                control(
-                    dst,
-                    kind::SETTINGS,
-                    flag(clear, FLAG_CLEAR_SETTINGS),
-                    4 + 8 * settings.len(),
-                )?;
-                dst.put_u32(settings.len() as u32);
-                for s in settings {
-                    dst.put_u32(u32::from(s.flags) << 24 | (s.id & 0xff_ffff));
-                    dst.put_u32(s.value);
-                }
-            }
+            Frame::Settings { clear, settings } => encode_settings(dst, clear, &settings)?,
             Frame::Ping { id } => {
                 control(dst, kind::PING, 0, 4)?;
                 dst.put_u32(id);
@@ -354,6 +331,37 @@ impl Encoder<Frame> for Codec {
         }
         Ok(())
     }
+}
+
+/// DATA: the 8-byte header, then the payload.
+fn encode_data(dst: &mut BytesMut, stream: u32, fin: bool, data: &[u8]) -> Result<(), Error> {
+    check_stream(stream)?;
+    if data.len() > MAX_LENGTH {
+        return Err(Error::FrameTooLarge {
+            len: data.len(),
+            max: MAX_LENGTH,
+        });
+    }
+    dst.reserve(8 + data.len());
+    dst.put_slice(&data_frame_header(stream, fin, data.len()));
+    dst.put_slice(data);
+    Ok(())
+}
+
+/// SETTINGS: a count, then (flags and id, value) pairs.
+fn encode_settings(dst: &mut BytesMut, clear: bool, settings: &[Setting]) -> Result<(), Error> {
+    control(
+        dst,
+        kind::SETTINGS,
+        flag(clear, FLAG_CLEAR_SETTINGS),
+        4 + 8 * settings.len(),
+    )?;
+    dst.put_u32(settings.len() as u32);
+    for s in settings {
+        dst.put_u32(u32::from(s.flags) << 24 | (s.id & 0xff_ffff));
+        dst.put_u32(s.value);
+    }
+    Ok(())
 }
 
 /// The 8 bytes before a data frame's payload, for writers that send the payload themselves.
