@@ -65,102 +65,60 @@ impl Codec {
         &mut self,
         kind: u16,
         flags: u8,
-        mut body: &[u8],
+        body: &[u8],
     ) -> Result<Option<Frame>, Error> {
         let fin = flags & FLAG_FIN != 0;
         let frame = match kind {
-            kind::SYN_STREAM => {
-                let stream = stream_id(&mut body)?;
-                let associated = take_u32(&mut body)? & 0x7fff_ffff;
-                let priority = take_u8(&mut body)? >> 5;
-                let _slot = take_u8(&mut body)?;
-                let headers = self.headers(body)?;
-                let unidirectional = flags & FLAG_UNIDIRECTIONAL != 0;
-                Frame::SynStream {
-                    stream,
-                    associated,
-                    priority,
-                    fin,
-                    unidirectional,
-                    headers,
-                }
-            }
-            kind::SYN_REPLY => {
-                let stream = stream_id(&mut body)?;
-                Frame::SynReply {
-                    stream,
-                    fin,
-                    headers: self.headers(body)?,
-                }
-            }
-            kind::HEADERS => {
-                let stream = stream_id(&mut body)?;
-                Frame::Headers {
-                    stream,
-                    fin,
-                    headers: self.headers(body)?,
-                }
-            }
-            kind::RST_STREAM => {
-                exact(body, 8)?;
-                let stream = stream_id(&mut body)?;
-                Frame::RstStream {
-                    stream,
-                    status: take_u32(&mut body)?,
-                }
-            }
-            kind::SETTINGS => {
-                let count = take_u32(&mut body)? as usize;
-                if body.len()
-                    != count
-                        .checked_mul(8)
-                        .ok_or(Error::Malformed("SETTINGS count"))?
-                {
-                    return Err(Error::Malformed("SETTINGS length does not match its count"));
-                }
-                let settings = (0..count)
-                    .map(|_| {
-                        let word = take_u32(&mut body)?;
-                        let value = take_u32(&mut body)?;
-                        Ok(Setting {
-                            flags: (word >> 24) as u8,
-                            id: word & 0xff_ffff,
-                            value,
-                        })
-                    })
-                    .collect::<Result<_, Error>>()?;
-                Frame::Settings {
-                    clear: flags & FLAG_CLEAR_SETTINGS != 0,
-                    settings,
-                }
-            }
-            kind::PING => {
-                exact(body, 4)?;
-                Frame::Ping {
-                    id: take_u32(&mut body)?,
-                }
-            }
-            kind::GOAWAY => {
-                exact(body, 8)?;
-                let last_good = take_u32(&mut body)? & 0x7fff_ffff;
-                Frame::GoAway {
-                    last_good,
-                    status: take_u32(&mut body)?,
-                }
-            }
-            kind::WINDOW_UPDATE => {
-                exact(body, 8)?;
-                let stream = take_u32(&mut body)? & 0x7fff_ffff;
-                let delta = take_u32(&mut body)? & 0x7fff_ffff;
-                if delta == 0 {
-                    return Err(Error::Malformed("WINDOW_UPDATE of 0"));
-                }
-                Frame::WindowUpdate { stream, delta }
-            }
+            kind::SYN_STREAM => self.decode_syn_stream(flags, fin, body)?,
+            kind::SYN_REPLY => self.decode_syn_reply(fin, body)?,
+            kind::HEADERS => self.decode_headers_frame(fin, body)?,
+            kind::RST_STREAM => decode_rst_stream(body)?,
+            kind::SETTINGS => decode_settings(flags, body)?,
+            kind::PING => decode_ping(body)?,
+            kind::GOAWAY => decode_goaway(body)?,
+            kind::WINDOW_UPDATE => decode_window_update(body)?,
             // Unknown control frames are ignored (§2.2.1).
             _ => return Ok(None),
         };
         Ok(Some(frame))
+    }
+
+    /// SYN_STREAM: stream id, associated stream, priority, slot, header block.
+    fn decode_syn_stream(&mut self, flags: u8, fin: bool, mut body: &[u8]) -> Result<Frame, Error> {
+        let stream = stream_id(&mut body)?;
+        let associated = take_u32(&mut body)? & 0x7fff_ffff;
+        let priority = take_u8(&mut body)? >> 5;
+        let _slot = take_u8(&mut body)?;
+        let headers = self.headers(body)?;
+        let unidirectional = flags & FLAG_UNIDIRECTIONAL != 0;
+        Ok(Frame::SynStream {
+            stream,
+            associated,
+            priority,
+            fin,
+            unidirectional,
+            headers,
+        })
+    }
+
+    /// SYN_REPLY: stream id, header block.
+    fn decode_syn_reply(&mut self, fin: bool, mut body: &[u8]) -> Result<Frame, Error> {
+        let stream = stream_id(&mut body)?;
+        Ok(Frame::SynReply {
+            stream,
+            fin,
+            headers: self.headers(body)?,
+        })
+    }
+
+    /// HEADERS: stream id, header block.
+    fn decode_headers_frame(&mut self, fin: bool, mut body: &[u8]) -> Result<Frame, Error> {
+        let stream = stream_id(&mut body)?;
+        Ok(Frame::Headers {
+            stream,
+            fin,
+            headers: self.headers(body)?,
+        })
     }
 
     fn headers(&mut self, compressed: &[u8]) -> Result<Headers, Error> {
@@ -242,23 +200,78 @@ impl Decoder for Codec {
     }
 }
 
+/// RST_STREAM: stream id, status.
+fn decode_rst_stream(mut body: &[u8]) -> Result<Frame, Error> {
+    exact(body, 8)?;
+    let stream = stream_id(&mut body)?;
+    Ok(Frame::RstStream {
+        stream,
+        status: take_u32(&mut body)?,
+    })
+}
+
+/// SETTINGS: a count, then (flags and id, value) pairs.
+fn decode_settings(flags: u8, mut body: &[u8]) -> Result<Frame, Error> {
+    let count = take_u32(&mut body)? as usize;
+    if body.len()
+        != count
+            .checked_mul(8)
+            .ok_or(Error::Malformed("SETTINGS count"))?
+    {
+        return Err(Error::Malformed("SETTINGS length does not match its count"));
+    }
+    let settings = (0..count)
+        .map(|_| {
+            let word = take_u32(&mut body)?;
+            let value = take_u32(&mut body)?;
+            Ok(Setting {
+                flags: (word >> 24) as u8,
+                id: word & 0xff_ffff,
+                value,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(Frame::Settings {
+        clear: flags & FLAG_CLEAR_SETTINGS != 0,
+        settings,
+    })
+}
+
+/// PING: its id.
+fn decode_ping(mut body: &[u8]) -> Result<Frame, Error> {
+    exact(body, 4)?;
+    Ok(Frame::Ping {
+        id: take_u32(&mut body)?,
+    })
+}
+
+/// GOAWAY: last good stream id, status.
+fn decode_goaway(mut body: &[u8]) -> Result<Frame, Error> {
+    exact(body, 8)?;
+    let last_good = take_u32(&mut body)? & 0x7fff_ffff;
+    Ok(Frame::GoAway {
+        last_good,
+        status: take_u32(&mut body)?,
+    })
+}
+
+/// WINDOW_UPDATE: stream id (0: the session), delta.
+fn decode_window_update(mut body: &[u8]) -> Result<Frame, Error> {
+    exact(body, 8)?;
+    let stream = take_u32(&mut body)? & 0x7fff_ffff;
+    let delta = take_u32(&mut body)? & 0x7fff_ffff;
+    if delta == 0 {
+        return Err(Error::Malformed("WINDOW_UPDATE of 0"));
+    }
+    Ok(Frame::WindowUpdate { stream, delta })
+}
+
 impl Encoder<Frame> for Codec {
     type Error = Error;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), Error> {
         match frame {
-            Frame::Data { stream, fin, data } => {
-                check_stream(stream)?;
-                if data.len() > MAX_LENGTH {
-                    return Err(Error::FrameTooLarge {
-                        len: data.len(),
-                        max: MAX_LENGTH,
-                    });
-                }
-                dst.reserve(8 + data.len());
-                dst.put_slice(&data_frame_header(stream, fin, data.len()));
-                dst.put_slice(&data);
-            }
+            Frame::Data { stream, fin, data } => encode_data(dst, stream, fin, &data)?,
             Frame::SynStream {
                 stream,
                 associated,
@@ -297,19 +310,7 @@ impl Encoder<Frame> for Codec {
                 dst.put_u32(stream);
                 dst.put_u32(status);
             }
-            Frame::Settings { clear, settings } => {
-                control(
-                    dst,
-                    kind::SETTINGS,
-                    flag(clear, FLAG_CLEAR_SETTINGS),
-                    4 + 8 * settings.len(),
-                )?;
-                dst.put_u32(settings.len() as u32);
-                for s in settings {
-                    dst.put_u32(u32::from(s.flags) << 24 | (s.id & 0xff_ffff));
-                    dst.put_u32(s.value);
-                }
-            }
+            Frame::Settings { clear, settings } => encode_settings(dst, clear, &settings)?,
             Frame::Ping { id } => {
                 control(dst, kind::PING, 0, 4)?;
                 dst.put_u32(id);
@@ -330,6 +331,37 @@ impl Encoder<Frame> for Codec {
         }
         Ok(())
     }
+}
+
+/// DATA: the 8-byte header, then the payload.
+fn encode_data(dst: &mut BytesMut, stream: u32, fin: bool, data: &[u8]) -> Result<(), Error> {
+    check_stream(stream)?;
+    if data.len() > MAX_LENGTH {
+        return Err(Error::FrameTooLarge {
+            len: data.len(),
+            max: MAX_LENGTH,
+        });
+    }
+    dst.reserve(8 + data.len());
+    dst.put_slice(&data_frame_header(stream, fin, data.len()));
+    dst.put_slice(data);
+    Ok(())
+}
+
+/// SETTINGS: a count, then (flags and id, value) pairs.
+fn encode_settings(dst: &mut BytesMut, clear: bool, settings: &[Setting]) -> Result<(), Error> {
+    control(
+        dst,
+        kind::SETTINGS,
+        flag(clear, FLAG_CLEAR_SETTINGS),
+        4 + 8 * settings.len(),
+    )?;
+    dst.put_u32(settings.len() as u32);
+    for s in settings {
+        dst.put_u32(u32::from(s.flags) << 24 | (s.id & 0xff_ffff));
+        dst.put_u32(s.value);
+    }
+    Ok(())
 }
 
 /// The 8 bytes before a data frame's payload, for writers that send the payload themselves.

@@ -1,8 +1,10 @@
+use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::headers::Headers;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
