@@ -62,6 +62,17 @@ fn modules_keep_the_layers_routes_and_ssh_boundaries_without_circles() {
     );
 }
 
+/// The SPDY crate has no layers of its own, but no circles either.
+#[test]
+fn the_spdy_crate_has_no_import_circles() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("spdy/src");
+    let problems: Vec<String> = check(&root)
+        .into_iter()
+        .filter(|p| p.starts_with("circle"))
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// The rules fail on imports that break them: a module importing from below, a route
 /// importing another, russh outside `ssh/`, and a circle.
 #[test]
