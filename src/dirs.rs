@@ -76,9 +76,16 @@ fn home() -> anyhow::Result<PathBuf> {
     env_dir("HOME").context("could not find the home directory")
 }
 
-/// Creates `dir` (and its parents) and makes it private to the user.
+/// Creates `dir` (and its missing parents) private to the user: 0700 from the start on Unix,
+/// and made so when it existed already.
 pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("could not create {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -106,12 +113,50 @@ pub fn private_file(path: &Path, truncate: bool) -> std::io::Result<File> {
 
 /// Replaces `path` with `bytes` at once (a reader sees the old file or the new one), 0600.
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_private_mode(path, bytes, 0o600)
+}
+
+/// Replaces `path` with `bytes` at once through a temp file created with `mode` on Unix (0700
+/// for a program), removed when the write fails.
+pub fn write_private_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file =
-        private_file(&tmp, true).with_context(|| format!("could not write {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_data())
-        .with_context(|| format!("could not write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("could not write {}", path.display()))
+    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let written = options.open(&temp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = renamed {
+        std::fs::remove_file(&temp).ok();
+        return Err(e).with_context(|| format!("could not write {}", path.display()));
+    }
+    Ok(())
+}
+
+/// The laptop's cache folder for podtun (created on first store): `$XDG_CACHE_HOME/podtun` or
+/// `~/.cache/podtun` on Linux and other Unixes, `~/Library/Caches/podtun` on macOS,
+/// `%LOCALAPPDATA%\podtun\cache` on Windows.
+pub fn cache_dir() -> Option<PathBuf> {
+    let non_empty = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if cfg!(windows) {
+        return non_empty("LOCALAPPDATA").map(|d| d.join("podtun").join("cache"));
+    }
+    let home = non_empty("HOME");
+    if cfg!(target_os = "macos") {
+        return home.map(|h| h.join("Library/Caches/podtun"));
+    }
+    non_empty("XDG_CACHE_HOME")
+        .filter(|d| d.is_absolute())
+        .or_else(|| home.map(|h| h.join(".cache")))
+        .map(|d| d.join("podtun"))
 }

@@ -6,6 +6,7 @@
 //! podtun sees [`SshSession`], a cheap, cloneable handle that opens channels; [`exec`] runs one
 //! command to its end; [`script`] follows a long-running one.
 
+mod agent;
 mod auth;
 pub mod channel;
 mod config;

@@ -9,6 +9,7 @@ pub mod install;
 pub mod kubectl;
 pub mod release;
 mod start;
+mod tar;
 pub mod transport;
 
 pub use agent::run_via;

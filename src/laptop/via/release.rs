@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use tracing::{debug, info, warn};
 
+use super::tar::tar_file;
 use crate::proto::wire::VERSION;
 
 /// Environment variable naming the folder releases are fetched from.
@@ -31,7 +32,7 @@ pub const FOREIGN_BUILD_ENV: &str = "PODTUN_TEST_FOREIGN_BUILD";
 /// Bound on what a download may weigh (a release archive is a few MiB).
 const MAX_DOWNLOAD: usize = 256 << 20;
 /// Bound on the binary inside an archive.
-const MAX_BINARY: u64 = 512 << 20;
+pub(super) const MAX_BINARY: u64 = 512 << 20;
 /// Bound on one connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one whole download, redirects included.
@@ -295,112 +296,9 @@ fn unpack(archive: &[u8], inner: &str) -> anyhow::Result<Vec<u8>> {
     tar_file(&tar, inner)
 }
 
-/// The regular file named `want` in a tar stream (ustar, GNU long names, pax paths).
-fn tar_file(tar: &[u8], want: &str) -> anyhow::Result<Vec<u8>> {
-    let clean = |name: &str| name.trim_start_matches("./").to_string();
-    let mut at = 0;
-    let mut long_name: Option<String> = None;
-    while at + 512 <= tar.len() {
-        let header = &tar[at..at + 512];
-        if header.iter().all(|&b| b == 0) {
-            break;
-        }
-        let size = tar_size(&header[124..136]).context("a tar header with a bad size")?;
-        let start = at + 512;
-        let end = start
-            .checked_add(size)
-            .filter(|&end| end <= tar.len())
-            .ok_or_else(|| anyhow!("the tar stream is truncated"))?;
-        let data = &tar[start..end];
-        let name = long_name.take().unwrap_or_else(|| header_name(header));
-        match header[156] {
-            b'L' => long_name = Some(c_str(data)),
-            b'x' => long_name = pax_path(data),
-            b'0' | 0 | b'7' if clean(&name) == want => {
-                if size as u64 > MAX_BINARY {
-                    bail!("{want} is too large ({size} bytes)");
-                }
-                return Ok(data.to_vec());
-            }
-            _ => {}
-        }
-        at = start + size.div_ceil(512) * 512;
-    }
-    bail!("the archive has no {want}")
-}
-
-/// A NUL-terminated field.
-fn c_str(field: &[u8]) -> String {
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    String::from_utf8_lossy(&field[..end]).into_owned()
-}
-
-/// A header's name, with the ustar prefix when there is one.
-fn header_name(header: &[u8]) -> String {
-    let name = c_str(&header[..100]);
-    let prefix = if &header[257..262] == b"ustar" {
-        c_str(&header[345..500])
-    } else {
-        String::new()
-    };
-    if prefix.is_empty() {
-        name
-    } else {
-        format!("{prefix}/{name}")
-    }
-}
-
-/// A size field: octal, or GNU's base-256 when its first byte has the high bit set.
-fn tar_size(field: &[u8]) -> Option<usize> {
-    if field[0] & 0x80 != 0 {
-        let mut n: u64 = u64::from(field[0] & 0x7f);
-        for &b in &field[1..] {
-            n = n.checked_mul(256)?.checked_add(u64::from(b))?;
-        }
-        return usize::try_from(n).ok();
-    }
-    let text = c_str(field);
-    let text = text.trim_matches(|c: char| c == ' ' || c == '\0');
-    if text.is_empty() {
-        return Some(0);
-    }
-    usize::from_str_radix(text, 8).ok()
-}
-
-/// The `path` record of a pax extended header (`LEN path=VALUE\n` records).
-fn pax_path(data: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(data);
-    text.lines().find_map(|record| {
-        let (_, kv) = record.split_once(' ')?;
-        kv.strip_prefix("path=").map(str::to_string)
-    })
-}
-
-/// The laptop's cache folder for podtun (created on first store): `$XDG_CACHE_HOME/podtun` or
-/// `~/.cache/podtun` on Linux and other Unixes, `~/Library/Caches/podtun` on macOS,
-/// `%LOCALAPPDATA%\podtun\cache` on Windows.
-fn cache_root() -> Option<PathBuf> {
-    let non_empty = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if cfg!(windows) {
-        return non_empty("LOCALAPPDATA").map(|d| d.join("podtun").join("cache"));
-    }
-    let home = non_empty("HOME");
-    if cfg!(target_os = "macos") {
-        return home.map(|h| h.join("Library/Caches/podtun"));
-    }
-    non_empty("XDG_CACHE_HOME")
-        .filter(|d| d.is_absolute())
-        .or_else(|| home.map(|h| h.join(".cache")))
-        .map(|d| d.join("podtun"))
-}
-
 /// Where the release build of this version for `target` is cached.
 fn cache_dir(target: &str) -> Option<PathBuf> {
-    cache_root().map(|root| root.join("releases").join(format!("{VERSION}-{target}")))
+    crate::dirs::cache_dir().map(|root| root.join("releases").join(format!("{VERSION}-{target}")))
 }
 
 /// The cached binary in `dir`, if it is there and matches the checksum stored beside it.
@@ -419,53 +317,12 @@ fn cached(dir: &Path) -> Option<Vec<u8>> {
 /// Keeps `bytes` in `dir` (0700) as `podtun` (0700) with its checksum beside it, each written
 /// under a temp name and renamed; the checksum last, so a half-done store counts as absent.
 fn store(dir: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    make_private_dir(dir)?;
-    write_private(&dir.join("podtun"), bytes, 0o700)?;
-    write_private(
+    crate::dirs::private_dir(dir)?;
+    crate::dirs::write_private_mode(&dir.join("podtun"), bytes, 0o700)?;
+    crate::dirs::write_private(
         &dir.join("podtun.sha256"),
         format!("{}\n", sha256_hex(bytes)).as_bytes(),
-        0o600,
     )
-}
-
-/// Creates `dir` and its missing parents, private to this user.
-fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .with_context(|| format!("could not create {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("could not make {} private", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Writes `path` through a temp file created with `mode`, then renames it into place.
-fn write_private(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let written = options.open(&temp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    let renamed = written.and_then(|()| std::fs::rename(&temp, path));
-    if let Err(e) = renamed {
-        std::fs::remove_file(&temp).ok();
-        return Err(e).with_context(|| format!("could not write {}", path.display()));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
