@@ -89,6 +89,84 @@ impl Printed {
     }
 }
 
+impl Printed {
+    /// The same, a whole line at a time.
+    pub fn lines(self) -> Lines {
+        Lines {
+            printed: self,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            ready: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+/// One line a running command printed (its newline and trailing white space removed), or its
+/// exit status.
+#[derive(Debug)]
+pub enum Line {
+    /// A line of its stdout.
+    Stdout(String),
+    /// A line of its stderr.
+    Stderr(String),
+    /// Its exit status.
+    Exit(u32),
+}
+
+/// What a running command prints, line by line; a last line without a newline comes when the
+/// channel closes.
+pub struct Lines {
+    printed: Printed,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    ready: std::collections::VecDeque<Line>,
+}
+
+impl Lines {
+    /// The next line; `None` once the channel closed and every line was read.
+    pub async fn next(&mut self) -> Option<Line> {
+        loop {
+            if let Some(line) = self.ready.pop_front() {
+                return Some(line);
+            }
+            match self.printed.next().await {
+                Some(Said::Stdout(data)) => {
+                    split(&mut self.stdout, &data, &mut self.ready, Line::Stdout)
+                }
+                Some(Said::Stderr(data)) => {
+                    split(&mut self.stderr, &data, &mut self.ready, Line::Stderr)
+                }
+                Some(Said::Exit(status)) => self.ready.push_back(Line::Exit(status)),
+                None => {
+                    split(&mut self.stdout, b"\n", &mut self.ready, Line::Stdout);
+                    split(&mut self.stderr, b"\n", &mut self.ready, Line::Stderr);
+                    self.stdout.clear();
+                    self.stderr.clear();
+                    return self.ready.pop_front();
+                }
+            }
+        }
+    }
+}
+
+/// Appends `data` to `pending` and moves each whole line out as `kind` (a lone newline closing
+/// nothing yields no line).
+fn split(
+    pending: &mut Vec<u8>,
+    data: &[u8],
+    ready: &mut std::collections::VecDeque<Line>,
+    kind: fn(String) -> Line,
+) {
+    if data == b"\n" && pending.is_empty() {
+        return;
+    }
+    pending.extend_from_slice(data);
+    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+        let raw: Vec<u8> = pending.drain(..=end).collect();
+        ready.push_back(kind(String::from_utf8_lossy(&raw).trim_end().to_string()));
+    }
+}
+
 /// A running command's stdin.
 pub struct Stdin(ChannelWriteHalf<Msg>);
 
@@ -151,5 +229,33 @@ impl Heartbeat {
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_whole_whatever_the_chunks() {
+        let mut pending = Vec::new();
+        let mut ready = std::collections::VecDeque::new();
+        for chunk in [&b"podtun-x: rea"[..], b"dy /tmp/s\nsecond\r\nthi", b"rd"] {
+            split(&mut pending, chunk, &mut ready, Line::Stdout);
+        }
+        let lines: Vec<String> = ready
+            .drain(..)
+            .map(|l| match l {
+                Line::Stdout(l) => l,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(lines, ["podtun-x: ready /tmp/s", "second"]);
+        // The channel closed: the rest is the last line.
+        split(&mut pending, b"\n", &mut ready, Line::Stdout);
+        assert!(matches!(ready.pop_front(), Some(Line::Stdout(l)) if l == "third"));
+        pending.clear();
+        split(&mut pending, b"\n", &mut ready, Line::Stdout);
+        assert!(ready.is_empty(), "nothing pending, no line");
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use super::channel::{Heartbeat, Printed, Running, Said, Stdin};
+use super::channel::{Heartbeat, Line, Printed, Running, Stdin};
 use super::exec::in_login_shell;
 use super::session::SshSession;
 
@@ -107,32 +107,20 @@ impl Reader {
     /// Marked lines go to `lines` (never to the log: they may carry tokens), the login shell's
     /// own output and stderr to the debug log. `lines` is unbounded so that nothing here waits
     /// on its reader: an unread channel would stall the whole SSH connection.
-    async fn run(self, mut read: Printed) {
+    async fn run(self, read: Printed) {
         let host = &self.host;
-        let mut stdout = Vec::new();
-        while let Some(said) = read.next().await {
-            match said {
-                Said::Stdout(data) => {
-                    stdout.extend_from_slice(&data);
-                    while let Some(end) = stdout.iter().position(|b| *b == b'\n') {
-                        let raw: Vec<u8> = stdout.drain(..=end).collect();
-                        let line = String::from_utf8_lossy(&raw);
-                        match line.trim_end().strip_prefix(self.mark) {
-                            // Nobody listening any more is fine: the channel is still read.
-                            Some(ours) => {
-                                let _ = self.lines.send(ours.trim_start().to_string());
-                            }
-                            None => debug!(%host, "login shell: {}", line.trim_end()),
-                        }
+        let mut lines = read.lines();
+        while let Some(line) = lines.next().await {
+            match line {
+                Line::Stdout(line) => match line.strip_prefix(self.mark) {
+                    // Nobody listening any more is fine: the channel is still read.
+                    Some(ours) => {
+                        let _ = self.lines.send(ours.trim_start().to_string());
                     }
-                }
-                Said::Stderr(data) => {
-                    let text = String::from_utf8_lossy(&data);
-                    debug!(%host, "{}: {}", self.what, text.trim_end());
-                }
-                Said::Exit(exit_status) => {
-                    debug!(%host, exit_status, "{} exited", self.what)
-                }
+                    None => debug!(%host, "login shell: {line}"),
+                },
+                Line::Stderr(line) => debug!(%host, "{}: {line}", self.what),
+                Line::Exit(exit_status) => debug!(%host, exit_status, "{} exited", self.what),
             }
         }
         let _ = self.exited.send(true);

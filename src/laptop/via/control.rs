@@ -10,9 +10,9 @@ use tracing::{debug, warn};
 
 use crate::cluster::discover::Preset;
 use crate::error::hinted;
-use crate::laptop::ssh::channel::{Printed, Stdin};
+use crate::laptop::ssh::channel::{Line, Printed, Stdin};
 use crate::laptop::ssh::exec;
-use crate::laptop::ssh::{Heartbeat, Running, Said, SshSession};
+use crate::laptop::ssh::{Heartbeat, Running, SshSession};
 use crate::output::Output;
 use crate::proto::refusal::ForwardRefused;
 use crate::proto::wire::Resolved;
@@ -192,45 +192,28 @@ impl Agent {
 /// Reads the agent's channel: stdout lines become events (lines before `hello` are shell
 /// noise, shown with `-v`), stderr goes to the log at debug level.
 async fn read_agent(
-    mut read: Printed,
+    read: Printed,
     events: mpsc::Sender<ClusterEvent>,
     exited: tokio::sync::watch::Sender<bool>,
     host: String,
 ) {
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut lines = read.lines();
     let mut started = false;
-    while let Some(said) = read.next().await {
-        match said {
-            Said::Stdout(data) => {
-                stdout.extend_from_slice(&data);
-                while let Some(end) = stdout.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = stdout.drain(..=end).collect();
-                    let line = String::from_utf8_lossy(&line);
-                    let line = line.trim();
-                    match serde_json::from_str::<ClusterEvent>(line) {
-                        Ok(event) => {
-                            started |= matches!(event, ClusterEvent::Hello { .. });
-                            if started && events.send(event).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) if !started => debug!(%host, "login shell: {line}"),
-                        Err(e) => warn!(%host, %e, "unreadable line from the agent"),
+    while let Some(line) = lines.next().await {
+        match line {
+            Line::Stdout(line) => match serde_json::from_str::<ClusterEvent>(line.trim()) {
+                Ok(event) => {
+                    started |= matches!(event, ClusterEvent::Hello { .. });
+                    if started && events.send(event).await.is_err() {
+                        return;
                     }
                 }
-            }
-            Said::Stderr(data) => {
-                stderr.extend_from_slice(&data);
-                while let Some(end) = stderr.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = stderr.drain(..=end).collect();
-                    debug!(%host, "agent: {}", String::from_utf8_lossy(&line).trim_end());
-                }
-            }
-            Said::Exit(exit_status) => debug!(%host, exit_status, "agent exited"),
+                Err(_) if !started => debug!(%host, "login shell: {line}"),
+                Err(e) => warn!(%host, %e, "unreadable line from the agent"),
+            },
+            Line::Stderr(line) => debug!(%host, "agent: {line}"),
+            Line::Exit(exit_status) => debug!(%host, exit_status, "agent exited"),
         }
-    }
-    if !stderr.is_empty() {
-        debug!(%host, "agent: {}", String::from_utf8_lossy(&stderr).trim_end());
     }
     let _ = exited.send(true);
 }
