@@ -8,6 +8,7 @@
 use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+pub use crate::error::Error;
 use crate::frame::{
     kind, Frame, Setting, FLAG_CLEAR_SETTINGS, FLAG_FIN, FLAG_UNIDIRECTIONAL, VERSION,
 };
@@ -20,29 +21,6 @@ pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
 pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
 /// The protocol's own limit on a frame's length (24 bits).
 const MAX_LENGTH: usize = 0xff_ffff;
-
-/// What can go wrong on a session's bytes.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Reading or writing the transport failed.
-    #[error("SPDY connection failed")]
-    Io(#[from] std::io::Error),
-    /// A frame longer than this side accepts.
-    #[error("SPDY frame of {len} bytes is over the limit of {max}")]
-    FrameTooLarge { len: usize, max: usize },
-    /// A header block that inflates past [`MAX_HEADER_BLOCK`].
-    #[error("SPDY header block inflates past {max} bytes")]
-    HeaderBlockTooLarge { max: usize },
-    /// A control frame of another protocol version.
-    #[error("SPDY version {0} is not supported (only 3)")]
-    UnsupportedVersion(u16),
-    /// A frame that breaks the framing rules.
-    #[error("malformed SPDY frame: {0}")]
-    Malformed(&'static str),
-    /// A header block zlib could not inflate (or deflate).
-    #[error("SPDY header compression failed: {0}")]
-    Compression(String),
-}
 
 /// One session's framing: decodes what the peer sends, encodes what this side sends.
 pub struct Codec {

@@ -2,7 +2,7 @@
 //! u32-length value (several values joined by NUL), all big-endian. Names are lowercase on the
 //! wire; Go's framer lowercases what it sends and flags what it receives otherwise.
 
-use crate::codec::Error;
+use crate::error::Error;
 
 /// The headers of one SYN_STREAM, SYN_REPLY or HEADERS frame, in wire order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

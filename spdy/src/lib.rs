@@ -19,6 +19,7 @@
 //! Pairing streams into port-forward connections is the caller's.
 
 mod codec;
+mod error;
 #[cfg(test)]
 mod fixtures;
 mod frame;

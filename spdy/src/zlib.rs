@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use crate::codec::Error;
+use crate::error::Error;
 
 /// The words of the dictionary, each preceded by its length as u32 big-endian.
 const WORDS: &[&str] = &[

@@ -8,31 +8,17 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use super::control::{remote_error, Agent};
-use super::install;
+use super::control::remote_error;
 use super::kubectl;
-use super::start::{start, Start};
+use super::start::{start, start_agent, Established, Start};
 use super::transport::Transport;
 use crate::laptop::link::{self, Ended, Supervised};
 use crate::laptop::listen::{self, Locals};
 use crate::laptop::ready;
-use crate::laptop::ssh::SshSession;
 use crate::output::{Event, Output};
 use crate::plan::Plan;
-use crate::proto::wire::Kind;
-use crate::proto::wire::Resolved;
 
-use crate::proto::wire::{ClusterEvent, JupyterAccess};
-
-/// One established connection to the login host with its agent.
-pub(super) struct Established {
-    ssh: SshSession,
-    agent: Agent,
-    resolved: Resolved,
-    /// The way to the agent's sockets; replaced on every reconnection.
-    link: Arc<Transport>,
-    jupyter: Option<JupyterAccess>,
-}
+use crate::proto::wire::ClusterEvent;
 
 /// Via mode: reach the cluster through the login host, and stay connected.
 pub async fn run_via(
@@ -109,59 +95,6 @@ impl Supervised for WithAgent<'_> {
     async fn finish(&mut self, _out: &Output) {
         self.locals.close().await;
     }
-}
-
-/// Finds or uploads podtun and starts its agent (not yet listening).
-pub(super) async fn launch_agent(
-    plan: &Plan,
-    out: &Output,
-    ssh: &SshSession,
-) -> anyhow::Result<(String, Agent)> {
-    out.progress(&format!("starting the agent on `{}`", ssh.host()));
-    let bin = install::agent_binary(ssh, plan).await?;
-    let agent = Agent::start(ssh, &bin, &plan.request, Kind::Forward).await?;
-    Ok((bin, agent))
-}
-
-/// Starts the agent on `ssh` and waits until it listens.
-pub(super) async fn start_agent(
-    plan: &Plan,
-    out: &Output,
-    ssh: SshSession,
-) -> anyhow::Result<Established> {
-    match launch_agent(plan, out, &ssh).await {
-        Ok(agent) => listening(plan, out, ssh, agent).await,
-        Err(e) => {
-            // Nothing half-started: closing the connection ends the agent, if any.
-            ssh.disconnect().await;
-            Err(e)
-        }
-    }
-}
-
-/// Waits until the agent listens (and, for Jupyter, found the token).
-pub(super) async fn listening(
-    plan: &Plan,
-    out: &Output,
-    ssh: SshSession,
-    (bin, mut agent): (String, Agent),
-) -> anyhow::Result<Established> {
-    let (resolved, sockets, jupyter) = match agent.until_listening(out, plan.spec.preset).await {
-        Ok(parts) => parts,
-        Err(e) => {
-            // Nothing half-started: closing the connection ends the agent.
-            ssh.disconnect().await;
-            return Err(e);
-        }
-    };
-    let link = Transport::start(ssh.clone(), bin, sockets);
-    Ok(Established {
-        ssh,
-        agent,
-        resolved,
-        link,
-        jupyter,
-    })
 }
 
 /// Probes, reports `ready`, then follows the agent until shutdown or a loss.

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use tracing::{debug, info, warn};
 
-use super::tar::tar_file;
+use super::tar::{tar_file, MAX_BINARY};
 use crate::proto::wire::VERSION;
 
 /// Environment variable naming the folder releases are fetched from.
@@ -31,8 +31,6 @@ pub const FOREIGN_BUILD_ENV: &str = "PODTUN_TEST_FOREIGN_BUILD";
 
 /// Bound on what a download may weigh (a release archive is a few MiB).
 const MAX_DOWNLOAD: usize = 256 << 20;
-/// Bound on the binary inside an archive.
-pub(super) const MAX_BINARY: u64 = 512 << 20;
 /// Bound on one connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one whole download, redirects included.

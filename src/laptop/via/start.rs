@@ -4,14 +4,20 @@
 use anyhow::anyhow;
 use tracing::info;
 
-use super::agent::{launch_agent, listening, start_agent, Established};
+use super::control::Agent;
+use super::install;
 use super::kubectl;
+use super::transport::Transport;
 use crate::cli::AgentMode;
 use crate::error::hinted;
 use crate::laptop::link::{self};
 use crate::laptop::ssh::SshSession;
 use crate::output::Output;
 use crate::plan::Plan;
+use crate::proto::wire::JupyterAccess;
+use crate::proto::wire::Kind;
+use crate::proto::wire::Resolved;
+use std::sync::Arc;
 
 /// What the first connection settled on.
 pub(super) enum Start {
@@ -76,4 +82,67 @@ fn one_line(err: &anyhow::Error) -> String {
         Some(hint) => format!("{err:#} ({hint})"),
         None => format!("{err:#}"),
     }
+}
+
+/// One established connection to the login host with its agent.
+pub(super) struct Established {
+    pub(super) ssh: SshSession,
+    pub(super) agent: Agent,
+    pub(super) resolved: Resolved,
+    /// The way to the agent's sockets; replaced on every reconnection.
+    pub(super) link: Arc<Transport>,
+    pub(super) jupyter: Option<JupyterAccess>,
+}
+
+/// Finds or uploads podtun and starts its agent (not yet listening).
+pub(super) async fn launch_agent(
+    plan: &Plan,
+    out: &Output,
+    ssh: &SshSession,
+) -> anyhow::Result<(String, Agent)> {
+    out.progress(&format!("starting the agent on `{}`", ssh.host()));
+    let bin = install::agent_binary(ssh, plan).await?;
+    let agent = Agent::start(ssh, &bin, &plan.request, Kind::Forward).await?;
+    Ok((bin, agent))
+}
+
+/// Starts the agent on `ssh` and waits until it listens.
+pub(super) async fn start_agent(
+    plan: &Plan,
+    out: &Output,
+    ssh: SshSession,
+) -> anyhow::Result<Established> {
+    match launch_agent(plan, out, &ssh).await {
+        Ok(agent) => listening(plan, out, ssh, agent).await,
+        Err(e) => {
+            // Nothing half-started: closing the connection ends the agent, if any.
+            ssh.disconnect().await;
+            Err(e)
+        }
+    }
+}
+
+/// Waits until the agent listens (and, for Jupyter, found the token).
+pub(super) async fn listening(
+    plan: &Plan,
+    out: &Output,
+    ssh: SshSession,
+    (bin, mut agent): (String, Agent),
+) -> anyhow::Result<Established> {
+    let (resolved, sockets, jupyter) = match agent.until_listening(out, plan.spec.preset).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            // Nothing half-started: closing the connection ends the agent.
+            ssh.disconnect().await;
+            return Err(e);
+        }
+    };
+    let link = Transport::start(ssh.clone(), bin, sockets);
+    Ok(Established {
+        ssh,
+        agent,
+        resolved,
+        link,
+        jupyter,
+    })
 }

@@ -3,7 +3,8 @@
 
 use anyhow::{anyhow, bail, Context};
 
-use super::release::MAX_BINARY;
+/// Bound on the binary inside an archive.
+pub(super) const MAX_BINARY: u64 = 512 << 20;
 
 /// The regular file named `want` in a tar stream (ustar, GNU long names, pax paths).
 pub(super) fn tar_file(tar: &[u8], want: &str) -> anyhow::Result<Vec<u8>> {
