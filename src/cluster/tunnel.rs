@@ -213,6 +213,18 @@ impl Tunnel {
         Ok(())
     }
 
+    /// Waits until the pod can serve: Jupyter's URL first (a server stuck before it has no port
+    /// either, and its log says why), then a listener on every port (see
+    /// [`Tunnel::wait_listening`]). Returns the URL for the Jupyter preset.
+    pub async fn ready(&self, progress: Progress<'_>) -> anyhow::Result<Option<JupyterAccess>> {
+        let jupyter = match self.spec.preset {
+            Preset::Jupyter => Some(self.jupyter(progress).await?),
+            _ => None,
+        };
+        self.wait_listening(progress).await?;
+        Ok(jupyter)
+    }
+
     /// The pod connections go to now.
     pub fn pod(&self) -> Pod {
         self.current.borrow().clone()
