@@ -1,19 +1,105 @@
-//! A connection to an agent socket: one stream or many, told by its first byte.
+//! The agent's sockets, served into a tunnel.
+//! A connection is one stream or many, told by its first byte.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, Instrument};
 
+use super::socket::{self, SocketFiles};
+use crate::cluster::tunnel::Tunnel;
 use crate::proto::wire::{MUX_OPEN, STREAM_OPEN};
 
 /// How long open connections may finish once the agent is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// One private socket per forwarded port, served into a tunnel until [`Sockets::close`].
+pub(super) struct Sockets {
+    files: SocketFiles,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Sockets {
+    /// Removes stale sockets, binds one per port of `tunnel` and serves each into it.
+    pub(super) async fn serve(tunnel: &Tunnel) -> anyhow::Result<Sockets> {
+        let uid = socket::own_uid()?;
+        let dir = socket::private_dir(uid)?;
+        socket::remove_stale(&dir).await;
+        let (files, listeners) = socket::bind(&dir, tunnel.ports.len())?;
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        for (listener, port) in listeners.into_iter().zip(&tunnel.ports) {
+            let (tunnel, remote) = (tunnel.clone(), port.remote);
+            let listener = socket::Private { listener, uid };
+            let stop = cancel.clone();
+            let streams = tracker.clone();
+            crate::net::accept::serve(listener, cancel.clone(), &tracker, move |conn| {
+                let (tunnel, stop, streams) = (tunnel.clone(), stop.clone(), streams.clone());
+                connection(conn, tunnel, remote, stop, streams)
+            });
+        }
+        Ok(Sockets {
+            files,
+            cancel,
+            tracker,
+        })
+    }
+
+    /// The sockets' paths, as the laptop is told them.
+    pub(super) fn paths(&self) -> Vec<String> {
+        self.files
+            .paths()
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Stops accepting; the listeners are gone, so their files go too. Open connections get a
+    /// short grace.
+    pub(super) async fn close(mut self) {
+        self.cancel.cancel();
+        self.files.remove();
+        crate::net::shutdown::drain(&self.cancel, &self.tracker, SHUTDOWN_GRACE).await;
+    }
+}
+
+/// Serves one connection to a socket: a single stream to `remote`, or many multiplexed.
+async fn connection(
+    conn: UnixStream,
+    tunnel: Tunnel,
+    remote: u16,
+    stop: CancellationToken,
+    streams: TaskTracker,
+) -> anyhow::Result<()> {
+    match opened(conn, &stop).await? {
+        Opened::Stream(conn) => tunnel.forward(remote, conn).await.map(|_| ()),
+        Opened::Mux(conn) => {
+            crate::proto::mux::serve(conn, &stop, |stream| {
+                let tunnel = tunnel.clone();
+                streams.spawn(
+                    async move {
+                        if let Err(e) = tunnel.forward(remote, stream).await {
+                            debug!("connection ended: {e:#}");
+                        }
+                    }
+                    .in_current_span(),
+                );
+            })
+            .await;
+            Ok(())
+        }
+        Opened::Unused => Ok(()),
+    }
+}
+
 /// What a connection to an agent socket turned out to be, by its first byte.
 #[derive(Debug)]
-pub(super) enum Opened<C> {
+enum Opened<C> {
     /// [`STREAM_OPEN`]: one connection to the pod.
     Stream(C),
     /// [`MUX_OPEN`]: many, multiplexed.
@@ -23,7 +109,7 @@ pub(super) enum Opened<C> {
 }
 
 /// Waits for a new socket connection's first byte. The pod side is opened only after it.
-pub(super) async fn opened<C>(mut conn: C, stop: &CancellationToken) -> anyhow::Result<Opened<C>>
+async fn opened<C>(mut conn: C, stop: &CancellationToken) -> anyhow::Result<Opened<C>>
 where
     C: AsyncRead + Unpin,
 {
