@@ -13,10 +13,15 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{control, print_running, Paths, DETACHED_ENV};
+use super::control;
+use super::paths::Paths;
+use super::registration::print_running;
 use crate::error::Exited;
 use crate::output::{Output, DETACHED_READY};
 use crate::plan::Plan;
+
+/// Environment variable that tells a re-executed podtun it is the background tunnel `ID`.
+pub const DETACHED_ENV: &str = "PODTUN_DETACHED";
 
 /// How often the background tunnel's log is copied to stderr while it starts.
 const TAIL_EVERY: Duration = Duration::from_millis(100);
