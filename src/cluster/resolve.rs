@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use futures::stream::BoxStream;
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -211,6 +212,19 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// What [`wait_for_pod`] waits for.
+#[derive(Debug, Clone, Copy)]
+pub struct PodWait<'a> {
+    /// The target whose pod is wanted.
+    pub target: &'a Target,
+    /// The container that must be ready (`None`: the pod's own readiness).
+    pub container: Option<&'a str>,
+    /// Bound on the wait.
+    pub timeout: Duration,
+    /// A target with no pod at all fails at once (otherwise: wait for one to appear).
+    pub must_exist: bool,
+}
+
 /// Waits until the target has a Ready pod and returns it.
 ///
 /// A pod that can't become Ready (Failed, CrashLoopBackOff, ImagePull…) is an error quoting its
@@ -218,62 +232,32 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// replaced) podtun waits for one to appear.
 pub async fn wait_for_pod(
     cluster: &Cluster,
-    target: &Target,
-    container: Option<&str>,
-    timeout: Duration,
-    must_exist: bool,
+    wait: PodWait<'_>,
     progress: Progress<'_>,
 ) -> anyhow::Result<Found> {
+    let PodWait {
+        target,
+        container,
+        timeout,
+        must_exist,
+    } = wait;
     let ns = cluster.namespace.clone();
     let selector = selector_of(cluster, target).await?;
-    let mut config = watcher::Config::default();
-    match (target, &selector) {
-        (Target::Pod(name), _) => config = config.fields(&format!("metadata.name={name}")),
-        (_, Some(sel)) => config = config.labels(sel),
-        (_, None) => {}
-    }
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
-    let mut events = watcher(api, config).boxed();
+    let mut events = watch_pods(cluster, target, selector.as_deref());
     let deadline = Instant::now() + timeout;
-    let (mut pods, mut listing) = (BTreeMap::<String, Pod>::new(), BTreeMap::new());
-    let mut ready_once = false;
+    let mut pods = PodList::default();
     let mut last_state = String::from("no pod yet");
     loop {
         let event = match tokio::time::timeout_at(deadline, events.try_next()).await {
-            Err(_) => {
-                return Err(hinted(
-                    anyhow!(
-                        "{} did not become Ready within {}s ({last_state})",
-                        describe(target, &ns),
-                        timeout.as_secs()
-                    ),
-                    format!("see `kubectl -n {ns} describe pod`, or pass a longer --timeout"),
-                ))
-            }
+            Err(_) => return Err(not_ready_in_time(target, &ns, timeout, &last_state)),
             Ok(Err(e)) => return Err(watch_error(e, &ns)),
             Ok(Ok(None)) => bail!("the pod watch ended unexpectedly"),
             Ok(Ok(Some(event))) => event,
         };
-        match event {
-            watcher::Event::Init => listing.clear(),
-            watcher::Event::InitApply(pod) => {
-                listing.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
-            }
-            watcher::Event::InitDone => {
-                pods = std::mem::take(&mut listing);
-                ready_once = true;
-            }
-            watcher::Event::Apply(pod) => {
-                pods.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
-            }
-            watcher::Event::Delete(pod) => {
-                pods.remove(pod.metadata.name.as_deref().unwrap_or_default());
-            }
-        }
-        if !ready_once {
+        if !pods.apply(event) {
             continue;
         }
-        let all: Vec<Pod> = pods.values().cloned().collect();
+        let all: Vec<Pod> = pods.pods.values().cloned().collect();
         let Some(pod) = discover::choose_pod(&all) else {
             if must_exist {
                 return Err(not_found(cluster, target, selector.as_deref()).await);
@@ -285,36 +269,111 @@ pub async fn wait_for_pod(
             ));
             continue;
         };
-        match discover::pod_state(pod, container) {
-            PodState::Ready => {
+        match starting(pod, container, &ns)? {
+            None => {
                 return Ok(Found {
                     pod: pod.clone(),
                     selector,
                 })
             }
-            PodState::Starting { why } => {
+            Some(why) => {
                 progress(&format!("waiting for pod `{}`: {why}", pod_label(pod)));
                 last_state = why;
             }
-            PodState::Failed { reason, message } => {
-                let detail = message.map(|m| format!(": {m}")).unwrap_or_default();
-                return Err(hinted(
-                    anyhow!("pod `{}` is failing: {reason}{detail}", pod_label(pod)),
-                    format!(
-                        "see `kubectl -n {ns} logs {}` and `kubectl -n {ns} describe pod {}`",
-                        pod.metadata.name.as_deref().unwrap_or_default(),
-                        pod.metadata.name.as_deref().unwrap_or_default()
-                    ),
-                ));
-            }
-            PodState::Succeeded => {
-                return Err(hinted(
-                    anyhow!("pod `{}` has completed and serves nothing", pod_label(pod)),
-                    "start the service again, or pick another pod",
-                ))
-            }
         }
     }
+}
+
+/// A watch of the target's pods: by name, or by its selector.
+fn watch_pods(
+    cluster: &Cluster,
+    target: &Target,
+    selector: Option<&str>,
+) -> BoxStream<'static, Result<watcher::Event<Pod>, watcher::Error>> {
+    let mut config = watcher::Config::default();
+    match (target, selector) {
+        (Target::Pod(name), _) => config = config.fields(&format!("metadata.name={name}")),
+        (_, Some(sel)) => config = config.labels(sel),
+        (_, None) => {}
+    }
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    watcher(api, config).boxed()
+}
+
+/// The pods a watch has shown, by name.
+#[derive(Default)]
+struct PodList {
+    pods: BTreeMap<String, Pod>,
+    /// The listing under way (a watch lists again after it restarts).
+    listing: BTreeMap<String, Pod>,
+    /// A first listing is complete.
+    ready_once: bool,
+}
+
+impl PodList {
+    /// Applies one event; returns whether the list is complete (listed at least once).
+    fn apply(&mut self, event: watcher::Event<Pod>) -> bool {
+        match event {
+            watcher::Event::Init => self.listing.clear(),
+            watcher::Event::InitApply(pod) => {
+                self.listing
+                    .insert(pod.metadata.name.clone().unwrap_or_default(), pod);
+            }
+            watcher::Event::InitDone => {
+                self.pods = std::mem::take(&mut self.listing);
+                self.ready_once = true;
+            }
+            watcher::Event::Apply(pod) => {
+                self.pods
+                    .insert(pod.metadata.name.clone().unwrap_or_default(), pod);
+            }
+            watcher::Event::Delete(pod) => {
+                self.pods
+                    .remove(pod.metadata.name.as_deref().unwrap_or_default());
+            }
+        }
+        self.ready_once
+    }
+}
+
+/// Why `pod` is still starting; `None` once it is Ready; an error when it never will be.
+fn starting(pod: &Pod, container: Option<&str>, ns: &str) -> anyhow::Result<Option<String>> {
+    match discover::pod_state(pod, container) {
+        PodState::Ready => Ok(None),
+        PodState::Starting { why } => Ok(Some(why)),
+        PodState::Failed { reason, message } => {
+            let detail = message.map(|m| format!(": {m}")).unwrap_or_default();
+            Err(hinted(
+                anyhow!("pod `{}` is failing: {reason}{detail}", pod_label(pod)),
+                format!(
+                    "see `kubectl -n {ns} logs {}` and `kubectl -n {ns} describe pod {}`",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                ),
+            ))
+        }
+        PodState::Succeeded => Err(hinted(
+            anyhow!("pod `{}` has completed and serves nothing", pod_label(pod)),
+            "start the service again, or pick another pod",
+        )),
+    }
+}
+
+/// The target had no Ready pod within `timeout`.
+fn not_ready_in_time(
+    target: &Target,
+    ns: &str,
+    timeout: Duration,
+    last_state: &str,
+) -> anyhow::Error {
+    hinted(
+        anyhow!(
+            "{} did not become Ready within {}s ({last_state})",
+            describe(target, ns),
+            timeout.as_secs()
+        ),
+        format!("see `kubectl -n {ns} describe pod`, or pass a longer --timeout"),
+    )
 }
 
 fn describe(target: &Target, ns: &str) -> String {

@@ -22,7 +22,7 @@ use super::forward;
 use super::listening;
 use super::pick::{self, Choose};
 use super::pool::{self, Pool, Warmup};
-use super::resolve::{self, pod_label, Progress};
+use super::resolve::{self, pod_label, PodWait, Progress};
 use super::spdyforward::{ForwardResult, Link};
 use crate::error::usage;
 use crate::net::splice::Moved;
@@ -144,15 +144,13 @@ impl Tunnel {
             let name = pick::pick(&cluster, spec.preset, progress, choose).await?;
             spec.target = Target::Pod(name);
         }
-        let found = resolve::wait_for_pod(
-            &cluster,
-            &spec.target,
-            spec.container.as_deref(),
-            spec.timeout,
-            true,
-            progress,
-        )
-        .await?;
+        let wait = PodWait {
+            target: &spec.target,
+            container: spec.container.as_deref(),
+            timeout: spec.timeout,
+            must_exist: true,
+        };
+        let found = resolve::wait_for_pod(&cluster, wait, progress).await?;
         let pod = found.pod;
         let container = discover::pick_container(&pod, spec.container.as_deref(), spec.preset)
             .map_err(DiscoverError::into_hinted)?
@@ -327,16 +325,15 @@ impl Tunnel {
                     message: m.to_string(),
                 })
             };
-            let found = resolve::wait_for_pod(
-                &self.cluster,
-                &self.spec.target,
-                Some(&self.container),
-                self.spec.timeout,
-                false,
-                &progress,
-            )
-            .await
-            .with_context(|| format!("pod `{}` was not replaced", pod_label(&old)))?;
+            let wait = PodWait {
+                target: &self.spec.target,
+                container: Some(&self.container),
+                timeout: self.spec.timeout,
+                must_exist: false,
+            };
+            let found = resolve::wait_for_pod(&self.cluster, wait, &progress)
+                .await
+                .with_context(|| format!("pod `{}` was not replaced", pod_label(&old)))?;
             self.current_tx.send_replace(found.pod.clone());
             // Streams and pairs of the old incarnation (same name after a restart) must not serve.
             self.link.reset().await;
