@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod forward;
 mod listening;
 pub mod pick;
+pub mod podwait;
 pub mod pool;
 pub mod protocol;
 pub mod resolve;

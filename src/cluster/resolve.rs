@@ -1,35 +1,22 @@
-//! Target → pod, waiting for it to be Ready, and the Jupyter URL from its logs: the cluster I/O
-//! around the pure functions of `discover`.
+//! Target → pod, and the Jupyter URL from its logs: the cluster I/O around the pure functions
+//! of `discover`. Waiting for the pod is in `podwait`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use futures::stream::BoxStream;
-use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::LogParams;
-use kube::runtime::watcher;
 use kube::Api;
-use tokio::time::Instant;
 use tracing::debug;
 
 use super::client::Cluster;
-use super::discover::{self, DiscoverError, PodState, Target, TokenFind};
+use super::discover::{self, DiscoverError, Target, TokenFind};
 use crate::error::{hinted, HintExt};
 
 /// Reports progress while waiting (a spinner on the laptop, an event from the agent).
 pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
-
-/// A pod that was found, with the selector that found it (to find its successor).
-#[derive(Debug, Clone)]
-pub struct Found {
-    /// The pod as last seen.
-    pub pod: Pod,
-    /// The label selector of svc/deploy/sts/-l targets; `None` for a pod by name.
-    pub selector: Option<String>,
-}
 
 /// `ns/name` of a pod, for messages.
 pub fn pod_label(pod: &Pod) -> String {
@@ -64,17 +51,11 @@ pub fn api_error(err: kube::Error, what: &str, ns: &str) -> anyhow::Error {
     }
 }
 
-fn watch_error(err: watcher::Error, ns: &str) -> anyhow::Error {
-    match err {
-        watcher::Error::InitialListFailed(e)
-        | watcher::Error::WatchStartFailed(e)
-        | watcher::Error::WatchFailed(e) => api_error(e, "watch pods", ns),
-        other => anyhow::Error::new(other).context("could not watch pods"),
-    }
-}
-
 /// The label selector of a svc/deploy/sts target (reads the object).
-async fn selector_of(cluster: &Cluster, target: &Target) -> anyhow::Result<Option<String>> {
+pub(super) async fn selector_of(
+    cluster: &Cluster,
+    target: &Target,
+) -> anyhow::Result<Option<String>> {
     let (client, ns) = (cluster.client.clone(), cluster.namespace.as_str());
     let selector = match target {
         Target::Pod(_) => return Ok(None),
@@ -129,7 +110,11 @@ pub async fn service(cluster: &Cluster, name: &str) -> anyhow::Result<Service> {
 }
 
 /// Explains a missing pod: is it the namespace, or the pod?
-async fn not_found(cluster: &Cluster, target: &Target, selector: Option<&str>) -> anyhow::Error {
+pub(super) async fn not_found(
+    cluster: &Cluster,
+    target: &Target,
+    selector: Option<&str>,
+) -> anyhow::Error {
     let ns = &cluster.namespace;
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
     if let Ok(None) = namespaces.get_opt(ns).await {
@@ -210,177 +195,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
-}
-
-/// What [`wait_for_pod`] waits for.
-#[derive(Debug, Clone, Copy)]
-pub struct PodWait<'a> {
-    /// The target whose pod is wanted.
-    pub target: &'a Target,
-    /// The container that must be ready (`None`: the pod's own readiness).
-    pub container: Option<&'a str>,
-    /// Bound on the wait.
-    pub timeout: Duration,
-    /// A target with no pod at all fails at once (otherwise: wait for one to appear).
-    pub must_exist: bool,
-}
-
-/// Waits until the target has a Ready pod and returns it.
-///
-/// A pod that can't become Ready (Failed, CrashLoopBackOff, ImagePull…) is an error quoting its
-/// reason. With `must_exist`, a target with no pod at all fails at once; otherwise (a pod being
-/// replaced) podtun waits for one to appear.
-pub async fn wait_for_pod(
-    cluster: &Cluster,
-    wait: PodWait<'_>,
-    progress: Progress<'_>,
-) -> anyhow::Result<Found> {
-    let PodWait {
-        target,
-        container,
-        timeout,
-        must_exist,
-    } = wait;
-    let ns = cluster.namespace.clone();
-    let selector = selector_of(cluster, target).await?;
-    let mut events = watch_pods(cluster, target, selector.as_deref());
-    let deadline = Instant::now() + timeout;
-    let mut pods = PodList::default();
-    let mut last_state = String::from("no pod yet");
-    loop {
-        let event = match tokio::time::timeout_at(deadline, events.try_next()).await {
-            Err(_) => return Err(not_ready_in_time(target, &ns, timeout, &last_state)),
-            Ok(Err(e)) => return Err(watch_error(e, &ns)),
-            Ok(Ok(None)) => bail!("the pod watch ended unexpectedly"),
-            Ok(Ok(Some(event))) => event,
-        };
-        if !pods.apply(event) {
-            continue;
-        }
-        let all: Vec<Pod> = pods.pods.values().cloned().collect();
-        let Some(pod) = discover::choose_pod(&all) else {
-            if must_exist {
-                return Err(not_found(cluster, target, selector.as_deref()).await);
-            }
-            last_state = "no pod yet".into();
-            progress(&format!(
-                "waiting for {}: no pod yet",
-                describe(target, &ns)
-            ));
-            continue;
-        };
-        match starting(pod, container, &ns)? {
-            None => {
-                return Ok(Found {
-                    pod: pod.clone(),
-                    selector,
-                })
-            }
-            Some(why) => {
-                progress(&format!("waiting for pod `{}`: {why}", pod_label(pod)));
-                last_state = why;
-            }
-        }
-    }
-}
-
-/// A watch of the target's pods: by name, or by its selector.
-fn watch_pods(
-    cluster: &Cluster,
-    target: &Target,
-    selector: Option<&str>,
-) -> BoxStream<'static, Result<watcher::Event<Pod>, watcher::Error>> {
-    let mut config = watcher::Config::default();
-    match (target, selector) {
-        (Target::Pod(name), _) => config = config.fields(&format!("metadata.name={name}")),
-        (_, Some(sel)) => config = config.labels(sel),
-        (_, None) => {}
-    }
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    watcher(api, config).boxed()
-}
-
-/// The pods a watch has shown, by name.
-#[derive(Default)]
-struct PodList {
-    pods: BTreeMap<String, Pod>,
-    /// The listing under way (a watch lists again after it restarts).
-    listing: BTreeMap<String, Pod>,
-    /// A first listing is complete.
-    ready_once: bool,
-}
-
-impl PodList {
-    /// Applies one event; returns whether the list is complete (listed at least once).
-    fn apply(&mut self, event: watcher::Event<Pod>) -> bool {
-        match event {
-            watcher::Event::Init => self.listing.clear(),
-            watcher::Event::InitApply(pod) => {
-                self.listing
-                    .insert(pod.metadata.name.clone().unwrap_or_default(), pod);
-            }
-            watcher::Event::InitDone => {
-                self.pods = std::mem::take(&mut self.listing);
-                self.ready_once = true;
-            }
-            watcher::Event::Apply(pod) => {
-                self.pods
-                    .insert(pod.metadata.name.clone().unwrap_or_default(), pod);
-            }
-            watcher::Event::Delete(pod) => {
-                self.pods
-                    .remove(pod.metadata.name.as_deref().unwrap_or_default());
-            }
-        }
-        self.ready_once
-    }
-}
-
-/// Why `pod` is still starting; `None` once it is Ready; an error when it never will be.
-fn starting(pod: &Pod, container: Option<&str>, ns: &str) -> anyhow::Result<Option<String>> {
-    match discover::pod_state(pod, container) {
-        PodState::Ready => Ok(None),
-        PodState::Starting { why } => Ok(Some(why)),
-        PodState::Failed { reason, message } => {
-            let detail = message.map(|m| format!(": {m}")).unwrap_or_default();
-            Err(hinted(
-                anyhow!("pod `{}` is failing: {reason}{detail}", pod_label(pod)),
-                format!(
-                    "see `kubectl -n {ns} logs {}` and `kubectl -n {ns} describe pod {}`",
-                    pod.metadata.name.as_deref().unwrap_or_default(),
-                    pod.metadata.name.as_deref().unwrap_or_default()
-                ),
-            ))
-        }
-        PodState::Succeeded => Err(hinted(
-            anyhow!("pod `{}` has completed and serves nothing", pod_label(pod)),
-            "start the service again, or pick another pod",
-        )),
-    }
-}
-
-/// The target had no Ready pod within `timeout`.
-fn not_ready_in_time(
-    target: &Target,
-    ns: &str,
-    timeout: Duration,
-    last_state: &str,
-) -> anyhow::Error {
-    hinted(
-        anyhow!(
-            "{} did not become Ready within {}s ({last_state})",
-            describe(target, ns),
-            timeout.as_secs()
-        ),
-        format!("see `kubectl -n {ns} describe pod`, or pass a longer --timeout"),
-    )
-}
-
-fn describe(target: &Target, ns: &str) -> String {
-    match target {
-        Target::Pod(name) => format!("pod `{ns}/{name}`"),
-        other => format!("`{other}` in namespace `{ns}`"),
-    }
 }
 
 /// Reads (and if needed follows) the container's log until Jupyter's URL shows up.

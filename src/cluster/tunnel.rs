@@ -21,8 +21,9 @@ use super::discover::{self, DiscoverError, PortRequest, Preset, ResolvedPort, Ta
 use super::forward;
 use super::listening;
 use super::pick::{self, Choose};
+use super::podwait::{wait_for_pod, PodWait};
 use super::pool::{self, Pool, Warmup};
-use super::resolve::{self, pod_label, PodWait, Progress};
+use super::resolve::{self, pod_label, Progress};
 use super::spdyforward::{ForwardResult, Link};
 use crate::error::usage;
 use crate::net::splice::Moved;
@@ -150,7 +151,7 @@ impl Tunnel {
             timeout: spec.timeout,
             must_exist: true,
         };
-        let found = resolve::wait_for_pod(&cluster, wait, progress).await?;
+        let found = wait_for_pod(&cluster, wait, progress).await?;
         let pod = found.pod;
         let container = discover::pick_container(&pod, spec.container.as_deref(), spec.preset)
             .map_err(DiscoverError::into_hinted)?
@@ -331,7 +332,7 @@ impl Tunnel {
                 timeout: self.spec.timeout,
                 must_exist: false,
             };
-            let found = resolve::wait_for_pod(&self.cluster, wait, &progress)
+            let found = wait_for_pod(&self.cluster, wait, &progress)
                 .await
                 .with_context(|| format!("pod `{}` was not replaced", pod_label(&old)))?;
             self.current_tx.send_replace(found.pod.clone());
