@@ -12,6 +12,7 @@ pub mod pool;
 pub mod protocol;
 pub mod resolve;
 pub mod spdyforward;
+mod spdyupgrade;
 pub mod tunnel;
 pub mod wsforward;
 
