@@ -1,4 +1,4 @@
-//! Waiting for the target's pod to be Ready, on a watch of its pods.
+//! Waiting on a watch of the target's pods: until one is Ready, or until it is gone.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher;
 use kube::Api;
 use tokio::time::Instant;
+use tracing::debug;
 
 use super::client::Cluster;
 use super::discover::{self, PodState, Target};
@@ -203,5 +204,59 @@ fn describe(target: &Target, ns: &str) -> String {
     match target {
         Target::Pod(name) => format!("pod `{ns}/{name}`"),
         other => format!("`{other}` in namespace `{ns}`"),
+    }
+}
+
+/// A pod's identity for "has it been replaced": its uid and how often its containers restarted.
+fn incarnation(pod: &Pod) -> (Option<String>, i32) {
+    let restarts = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+        .unwrap_or(0);
+    (pod.metadata.uid.clone(), restarts)
+}
+
+/// Returns when `pod` is deleted, terminating, or restarted.
+pub(super) async fn wait_until_gone(cluster: &Cluster, pod: &Pod) -> anyhow::Result<()> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api, config).boxed();
+    let was = incarnation(pod);
+    let mut listed = Vec::new();
+    loop {
+        let event = match events.try_next().await {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // A broken watch is retried by the watcher; pace it so errors don't spin.
+                debug!(%e, "pod watch failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let now = match event {
+            watcher::Event::Apply(p) => Some(p),
+            watcher::Event::Delete(_) => return Ok(()),
+            watcher::Event::Init => {
+                listed.clear();
+                None
+            }
+            watcher::Event::InitApply(p) => {
+                listed.push(p);
+                None
+            }
+            watcher::Event::InitDone => match listed.pop() {
+                Some(p) => Some(p),
+                None => return Ok(()),
+            },
+        };
+        if let Some(p) = now {
+            if p.metadata.deletion_timestamp.is_some() || incarnation(&p) != was {
+                return Ok(());
+            }
+        }
     }
 }
