@@ -7,10 +7,12 @@ pub mod doctor;
 pub mod forward;
 mod listening;
 pub mod pick;
+pub mod podwait;
 pub mod pool;
 pub mod protocol;
 pub mod resolve;
 pub mod spdyforward;
+mod spdyupgrade;
 pub mod tunnel;
 pub mod wsforward;
 

@@ -1,34 +1,22 @@
-//! Target → pod, waiting for it to be Ready, and the Jupyter URL from its logs: the cluster I/O
-//! around the pure functions of `discover`.
+//! Target → pod, and the Jupyter URL from its logs: the cluster I/O around the pure functions
+//! of `discover`. Waiting for the pod is in `podwait`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::LogParams;
-use kube::runtime::watcher;
 use kube::Api;
-use tokio::time::Instant;
 use tracing::debug;
 
 use super::client::Cluster;
-use super::discover::{self, DiscoverError, PodState, Target, TokenFind};
+use super::discover::{self, DiscoverError, Target, TokenFind};
 use crate::error::{hinted, HintExt};
 
 /// Reports progress while waiting (a spinner on the laptop, an event from the agent).
 pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
-
-/// A pod that was found, with the selector that found it (to find its successor).
-#[derive(Debug, Clone)]
-pub struct Found {
-    /// The pod as last seen.
-    pub pod: Pod,
-    /// The label selector of svc/deploy/sts/-l targets; `None` for a pod by name.
-    pub selector: Option<String>,
-}
 
 /// `ns/name` of a pod, for messages.
 pub fn pod_label(pod: &Pod) -> String {
@@ -63,17 +51,11 @@ pub fn api_error(err: kube::Error, what: &str, ns: &str) -> anyhow::Error {
     }
 }
 
-fn watch_error(err: watcher::Error, ns: &str) -> anyhow::Error {
-    match err {
-        watcher::Error::InitialListFailed(e)
-        | watcher::Error::WatchStartFailed(e)
-        | watcher::Error::WatchFailed(e) => api_error(e, "watch pods", ns),
-        other => anyhow::Error::new(other).context("could not watch pods"),
-    }
-}
-
 /// The label selector of a svc/deploy/sts target (reads the object).
-async fn selector_of(cluster: &Cluster, target: &Target) -> anyhow::Result<Option<String>> {
+pub(super) async fn selector_of(
+    cluster: &Cluster,
+    target: &Target,
+) -> anyhow::Result<Option<String>> {
     let (client, ns) = (cluster.client.clone(), cluster.namespace.as_str());
     let selector = match target {
         Target::Pod(_) => return Ok(None),
@@ -128,7 +110,11 @@ pub async fn service(cluster: &Cluster, name: &str) -> anyhow::Result<Service> {
 }
 
 /// Explains a missing pod: is it the namespace, or the pod?
-async fn not_found(cluster: &Cluster, target: &Target, selector: Option<&str>) -> anyhow::Error {
+pub(super) async fn not_found(
+    cluster: &Cluster,
+    target: &Target,
+    selector: Option<&str>,
+) -> anyhow::Error {
     let ns = &cluster.namespace;
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
     if let Ok(None) = namespaces.get_opt(ns).await {
@@ -209,119 +195,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
-}
-
-/// Waits until the target has a Ready pod and returns it.
-///
-/// A pod that can't become Ready (Failed, CrashLoopBackOff, ImagePull…) is an error quoting its
-/// reason. With `must_exist`, a target with no pod at all fails at once; otherwise (a pod being
-/// replaced) podtun waits for one to appear.
-pub async fn wait_for_pod(
-    cluster: &Cluster,
-    target: &Target,
-    container: Option<&str>,
-    timeout: Duration,
-    must_exist: bool,
-    progress: Progress<'_>,
-) -> anyhow::Result<Found> {
-    let ns = cluster.namespace.clone();
-    let selector = selector_of(cluster, target).await?;
-    let mut config = watcher::Config::default();
-    match (target, &selector) {
-        (Target::Pod(name), _) => config = config.fields(&format!("metadata.name={name}")),
-        (_, Some(sel)) => config = config.labels(sel),
-        (_, None) => {}
-    }
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
-    let mut events = watcher(api, config).boxed();
-    let deadline = Instant::now() + timeout;
-    let (mut pods, mut listing) = (BTreeMap::<String, Pod>::new(), BTreeMap::new());
-    let mut ready_once = false;
-    let mut last_state = String::from("no pod yet");
-    loop {
-        let event = match tokio::time::timeout_at(deadline, events.try_next()).await {
-            Err(_) => {
-                return Err(hinted(
-                    anyhow!(
-                        "{} did not become Ready within {}s ({last_state})",
-                        describe(target, &ns),
-                        timeout.as_secs()
-                    ),
-                    format!("see `kubectl -n {ns} describe pod`, or pass a longer --timeout"),
-                ))
-            }
-            Ok(Err(e)) => return Err(watch_error(e, &ns)),
-            Ok(Ok(None)) => bail!("the pod watch ended unexpectedly"),
-            Ok(Ok(Some(event))) => event,
-        };
-        match event {
-            watcher::Event::Init => listing.clear(),
-            watcher::Event::InitApply(pod) => {
-                listing.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
-            }
-            watcher::Event::InitDone => {
-                pods = std::mem::take(&mut listing);
-                ready_once = true;
-            }
-            watcher::Event::Apply(pod) => {
-                pods.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
-            }
-            watcher::Event::Delete(pod) => {
-                pods.remove(pod.metadata.name.as_deref().unwrap_or_default());
-            }
-        }
-        if !ready_once {
-            continue;
-        }
-        let all: Vec<Pod> = pods.values().cloned().collect();
-        let Some(pod) = discover::choose_pod(&all) else {
-            if must_exist {
-                return Err(not_found(cluster, target, selector.as_deref()).await);
-            }
-            last_state = "no pod yet".into();
-            progress(&format!(
-                "waiting for {}: no pod yet",
-                describe(target, &ns)
-            ));
-            continue;
-        };
-        match discover::pod_state(pod, container) {
-            PodState::Ready => {
-                return Ok(Found {
-                    pod: pod.clone(),
-                    selector,
-                })
-            }
-            PodState::Starting { why } => {
-                progress(&format!("waiting for pod `{}`: {why}", pod_label(pod)));
-                last_state = why;
-            }
-            PodState::Failed { reason, message } => {
-                let detail = message.map(|m| format!(": {m}")).unwrap_or_default();
-                return Err(hinted(
-                    anyhow!("pod `{}` is failing: {reason}{detail}", pod_label(pod)),
-                    format!(
-                        "see `kubectl -n {ns} logs {}` and `kubectl -n {ns} describe pod {}`",
-                        pod.metadata.name.as_deref().unwrap_or_default(),
-                        pod.metadata.name.as_deref().unwrap_or_default()
-                    ),
-                ));
-            }
-            PodState::Succeeded => {
-                return Err(hinted(
-                    anyhow!("pod `{}` has completed and serves nothing", pod_label(pod)),
-                    "start the service again, or pick another pod",
-                ))
-            }
-        }
-    }
-}
-
-fn describe(target: &Target, ns: &str) -> String {
-    match target {
-        Target::Pod(name) => format!("pod `{ns}/{name}`"),
-        other => format!("`{other}` in namespace `{ns}`"),
-    }
 }
 
 /// Reads (and if needed follows) the container's log until Jupyter's URL shows up.

@@ -7,20 +7,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::watcher;
-use kube::Api;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::info;
 
 use super::client::{self, Cluster};
 use super::discover::{self, DiscoverError, PortRequest, Preset, ResolvedPort, Target, TokenFind};
 use super::forward;
 use super::listening;
 use super::pick::{self, Choose};
+use super::podwait::{wait_for_pod, wait_until_gone, PodWait};
 use super::pool::{self, Pool, Warmup};
 use super::resolve::{self, pod_label, Progress};
 use super::spdyforward::{ForwardResult, Link};
@@ -144,15 +142,13 @@ impl Tunnel {
             let name = pick::pick(&cluster, spec.preset, progress, choose).await?;
             spec.target = Target::Pod(name);
         }
-        let found = resolve::wait_for_pod(
-            &cluster,
-            &spec.target,
-            spec.container.as_deref(),
-            spec.timeout,
-            true,
-            progress,
-        )
-        .await?;
+        let wait = PodWait {
+            target: &spec.target,
+            container: spec.container.as_deref(),
+            timeout: spec.timeout,
+            must_exist: true,
+        };
+        let found = wait_for_pod(&cluster, wait, progress).await?;
         let pod = found.pod;
         let container = discover::pick_container(&pod, spec.container.as_deref(), spec.preset)
             .map_err(DiscoverError::into_hinted)?
@@ -211,6 +207,18 @@ impl Tunnel {
             listening::wait(port, deadline, progress).await?;
         }
         Ok(())
+    }
+
+    /// Waits until the pod can serve: Jupyter's URL first (a server stuck before it has no port
+    /// either, and its log says why), then a listener on every port (see
+    /// [`Tunnel::wait_listening`]). Returns the URL for the Jupyter preset.
+    pub async fn ready(&self, progress: Progress<'_>) -> anyhow::Result<Option<JupyterAccess>> {
+        let jupyter = match self.spec.preset {
+            Preset::Jupyter => Some(self.jupyter(progress).await?),
+            _ => None,
+        };
+        self.wait_listening(progress).await?;
+        Ok(jupyter)
     }
 
     /// The pod connections go to now.
@@ -315,16 +323,15 @@ impl Tunnel {
                     message: m.to_string(),
                 })
             };
-            let found = resolve::wait_for_pod(
-                &self.cluster,
-                &self.spec.target,
-                Some(&self.container),
-                self.spec.timeout,
-                false,
-                &progress,
-            )
-            .await
-            .with_context(|| format!("pod `{}` was not replaced", pod_label(&old)))?;
+            let wait = PodWait {
+                target: &self.spec.target,
+                container: Some(&self.container),
+                timeout: self.spec.timeout,
+                must_exist: false,
+            };
+            let found = wait_for_pod(&self.cluster, wait, &progress)
+                .await
+                .with_context(|| format!("pod `{}` was not replaced", pod_label(&old)))?;
             self.current_tx.send_replace(found.pod.clone());
             // Streams and pairs of the old incarnation (same name after a restart) must not serve.
             self.link.reset().await;
@@ -339,60 +346,6 @@ impl Tunnel {
                 pod: found.pod.metadata.name.clone().unwrap_or_default(),
                 jupyter,
             });
-        }
-    }
-}
-
-/// A pod's identity for "has it been replaced": its uid and how often its containers restarted.
-fn incarnation(pod: &Pod) -> (Option<String>, i32) {
-    let restarts = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
-        .unwrap_or(0);
-    (pod.metadata.uid.clone(), restarts)
-}
-
-/// Returns when `pod` is deleted, terminating, or restarted.
-async fn wait_until_gone(cluster: &Cluster, pod: &Pod) -> anyhow::Result<()> {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(api, config).boxed();
-    let was = incarnation(pod);
-    let mut listed = Vec::new();
-    loop {
-        let event = match events.try_next().await {
-            Ok(Some(event)) => event,
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                // A broken watch is retried by the watcher; pace it so errors don't spin.
-                debug!(%e, "pod watch failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let now = match event {
-            watcher::Event::Apply(p) => Some(p),
-            watcher::Event::Delete(_) => return Ok(()),
-            watcher::Event::Init => {
-                listed.clear();
-                None
-            }
-            watcher::Event::InitApply(p) => {
-                listed.push(p);
-                None
-            }
-            watcher::Event::InitDone => match listed.pop() {
-                Some(p) => Some(p),
-                None => return Ok(()),
-            },
-        };
-        if let Some(p) = now {
-            if p.metadata.deletion_timestamp.is_some() || incarnation(&p) != was {
-                return Ok(());
-            }
         }
     }
 }

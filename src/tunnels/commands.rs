@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{control, now, Paths, Phase, State};
+use super::control;
+use super::paths::Paths;
+use super::state::{now, Phase, State};
 use crate::cli::{LogsArgs, LsArgs, StopArgs};
 use crate::error::hinted;
 

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use super::{Paths, State};
+use super::paths::Paths;
+use super::state::State;
 
 /// Bound on a tunnel's exit after it was asked to stop (the 3 s grace and the agent's exit
 /// included, with room for a loaded machine).

@@ -12,11 +12,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
 
-use super::{control, print_running, Paths, DETACHED_ENV};
+use super::control;
+use super::paths::Paths;
+use super::registration::print_running;
 use crate::error::Exited;
 use crate::output::{Output, DETACHED_READY};
 use crate::plan::Plan;
+
+/// Environment variable that tells a re-executed podtun it is the background tunnel `ID`.
+pub const DETACHED_ENV: &str = "PODTUN_DETACHED";
 
 /// How often the background tunnel's log is copied to stderr while it starts.
 const TAIL_EVERY: Duration = Duration::from_millis(100);
@@ -38,26 +44,7 @@ pub async fn start(
         print_running(&state, out);
         return Ok(());
     }
-    let log = crate::dirs::private_file(&paths.log(), true)
-        .with_context(|| format!("could not create {}", paths.log().display()))?;
-    let exe = std::env::current_exe().context("could not find podtun's own executable")?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(std::env::args_os().skip(1))
-        .env(DETACHED_ENV, &paths.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    #[cfg(windows)]
-    {
-        // No console, its own process group: closing this window or Ctrl-C here leave it be.
-        const DETACHED_PROCESS: u32 = 0x0000_0008;
-        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
-        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
-        cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
-    }
-    let mut child = cmd
-        .spawn()
-        .context("could not start the background tunnel")?;
+    let mut child = spawn(&paths)?;
     let pid = child.id().unwrap_or_default();
     let stdout = child
         .stdout
@@ -103,6 +90,29 @@ pub async fn start(
         id = paths.id
     ));
     Ok(())
+}
+
+/// Runs this podtun again, with the same arguments, as the background tunnel of `paths`: its
+/// stdout piped here, its stderr into its log.
+fn spawn(paths: &Paths) -> anyhow::Result<Child> {
+    let log = crate::dirs::private_file(&paths.log(), true)
+        .with_context(|| format!("could not create {}", paths.log().display()))?;
+    let exe = std::env::current_exe().context("could not find podtun's own executable")?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(DETACHED_ENV, &paths.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    #[cfg(windows)]
+    {
+        // No console, its own process group: closing this window or Ctrl-C here leave it be.
+        const DETACHED_PROCESS: u32 = 0x0000_0008;
+        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+        cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+    }
+    cmd.spawn().context("could not start the background tunnel")
 }
 
 /// The background tunnel leaves the terminal's session, so that closing the terminal does not

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::Forward;
+use super::state::Forward;
 use crate::plan::Plan;
 
 /// The identity a port is remembered under.

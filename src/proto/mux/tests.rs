@@ -1,8 +1,12 @@
+use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::*;
+use super::frame::{frame, DATA, OPEN};
+use super::{serve, Mux, MuxStream, MAX_DATA, WINDOW};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
