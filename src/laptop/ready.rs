@@ -47,11 +47,7 @@ pub async fn pod_usable(
     locals: &[SocketAddr],
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<Option<JupyterAccess>> {
-    let jupyter = match plan.spec.preset {
-        Preset::Jupyter => Some(tunnel.jupyter(progress).await?),
-        _ => None,
-    };
-    tunnel.wait_listening(progress).await?;
+    let jupyter = tunnel.ready(progress).await?;
     wait_usable(plan, locals, jupyter.as_ref(), progress).await?;
     Ok(jupyter)
 }
