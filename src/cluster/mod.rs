@@ -1,4 +1,9 @@
-//! Everything that talks to (or reasons about) the Kubernetes cluster.
+//! The cluster half: everything that talks to (or reasons about) the Kubernetes cluster. It
+//! runs in the agent on the login host, and on the laptop in local and kubectl mode.
+//!
+//! It knows no SSH, prints nothing and reads no flags: it reports through `progress`
+//! callbacks and [`ClusterEvent`](crate::proto::wire::ClusterEvent)s, so that each side shows
+//! them its own way.
 
 pub mod client;
 /// Pure discovery: target, ports, pod state, Jupyter token.

@@ -1,6 +1,7 @@
 //! The layout's rules, checked on the source: each module imports only from the layers above it
 //! (ARCHITECTURE.md's code map), the ways of reaching a target never import each other, russh
-//! stays in `laptop/ssh/`, and no two files import each other in a circle.
+//! stays in `laptop/ssh/`, the cluster half prints nothing, and no two files import each other
+//! in a circle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -90,7 +91,10 @@ fn a_wrong_import_is_named_with_its_rule() {
     );
     write("error.rs", "use crate::cluster::client::Cluster;\n");
     write("cluster/mod.rs", "pub mod client;\n");
-    write("cluster/client.rs", "pub struct Cluster;\n");
+    write(
+        "cluster/client.rs",
+        "pub struct Cluster;\nfn f() { eprintln!(\"waiting\"); }\n",
+    );
     write(
         "laptop/mod.rs",
         "pub mod host;\npub mod slurm;\npub mod link;\npub mod ready;\n",
@@ -108,6 +112,7 @@ fn a_wrong_import_is_named_with_its_rule() {
         "src/laptop/host.rs:1: `use crate::laptop::slurm::Job;`: route `laptop::host` imports route `laptop::slurm`",
         "src/laptop/link.rs:2: `fn f(c: russh::Channel<russh::client::Msg>) {}`: russh outside laptop/ssh/",
         "circle: laptop::link → laptop::ready → laptop::link",
+        "src/cluster/client.rs:2: `fn f() { eprintln!(\"waiting\"); }`: the cluster half prints",
     ] {
         assert!(problems.contains(expected), "missing «{expected}» in:\n{problems}");
     }
@@ -135,7 +140,15 @@ fn check(root: &Path) -> Vec<String> {
     for source in &sources {
         let text = std::fs::read_to_string(&source.path).unwrap();
         let in_ssh = source.module == "laptop::ssh" || source.module.starts_with("laptop::ssh::");
+        let in_cluster = source.module == "cluster" || source.module.starts_with("cluster::");
         for (n, line) in code_lines(&text) {
+            let prints = ["println!", "eprintln!", "print!", "eprint!"];
+            if in_cluster && prints.iter().any(|p| line.contains(p)) {
+                problems.push(format!(
+                    "{}: the cluster half prints (it reports through progress and events)",
+                    shown(source, n, line)
+                ));
+            }
             if !in_ssh && line.contains("russh::") {
                 problems.push(format!(
                     "{}: russh outside laptop/ssh/ (every SSH call lives there)",
