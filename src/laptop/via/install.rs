@@ -331,6 +331,8 @@ fn upload_script(sum: &str, gzip: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    // The upload script runs in a POSIX shell: its tests run on Unix.
+    #[cfg(unix)]
     use super::*;
 
     /// Runs the upload script in a shell with `input` on stdin and HOME in a temp dir; the
