@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::jupyter::Token;
+pub use crate::jupyter::access::JupyterAccess;
 
 /// Which cluster, context and namespace to use, as kubectl's flags say it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,20 +120,6 @@ pub struct WirePort {
     /// Container port name, if declared.
     #[serde(default)]
     pub name: Option<String>,
-}
-
-/// Jupyter's URL parts, as found in the pod logs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JupyterAccess {
-    /// The token, if the server has one and it is known.
-    pub token: Option<Token>,
-    /// Base path for the API (`/` or `/user/alice/`).
-    pub base_path: String,
-    /// Path to open (`/lab`).
-    pub path: String,
-    /// What the user should know (no token; token set by config).
-    #[serde(default)]
-    pub note: Option<String>,
 }
 
 /// What the cluster half reports: agent → laptop over the protocol, and straight to the output
@@ -305,6 +291,7 @@ pub fn remote_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jupyter::Token;
 
     #[test]
     fn events_are_json_lines_with_an_event_tag() {

@@ -273,18 +273,6 @@ async fn forward(route: Arc<Reach>, conn: TcpStream) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The server's URL parts.
-fn access(server: &Server, host: &str) -> JupyterAccess {
-    JupyterAccess {
-        token: server.token.clone(),
-        base_path: server.base_url.clone(),
-        path: format!("{}{}", server.base_url, server.page()),
-        note: server.token.is_none().then(|| {
-            format!("the Jupyter server on `{host}` has no token (a password, or none): the URL carries none")
-        }),
-    }
-}
-
 /// Probes, reports `ready`, then holds the connection (and the started server) until shutdown
 /// or a loss.
 async fn serve(
@@ -295,7 +283,9 @@ async fn serve(
     first: bool,
 ) -> Ended {
     let host = session.ssh.host().to_string();
-    let access = access(&session.server, &host);
+    let access = session.server.access(|| {
+        format!("the Jupyter server on `{host}` has no token (a password, or none): the URL carries none")
+    });
     let progress = |m: &str| out.progress(m);
     if let Err(e) = ready::wait_usable(plan, &[local], Some(&access), &progress).await {
         return Ended::unusable(e, first);

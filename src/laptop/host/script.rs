@@ -7,8 +7,7 @@
 //! Every line the script prints starts with [`MARK`]; the rest is login-shell noise. Server
 //! lines carry tokens: they are parsed, never logged.
 
-use crate::jupyter::server::ServerInfo;
-use crate::jupyter::Token;
+pub use crate::jupyter::server::Server;
 use crate::laptop::ssh::exec::{remote_path, sh_quote};
 use crate::proto::wire::HEARTBEAT_SECS;
 
@@ -182,76 +181,15 @@ while IFS= read -r line; do : >"$d/beat" 2>/dev/null; done
 stop
 "#;
 
-/// One Jupyter server on the SSH host, from its `jpserver-*.json`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Server {
-    /// Its process.
-    pub pid: u32,
-    /// Its TCP port (0 when it listens on a socket only).
-    pub port: u16,
-    /// Where to connect on the host, for a TCP server: 127.0.0.1 unless it listens on one
-    /// address only.
-    pub address: String,
-    /// Its Unix socket, if it listens on one.
-    pub sock: Option<String>,
-    /// Its token (none: password or no authentication).
-    pub token: Option<Token>,
-    /// Its base URL, `/` or `/user/alice/` (always ends with `/`).
-    pub base_url: String,
-    /// Where its files are.
-    pub root_dir: String,
-    /// Served over TLS (`--certfile`).
-    pub secure: bool,
-    /// Jupyter Notebook < 7 (`nbserver-*.json`): its page is `tree`, not `lab`.
-    pub classic: bool,
-}
-
-impl Server {
-    /// Where it listens, for messages: `port 8888` or `socket /run/…/jupyter.sock`.
-    pub fn listens_on(&self) -> String {
-        match &self.sock {
-            Some(sock) => format!("socket {sock}"),
-            None => format!("port {}", self.port),
-        }
-    }
-
-    /// The page to open below the base URL.
-    pub fn page(&self) -> &'static str {
-        if self.classic {
-            "tree"
-        } else {
-            "lab"
-        }
-    }
-}
-
-/// Parses one server file's JSON.
+/// Parses one server file's JSON; a file that names no process is not a live server's.
 pub fn parse_server(json: &str) -> Result<Server, serde_json::Error> {
-    let info: ServerInfo = serde_json::from_str(json)?;
-    let pid = info
-        .pid
-        .ok_or_else(|| <serde_json::Error as serde::de::Error>::missing_field("pid"))?;
-    let classic = !info.notebook_dir.is_empty() && info.root_dir.is_empty();
-    let base_url = info.base_url();
-    let address = match info.hostname.as_str() {
-        "" | "localhost" | "0.0.0.0" | "*" | "::" | "[::]" | "127.0.0.1" => "127.0.0.1",
-        one => one.trim_start_matches('[').trim_end_matches(']'),
-    };
-    Ok(Server {
-        pid,
-        port: info.port,
-        address: address.to_string(),
-        sock: Some(info.sock).filter(|s| !s.is_empty()),
-        token: Token::new(&info.token),
-        base_url,
-        root_dir: if classic {
-            info.notebook_dir
-        } else {
-            info.root_dir
-        },
-        secure: info.secure,
-        classic,
-    })
+    let server = Server::from_json(json)?;
+    if server.pid == 0 {
+        return Err(<serde_json::Error as serde::de::Error>::missing_field(
+            "pid",
+        ));
+    }
+    Ok(server)
 }
 
 /// What the script reported, line by line.
@@ -310,6 +248,7 @@ impl Listing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jupyter::Token;
 
     const TCP: &str = r#"{  "base_url": "/",  "hostname": "127.0.0.1",  "password": false,  "pid": 23398,  "port": 35441,  "root_dir": "/home/alice",  "secure": false,  "sock": "",  "token": "114b4b8e0d64",  "url": "http://127.0.0.1:35441/",  "version": "2.21.1"}"#;
     const SOCK: &str = r#"{  "base_url": "/user/alice",  "hostname": "localhost",  "password": false,  "pid": 23401,  "port": 0,  "root_dir": "/home/alice",  "secure": false,  "sock": "/tmp/podtun-jupyter.x/jupyter.sock",  "token": "70f49fcb",  "url": "http+unix://%2Ftmp%2Fj.sock/user/alice/",  "version": "2.21.1"}"#;

@@ -6,44 +6,15 @@ use anyhow::anyhow;
 
 use super::job::MARK;
 use crate::error::hinted;
-use crate::jupyter::server::ServerInfo;
-use crate::jupyter::token::{find_token, Token, TokenFind};
+use crate::jupyter::token::{find_token, TokenFind};
 
 /// The line before each file in [`listing_command`]'s output.
 const FILE_MARK: &str = "jpserver";
 
 /// One Jupyter server, as its jpserver file (or its output) describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JupyterServer {
-    /// What the server was told to listen on (`--ip`): a node name, an address, or a wildcard.
-    pub hostname: String,
-    /// Its TCP port.
-    pub port: u16,
-    /// The login token; `None` when the server uses a password or nothing.
-    pub token: Option<Token>,
-    /// Its base URL (`/`, `/user/alice/`): starts and ends with `/`.
-    pub base_url: String,
-    /// Served over HTTPS.
-    pub secure: bool,
-    /// A Unix socket instead of a TCP port (`--sock`), which a TCP channel cannot reach.
-    pub sock: Option<String>,
-}
+pub use crate::jupyter::server::Server as JupyterServer;
 
 impl JupyterServer {
-    /// Parses a `jpserver-PID.json` file.
-    pub fn from_json(text: &str) -> Result<JupyterServer, String> {
-        let raw: ServerInfo = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let base_url = raw.base_url();
-        Ok(JupyterServer {
-            hostname: raw.hostname,
-            port: raw.port,
-            token: Token::new(&raw.token),
-            base_url,
-            secure: raw.secure,
-            sock: Some(raw.sock).filter(|s| !s.is_empty()),
-        })
-    }
-
     /// The newest tokenized URL in a job's output, on `node` (the output does not say which
     /// name the server listens on; the jpserver file does).
     pub fn from_output(output: &str, node: &str) -> Option<JupyterServer> {
@@ -51,11 +22,15 @@ impl JupyterServer {
             return None;
         };
         Some(JupyterServer {
+            pid: 0,
             hostname: node.to_string(),
+            address: node.to_string(),
             port: url.port?,
             token: url.token,
             base_url: url.base_path,
+            root_dir: String::new(),
             secure: false,
+            classic: false,
             sock: None,
         })
     }
@@ -130,7 +105,12 @@ pub fn parse_listing(stdout: &str) -> Vec<(String, Result<JupyterServer, String>
     files.extend(current);
     files
         .into_iter()
-        .map(|(path, text)| (path, JupyterServer::from_json(&text)))
+        .map(|(path, text)| {
+            (
+                path,
+                JupyterServer::from_json(&text).map_err(|e| e.to_string()),
+            )
+        })
         .collect()
 }
 
@@ -145,6 +125,7 @@ pub fn pick(listing: &str, node: &str) -> Option<JupyterServer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jupyter::Token;
 
     const FILE: &str = r#"{
   "base_url": "/",

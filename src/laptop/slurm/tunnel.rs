@@ -217,7 +217,9 @@ async fn serve(route: &mut InJob<'_>, out: &Output, link: &Link) -> Ended {
         node: found.host.clone(),
         port: found.server.port,
     }));
-    let access = access(&found);
+    let access = found.server.access(|| {
+        "Jupyter in the job has no token (a password, or none): the URL carries none".to_string()
+    });
     let progress = |m: &str| out.progress(m);
     if let Err(e) = ready::wait_usable(plan, &[local], Some(&access), &progress).await {
         // A check cut short by the lost connection is a loss, not the answer.
@@ -274,20 +276,6 @@ async fn forward(route: Arc<Reach>, conn: TcpStream) -> anyhow::Result<()> {
     let moved = crate::net::splice::splice(conn, channel).await?;
     debug!(up = moved.up, down = moved.down, "connection closed");
     Ok(())
-}
-
-/// The URL parts of the server.
-fn access(found: &Found) -> JupyterAccess {
-    let server = &found.server;
-    JupyterAccess {
-        token: server.token.clone(),
-        base_path: server.base_url.clone(),
-        path: format!("{}lab", server.base_url),
-        note: server.token.is_none().then(|| {
-            "Jupyter in the job has no token (a password, or none): the URL carries none"
-                .to_string()
-        }),
-    }
 }
 
 /// Prints the URL (or the `ready` event) and the time left, and opens the browser the first
