@@ -3,7 +3,6 @@
 //! the right to port-forward is told so at once; a right revoked while a tunnel runs ends it
 //! with that error; a port nobody listens on is one waiting line, then an error naming it.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -74,20 +73,12 @@ async fn topology() -> Topology {
 /// `podtun ARGS` in `mode`, with the login host's kubeconfig.
 fn command(t: &Topology, mode: Mode, args: &[&str]) -> tokio::process::Command {
     match mode {
-        Mode::Local => {
-            let mut cmd = tokio::process::Command::from(t.login.command(podtun::bin()));
-            cmd.args(args)
-                .args(["--kubeconfig", &t.kubeconfig_arg()])
-                .env("HOME", t.home.path())
-                .env_remove("KUBECONFIG")
-                .env_remove("RUST_LOG")
-                .env_remove("XDG_STATE_HOME")
-                .env_remove("XDG_CONFIG_HOME")
-                .env_remove("PODTUN_CONFIG")
-                .stdin(Stdio::null())
-                .kill_on_drop(true);
-            cmd
-        }
+        Mode::Local => podtun::isolated(
+            tokio::process::Command::from(t.login.command(podtun::bin())),
+            t.kubeconfig_arg(),
+            t.home.path(),
+            args,
+        ),
         Mode::Agent => t.podtun_via(&[args, &["--agent", "podtun"]].concat()),
         Mode::Kubectl => t.podtun_via(&[args, &["--agent", "kubectl"]].concat()),
     }
@@ -121,6 +112,18 @@ fn assert_names_the_refusal(text: &str) {
         "{text}"
     );
     assert!(text.contains("podtun doctor"), "{text}");
+}
+
+/// The tunnel's `error` event names the refusal (within `within`), and podtun exits with 1.
+async fn ends_with_the_refusal(p: &mut Podtun, within: Duration) {
+    let ev = error_event(p, within).await;
+    let message = ev["message"].as_str().unwrap_or_default();
+    assert_names_the_refusal(&format!("{message} {}", ev["hint"]));
+    let status = tokio::time::timeout(FAIL_FAST, p.child.wait())
+        .await
+        .expect("podtun stops after the refusal")
+        .expect("wait");
+    assert_eq!(status.code(), Some(1));
 }
 
 async fn refused_before_ready(mode: Mode) {
@@ -197,14 +200,7 @@ async fn revoked_after_ready(mode: Mode) {
         .apply_user(&user("alice", false))
         .expect("revoke");
     t.cluster.tc.drop_portforwards().await;
-    let ev = error_event(&mut p, FAIL_FAST).await;
-    let message = ev["message"].as_str().unwrap_or_default();
-    assert_names_the_refusal(&format!("{message} {}", ev["hint"]));
-    let status = tokio::time::timeout(FAIL_FAST, p.child.wait())
-        .await
-        .expect("podtun stops after the refusal")
-        .expect("wait");
-    assert_eq!(status.code(), Some(1));
+    ends_with_the_refusal(&mut p, FAIL_FAST).await;
     nothing_left(&t, mode).await;
 }
 
@@ -245,13 +241,7 @@ async fn a_refusal_on_reconnecting_is_final() {
         .apply_user(&user("alice", false))
         .expect("revoke");
     t.kill_login_ssh_sessions();
-    let ev = error_event(&mut p, FAIL_FAST * 2).await;
-    assert_names_the_refusal(&format!("{} {}", ev["message"], ev["hint"]));
-    let status = tokio::time::timeout(FAIL_FAST, p.child.wait())
-        .await
-        .expect("podtun stops after the refusal")
-        .expect("wait");
-    assert_eq!(status.code(), Some(1));
+    ends_with_the_refusal(&mut p, FAIL_FAST * 2).await;
     nothing_left(&t, Mode::Agent).await;
 }
 

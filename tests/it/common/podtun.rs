@@ -1,6 +1,7 @@
 //! Runs the podtun binary as a user would and reads what it prints: `--json` events on stdout,
 //! messages on stderr.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,17 @@ pub fn bin() -> &'static str {
 
 /// `podtun ARGS --kubeconfig KC` as a command, stdin closed, HOME isolated.
 pub fn command(kubeconfig: &Path, home: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
+    isolated(Command::new(bin()), kubeconfig, home, args)
+}
+
+/// `cmd` (podtun, run where the test wants it) with `ARGS --kubeconfig KC`, stdin closed, and
+/// HOME and every setting podtun reads from the environment isolated.
+pub fn isolated(
+    mut cmd: Command,
+    kubeconfig: impl AsRef<OsStr>,
+    home: &Path,
+    args: &[&str],
+) -> Command {
     cmd.args(args)
         .arg("--kubeconfig")
         .arg(kubeconfig)
