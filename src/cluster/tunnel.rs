@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -24,7 +23,7 @@ use super::resolve::{self, pod_label, Progress};
 use super::spdyforward::{ForwardResult, Link};
 use crate::error::usage;
 use crate::net::splice::Moved;
-use crate::proto::wire::{Candidates, ClusterEvent, JupyterAccess, Request, Resolved, WirePort};
+use crate::proto::wire::{ClusterEvent, JupyterAccess, Request, Resolved, WirePort};
 
 /// What to forward, parsed and checked.
 #[derive(Debug, Clone)]
@@ -101,25 +100,8 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// Connects to the cluster, waits for a Ready pod and resolves its ports. Without a
-    /// TARGET and with several pods that fit, fails with the list (nobody to choose).
-    pub async fn start(
-        cluster: &client::ClusterRef,
-        spec: Spec,
-        progress: Progress<'_>,
-    ) -> anyhow::Result<Tunnel> {
-        let nobody = |offered: Candidates| -> BoxFuture<'static, anyhow::Result<String>> {
-            Box::pin(async move {
-                let sub = pick::subcommand(&offered.preset);
-                Err(pick::several(&offered, &|name| {
-                    format!("podtun {sub} {name}")
-                }))
-            })
-        };
-        Tunnel::start_with(cluster, spec, progress, &nobody).await
-    }
-
-    /// [`Tunnel::start`], with `choose` asked when no TARGET was given and several pods fit.
+    /// Connects to the cluster, waits for a Ready pod and resolves its ports; `choose` is asked
+    /// when no TARGET was given and several pods fit.
     pub async fn start_with(
         cluster: &client::ClusterRef,
         spec: Spec,
