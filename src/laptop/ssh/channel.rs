@@ -138,10 +138,8 @@ impl Lines {
                 }
                 Some(Said::Exit(status)) => self.ready.push_back(Line::Exit(status)),
                 None => {
-                    split(&mut self.stdout, b"\n", &mut self.ready, Line::Stdout);
-                    split(&mut self.stderr, b"\n", &mut self.ready, Line::Stderr);
-                    self.stdout.clear();
-                    self.stderr.clear();
+                    flush(&mut self.stdout, &mut self.ready, Line::Stdout);
+                    flush(&mut self.stderr, &mut self.ready, Line::Stderr);
                     return self.ready.pop_front();
                 }
             }
@@ -149,21 +147,31 @@ impl Lines {
     }
 }
 
-/// Appends `data` to `pending` and moves each whole line out as `kind` (a lone newline closing
-/// nothing yields no line).
+/// Appends `data` to `pending` and moves each whole line out as `kind`.
 fn split(
     pending: &mut Vec<u8>,
     data: &[u8],
     ready: &mut std::collections::VecDeque<Line>,
     kind: fn(String) -> Line,
 ) {
-    if data == b"\n" && pending.is_empty() {
-        return;
-    }
     pending.extend_from_slice(data);
     while let Some(end) = pending.iter().position(|b| *b == b'\n') {
         let raw: Vec<u8> = pending.drain(..=end).collect();
         ready.push_back(kind(String::from_utf8_lossy(&raw).trim_end().to_string()));
+    }
+}
+
+/// The channel closed: what is left of a line in `pending` is the last line.
+fn flush(
+    pending: &mut Vec<u8>,
+    ready: &mut std::collections::VecDeque<Line>,
+    kind: fn(String) -> Line,
+) {
+    if !pending.is_empty() {
+        ready.push_back(kind(
+            String::from_utf8_lossy(pending).trim_end().to_string(),
+        ));
+        pending.clear();
     }
 }
 
@@ -252,10 +260,9 @@ mod tests {
             .collect();
         assert_eq!(lines, ["podtun-x: ready /tmp/s", "second"]);
         // The channel closed: the rest is the last line.
-        split(&mut pending, b"\n", &mut ready, Line::Stdout);
+        flush(&mut pending, &mut ready, Line::Stdout);
         assert!(matches!(ready.pop_front(), Some(Line::Stdout(l)) if l == "third"));
-        pending.clear();
-        split(&mut pending, b"\n", &mut ready, Line::Stdout);
+        flush(&mut pending, &mut ready, Line::Stdout);
         assert!(ready.is_empty(), "nothing pending, no line");
     }
 }
