@@ -10,6 +10,7 @@ pub mod client;
 pub mod discover;
 pub mod doctor;
 pub mod forward;
+pub mod launch;
 mod listening;
 pub mod pick;
 pub mod podwait;
