@@ -223,6 +223,10 @@ impl DoctorArgs {
             no_install: self.no_install,
             agent: self.agent,
             detach: false,
+            launch: LaunchArgs {
+                launch_grace: LAUNCH_GRACE,
+                ..LaunchArgs::default()
+            },
         }
     }
 }
@@ -293,7 +297,49 @@ pub struct CommonArgs {
     /// Run in the background once ready (see `podtun ls`, `podtun stop`, `podtun logs`).
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Launching the pod first.
+    #[command(flatten)]
+    pub launch: LaunchArgs,
 }
+
+/// Flags that launch the pod before forwarding to it (no TARGET).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Launching the pod (no TARGET)")]
+pub struct LaunchArgs {
+    /// Run this command to create the pod (with --via on the login host, in your login shell),
+    /// then forward to the pod it created; it must return once the pod exists (DSMLP: -b)
+    #[arg(long, value_name = "COMMAND", allow_hyphen_values = true, conflicts_with = "image")]
+    pub launch: Option<String>,
+    /// Create the pod from this image in your namespace, then forward to it
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// With --image: CPUs to request (and limit to), e.g. 2 or 500m
+    #[arg(long, value_name = "CPU", requires = "image")]
+    pub cpu: Option<String>,
+    /// With --image: memory to request (and limit to), e.g. 8Gi
+    #[arg(long, value_name = "MEMORY", requires = "image")]
+    pub memory: Option<String>,
+    /// With --image: GPUs (nvidia.com/gpu) to request
+    #[arg(long, value_name = "N", requires = "image")]
+    pub gpu: Option<u32>,
+    /// Leave the launched pod running when podtun stops (it deletes it otherwise)
+    #[arg(long)]
+    pub keep: bool,
+    /// How long the login host keeps a launched pod once the laptop has gone silent (killed,
+    /// asleep, off the network) before it deletes it
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub launch_grace: std::time::Duration,
+}
+
+impl LaunchArgs {
+    /// Whether a pod is launched at all.
+    pub fn launches(&self) -> bool {
+        self.launch.is_some() || self.image.is_some()
+    }
+}
+
+/// The login host's default wait for a silent laptop before it deletes a launched pod.
+pub const LAUNCH_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Arguments of `up`.
 #[derive(Debug, Args)]

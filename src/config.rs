@@ -68,6 +68,15 @@ struct Settings {
     remote_bin: Option<String>,
     no_install: Option<bool>,
     detach: Option<bool>,
+    // Launching the pod: used when no TARGET is given.
+    launch: Option<String>,
+    image: Option<String>,
+    cpu: Option<String>,
+    memory: Option<String>,
+    gpu: Option<u32>,
+    keep: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    launch_grace: Option<Duration>,
 }
 
 /// `via = "login"` or `via = ["bastion", "login"]`.
@@ -130,15 +139,21 @@ pub fn apply(mut cli: Cli, matches: &ArgMatches) -> anyhow::Result<Cli> {
     cli.command = match cli.command {
         Command::Up(up) => profile_command(up, &file, &path, sub)?,
         Command::Jupyter(mut a) => {
+            let named = a.preset.target.is_some() || a.slurm.slurm.is_some() || a.host.start;
             fill(&mut a.preset.common, sub, &[&file.defaults]);
+            fill_launch(&mut a.preset.common, named, sub, &[&file.defaults]);
             Command::Jupyter(a)
         }
         Command::Redis(mut a) => {
+            let named = a.target.is_some();
             fill(&mut a.common, sub, &[&file.defaults]);
+            fill_launch(&mut a.common, named, sub, &[&file.defaults]);
             Command::Redis(a)
         }
         Command::Forward(mut a) => {
+            let named = a.target.is_some();
             fill(&mut a.common, sub, &[&file.defaults]);
+            fill_launch(&mut a.common, named, sub, &[&file.defaults]);
             Command::Forward(a)
         }
         other => other,
@@ -250,7 +265,9 @@ fn profile_command(
     let target = up
         .target
         .or_else(|| profile.target.as_ref().map(|t| t.get_ref().clone()));
-    if target.is_none() && common.selector.is_none() {
+    let named = target.is_some() || common.selector.is_some();
+    fill_launch(&mut common, named, matches, &[profile, &file.defaults]);
+    if target.is_none() && common.selector.is_none() && !common.launch.launches() {
         return Err(usage(
             format!("profile `{}` names no target", up.profile),
             Some(format!(
@@ -305,6 +322,44 @@ fn explicit(matches: &ArgMatches, id: &str) -> bool {
             matches.value_source(id),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         )
+}
+
+/// Fills the launch settings the command line left open from `layers`, the first layer
+/// winning; none when a TARGET (`named`) says which pod to use.
+fn fill_launch(common: &mut CommonArgs, named: bool, matches: &ArgMatches, layers: &[&Settings]) {
+    macro_rules! first {
+        ($field:ident) => {
+            layers.iter().find_map(|l| l.$field.clone())
+        };
+    }
+    let launch = &mut common.launch;
+    let given = ["launch", "image"].iter().any(|id| explicit(matches, id));
+    if !named && !given {
+        // One way of launching: the first layer that names one gives it with its resources.
+        if let Some(layer) = layers
+            .iter()
+            .find(|l| l.launch.is_some() || l.image.is_some())
+        {
+            launch.launch.clone_from(&layer.launch);
+            launch.image.clone_from(&layer.image);
+            if layer.image.is_some() {
+                launch.cpu = launch.cpu.take().or_else(|| layer.cpu.clone());
+                launch.memory = launch.memory.take().or_else(|| layer.memory.clone());
+                launch.gpu = launch.gpu.or(layer.gpu);
+            }
+        }
+    }
+    if !launch.launches() {
+        return;
+    }
+    if !explicit(matches, "keep") && first!(keep) == Some(true) {
+        launch.keep = true;
+    }
+    if !explicit(matches, "launch_grace") {
+        if let Some(grace) = first!(launch_grace) {
+            launch.launch_grace = grace;
+        }
+    }
 }
 
 /// Fills what the command line left open from `layers`, the first layer winning.
@@ -402,7 +457,7 @@ mod tests {
     fn errors_name_line_column_and_key() {
         assert_eq!(
             message("[defaults]\nnamespce = \"alice\"\n"),
-            "2:1: key `defaults.namespce`: unknown field `namespce`, expected one of `preset`, `target`, `ports`, `selector`, `via`, `namespace`, `context`, `kubeconfig`, `agent`, `timeout`, `browser`, `container`, `local-port`, `address`, `ssh-config`, `remote-bin`, `no-install`, `detach`"
+            "2:1: key `defaults.namespce`: unknown field `namespce`, expected one of `preset`, `target`, `ports`, `selector`, `via`, `namespace`, `context`, `kubeconfig`, `agent`, `timeout`, `browser`, `container`, `local-port`, `address`, `ssh-config`, `remote-bin`, `no-install`, `detach`, `launch`, `image`, `cpu`, `memory`, `gpu`, `keep`, `launch-grace`"
         );
         assert_eq!(
             message("[profiles.nb]\ntimeout = \"5 parsecs\"\n"),

@@ -61,6 +61,27 @@ pub enum Event {
         /// Whether this is the warning before the limit.
         warning: bool,
     },
+    /// podtun launched the pod it forwards to (`--launch`, `--image`).
+    Launched {
+        /// Its namespace.
+        namespace: String,
+        /// The pod.
+        pod: String,
+    },
+    /// podtun deleted the pod it launched, as it stopped.
+    Deleted {
+        /// Its namespace.
+        namespace: String,
+        /// The pod.
+        pod: String,
+    },
+    /// podtun left the pod it launched running (`--keep`).
+    Kept {
+        /// Its namespace.
+        namespace: String,
+        /// The pod.
+        pod: String,
+    },
     /// podtun stopped, everything cleaned up.
     Closed,
 }
@@ -216,6 +237,15 @@ impl Output {
             } => self.note(&format!(
                 "Slurm job {job} has {} left",
                 slurm_duration(Duration::from_secs(*seconds))
+            )),
+            Event::Launched { namespace, pod } => {
+                self.note(&format!("launched pod `{namespace}/{pod}`"));
+            }
+            Event::Deleted { namespace, pod } => {
+                self.note(&format!("deleted pod `{namespace}/{pod}`, which podtun launched"));
+            }
+            Event::Kept { namespace, pod } => self.note(&format!(
+                "kept pod `{namespace}/{pod}` (--keep): podtun finds it again without a TARGET; `kubectl delete pod {pod} -n {namespace}` deletes it"
             )),
             Event::TimeLeft { .. } | Event::Error { .. } | Event::Closed => {}
         }

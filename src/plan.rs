@@ -9,12 +9,13 @@ use std::path::PathBuf;
 
 use self::slurm::{JobSpec, Source};
 use crate::cli::{
-    AgentMode, CommonArgs, DoctorArgs, ForwardArgs, HostArgs, JupyterArgs, PresetArgs, HOST_TARGET,
+    AgentMode, CommonArgs, DoctorArgs, ForwardArgs, HostArgs, JupyterArgs, LaunchArgs, PresetArgs,
+    HOST_TARGET,
 };
 use crate::cluster::client::ClusterRef;
 use crate::cluster::tunnel::Spec;
 use crate::error::usage;
-use crate::proto::wire::Request;
+use crate::proto::wire::{Launch, PodTemplate, Request};
 
 /// Everything a forward needs, checked.
 #[derive(Debug, Clone)]
@@ -49,6 +50,10 @@ pub struct Plan {
     pub quiet: bool,
     /// `-d`: run in the background once ready.
     pub detach: bool,
+    /// `--keep`: a launched pod outlives podtun.
+    pub keep: bool,
+    /// `--launch-grace`: how long the login host keeps a launched pod for a silent laptop.
+    pub launch_grace: std::time::Duration,
 }
 
 /// What a plan reaches.
@@ -90,6 +95,15 @@ impl Plan {
     pub fn from_jupyter(args: &JupyterArgs) -> anyhow::Result<Plan> {
         let preset = &args.preset;
         let job = preset.target.as_deref().and_then(slurm::parse_target);
+        let elsewhere = args.slurm.slurm.is_some() || job.is_some() || args.host.start;
+        if preset.common.launch.launches()
+            && (elsewhere || preset.target.as_deref() == Some(HOST_TARGET))
+        {
+            return Err(usage(
+                "--launch and --image launch a pod: Jupyter on an SSH host or in a Slurm job is not one",
+                Some("drop --launch/--image, or drop the TARGET to launch a pod".into()),
+            ));
+        }
         if args.slurm.slurm.is_some() || job.is_some() {
             return Plan::from_slurm(args, job);
         }
@@ -212,7 +226,9 @@ impl Plan {
                 Some("`podtun jupyter @ --via HOST` forwards to a Jupyter server there".into()),
             ));
         }
+        let launch = launch_of(&common.launch, target.is_some() || common.selector.is_some())?;
         let request = Request {
+            launch,
             target: target.unwrap_or_default().to_string(),
             selector: common.selector.clone(),
             cluster: ClusterRef {
@@ -260,8 +276,86 @@ impl Plan {
             browser: !common.no_browser && !common.json,
             quiet: common.quiet,
             detach: common.detach,
+            keep: common.launch.keep,
+            launch_grace: common.launch.launch_grace,
         })
     }
+}
+
+/// `--launch`/`--image` and their flags, checked; `named`: a TARGET or `-l` names the pod.
+fn launch_of(args: &LaunchArgs, named: bool) -> anyhow::Result<Option<Launch>> {
+    if !args.launches() {
+        if args.keep {
+            return Err(usage(
+                "--keep keeps a pod podtun launched: it needs --launch or --image",
+                None,
+            ));
+        }
+        return Ok(None);
+    }
+    if named {
+        return Err(usage(
+            "--launch and --image create the pod to forward to: they take no TARGET or -l",
+            Some("drop the TARGET to launch a new pod, or drop --launch/--image to use that one".into()),
+        ));
+    }
+    if let Some(command) = &args.launch {
+        if command.trim().is_empty() {
+            return Err(usage(
+                "--launch needs the command that creates the pod",
+                Some("e.g. `--launch \"launch-scipy-ml.sh -b\"`".into()),
+            ));
+        }
+        return Ok(Some(Launch::Command(command.clone())));
+    }
+    let image = args.image.clone().unwrap_or_default();
+    if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+        return Err(usage(
+            format!("--image `{image}` is not an image name"),
+            Some("e.g. `--image quay.io/jupyter/scipy-notebook:2024-12-02`".into()),
+        ));
+    }
+    for (flag, value) in [("--cpu", &args.cpu), ("--memory", &args.memory)] {
+        if let Some(value) = value {
+            if !is_quantity(value) {
+                return Err(usage(
+                    format!("{flag} `{value}` is not a Kubernetes quantity"),
+                    Some("e.g. `--cpu 2`, `--cpu 500m`, `--memory 8Gi`".into()),
+                ));
+            }
+        }
+    }
+    if args.gpu == Some(0) {
+        return Err(usage("--gpu 0 asks for no GPU: drop it", None));
+    }
+    Ok(Some(Launch::Image(PodTemplate {
+        image,
+        cpu: args.cpu.clone(),
+        memory: args.memory.clone(),
+        gpu: args.gpu,
+    })))
+}
+
+/// Whether `text` is a Kubernetes resource quantity: a positive decimal number with an
+/// optional binary (`Ki`…`Ei`), decimal (`m`, `k`, `M`…`E`) or exponent (`e3`) suffix.
+fn is_quantity(text: &str) -> bool {
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits_end);
+    let number_ok = !number.is_empty()
+        && number.matches('.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit());
+    let suffix_ok = matches!(
+        suffix,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || suffix
+        .strip_prefix(['e', 'E'])
+        .is_some_and(|exp| {
+            let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+            !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit())
+        });
+    number_ok && suffix_ok
 }
 
 /// `--via` as given (empty names dropped): local mode when none is left.

@@ -11,7 +11,9 @@ use tracing::info;
 
 use super::events::Events;
 use super::serve::Sockets;
-use crate::cluster::pick;
+use crate::cluster::discover::Target;
+use crate::cluster::launch::{self, Around, ThisMachine};
+use crate::cluster::{client, pick};
 use crate::cluster::tunnel::{Spec, Tunnel};
 use crate::proto::wire::{Candidates, ClusterEvent, Pick, Request};
 
@@ -28,7 +30,7 @@ pub(super) async fn forward(
     answers: &Answers,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let spec = Spec::from_request(req)?;
+    let mut spec = Spec::from_request(req)?;
     let progress = |m: &str| {
         events.emit(&ClusterEvent::Progress {
             message: m.to_string(),
@@ -36,8 +38,34 @@ pub(super) async fn forward(
     };
     // Several pods and no TARGET: the laptop's terminal chooses.
     let choose = |offered: Candidates| ask_laptop(events, answers, offered);
+    let start = async {
+        progress("connecting to the cluster");
+        let cluster = client::connect(&req.cluster).await?;
+        if let Some(launch) = &req.launch {
+            let ns = cluster.namespace.clone();
+            // The laptop deletes the pod (through its watchdog here) whatever happens next.
+            let launched = |pod: &str| {
+                events.emit(&ClusterEvent::Launched {
+                    namespace: ns.clone(),
+                    pod: pod.to_string(),
+                })
+            };
+            let shell = ThisMachine {
+                place: "on the login host".into(),
+            };
+            let around = Around {
+                shell: &shell,
+                progress: &progress,
+                choose: &choose,
+                launched: &launched,
+            };
+            let pod = launch::launch(&cluster, launch, &spec, &around).await?;
+            spec.target = Target::Pod(pod);
+        }
+        Tunnel::start_on(cluster, spec, &progress, &choose).await
+    };
     let tunnel = tokio::select! {
-        tunnel = Tunnel::start_with(&req.cluster, spec, &progress, &choose) => tunnel?,
+        tunnel = start => tunnel?,
         () = stop.cancelled() => return Ok(()),
     };
     events.emit(&tunnel.resolved_event());

@@ -5,15 +5,13 @@
 //! Cluster half: it runs in the agent or in local mode, and reports each check through `emit`
 //! (no printing). Nothing secret goes into a check: the server URL and names only.
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::Api;
 
 use super::client::{self, Cluster};
 use super::discover::Preset;
+use super::launch::rights::{can_i, LAUNCH_VERBS};
 use super::pick::candidates;
 use crate::proto::wire::{Check, CheckStatus, Request};
 
@@ -30,8 +28,12 @@ const LATER: &[&str] = &[
     "rights on pods",
     "rights on pods/log",
     "rights on pods/portforward",
+    LAUNCH_CHECK,
     "Jupyter pods",
 ];
+
+/// The check of the rights only launching needs.
+const LAUNCH_CHECK: &str = "rights to launch pods";
 
 fn check(name: &str, status: CheckStatus, detail: String, hint: Option<String>) -> Check {
     Check {
@@ -98,6 +100,7 @@ pub async fn run_on(cluster: &Cluster, url: &str, emit: &(dyn Fn(Check) + Send +
     for (sub, verbs) in RIGHTS {
         emit(rights(cluster, *sub, verbs).await);
     }
+    emit(launch_rights(cluster).await);
     emit(jupyter_pods(cluster).await);
 }
 
@@ -151,29 +154,11 @@ async fn rights(cluster: &Cluster, sub: Option<&str>, verbs: &[&str]) -> Check {
         None => "pods".to_string(),
     };
     let name = format!("rights on {resource}");
-    let api: Api<SelfSubjectAccessReview> = Api::all(cluster.client.clone());
     let mut missing = Vec::new();
     for verb in verbs {
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    namespace: Some(ns.clone()),
-                    verb: Some(verb.to_string()),
-                    group: Some(String::new()),
-                    resource: Some("pods".into()),
-                    subresource: sub.map(String::from),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        match api.create(&PostParams::default(), &review).await {
-            Ok(answer) => {
-                if !answer.status.is_some_and(|s| s.allowed) {
-                    missing.push(*verb);
-                }
-            }
+        match can_i(cluster, verb, sub).await {
+            Ok(true) => {}
+            Ok(false) => missing.push(*verb),
             Err(e) => {
                 let e = super::resolve::api_error(
                     e,
@@ -205,6 +190,44 @@ async fn rights(cluster: &Cluster, sub: Option<&str>, verbs: &[&str]) -> Check {
             "{why}; ask the cluster admin for {} on {resource} in `{ns}` (see manifests/10-rbac.yaml)",
             missing.join(" and ")
         )),
+    )
+}
+
+/// `create` and `delete` on pods, which only `--launch` and `--image` need: a note when
+/// missing, never a failure.
+async fn launch_rights(cluster: &Cluster) -> Check {
+    let ns = &cluster.namespace;
+    let mut missing = Vec::new();
+    for verb in LAUNCH_VERBS {
+        match can_i(cluster, verb, None).await {
+            Ok(true) => {}
+            Ok(false) => missing.push(*verb),
+            Err(e) => {
+                let e = super::resolve::api_error(
+                    e,
+                    "ask the API server for your rights (SelfSubjectAccessReview)",
+                    ns,
+                );
+                return failed(LAUNCH_CHECK, &e);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return check(
+            LAUNCH_CHECK,
+            CheckStatus::Ok,
+            format!("create, delete granted in `{ns}` (--launch, --image)"),
+            None,
+        );
+    }
+    check(
+        LAUNCH_CHECK,
+        CheckStatus::Note,
+        format!(
+            "{} not granted in `{ns}`: --launch and --image need them, forwarding does not",
+            missing.join(", ")
+        ),
+        Some("launch pods your cluster's way and forward with `podtun jupyter POD`, or ask the cluster admin for create and delete on pods".into()),
     )
 }
 

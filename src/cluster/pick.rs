@@ -68,9 +68,16 @@ pub async fn pick(
 /// The Running pods (not being deleted) that fit `preset`, newest first (then by name).
 /// `Generic` fits every Running pod.
 pub fn candidates(pods: &[Pod], preset: Preset) -> Vec<Candidate> {
+    let running: Vec<&Pod> = pods.iter().filter(|p| phase(p) == "Running").collect();
+    fitting(running, preset)
+}
+
+/// The pods among `pods` (not being deleted, in any phase) that fit `preset`, newest first
+/// (then by name).
+pub fn fitting<'a>(pods: impl IntoIterator<Item = &'a Pod>, preset: Preset) -> Vec<Candidate> {
     let mut fit: Vec<(&Pod, Candidate)> = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && phase(p) == "Running")
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| {
             let why = fits(p, preset)?;
             let ready = matches!(

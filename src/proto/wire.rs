@@ -54,6 +54,36 @@ pub struct Request {
     pub ports: Vec<String>,
     /// `--timeout` in seconds.
     pub timeout_secs: u64,
+    /// `--launch` or `--image`: the pod is launched first, and the forward goes to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
+}
+
+/// How the pod a forward goes to comes to be (`--launch`, `--image`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Launch {
+    /// A launcher command (POSIX sh) that creates the pod and returns: DSMLP's
+    /// `launch-scipy-ml.sh -b`, `kubectl run …`, `kubectl create -f nb.yaml`.
+    Command(String),
+    /// A pod podtun creates itself from an image.
+    Image(PodTemplate),
+}
+
+/// `--image` and its resources: the pod podtun creates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodTemplate {
+    /// The container image.
+    pub image: String,
+    /// `--cpu`: request and limit (a Kubernetes quantity: `2`, `500m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// `--memory`: request and limit (`8Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// `--gpu`: `nvidia.com/gpu`, request and limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
 }
 
 /// The laptop's first line: the protocol version and the request.
@@ -157,6 +187,14 @@ pub enum ClusterEvent {
     },
     /// Jupyter's token and paths.
     Token(JupyterAccess),
+    /// The pod was launched (`--launch`, `--image`): the laptop deletes it when podtun stops.
+    /// Sent as soon as the pod exists, before any wait.
+    Launched {
+        /// Namespace of the pod.
+        namespace: String,
+        /// Pod name.
+        pod: String,
+    },
     /// The pod was replaced (deleted, restarted, rescheduled) and the new one is Ready.
     PodReplaced {
         /// The new pod's name.
@@ -335,6 +373,7 @@ mod tests {
                 preset: "jupyter".into(),
                 ports: vec![],
                 timeout_secs: 120,
+                launch: None,
             },
             heartbeat_secs: None,
             kind: Kind::Forward,

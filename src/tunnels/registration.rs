@@ -170,7 +170,11 @@ impl Registration {
                 }
             }),
             Event::Error { message, .. } => self.update(|s| s.error = Some(message.clone())),
-            Event::TimeLeft { .. } | Event::Closed => {}
+            Event::TimeLeft { .. }
+            | Event::Launched { .. }
+            | Event::Deleted { .. }
+            | Event::Kept { .. }
+            | Event::Closed => {}
         }
     }
 
