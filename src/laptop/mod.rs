@@ -6,7 +6,8 @@
 //! - [`slurm`]: Jupyter in a Slurm job, through the login host.
 //!
 //! The shared parts: [`ssh`] (every russh call), [`listen`] (the local ports), [`ready`]
-//! (readiness through the whole chain, and the reports), [`pick`] (the terminal chooser).
+//! (readiness through the whole chain, and the reports), [`pick`] (the terminal chooser),
+//! [`watchdog`] (undoing on the login host what podtun made there, once the laptop is gone).
 //! [`doctor`] checks each step of a route.
 
 pub mod doctor;
@@ -19,5 +20,6 @@ pub mod ready;
 pub mod slurm;
 pub mod ssh;
 pub mod via;
+pub mod watchdog;
 
 pub use ssh::restore_terminal;

@@ -15,7 +15,8 @@
 //! nothing runs on the login host for the forward itself. A lost connection keeps the local
 //! port: podtun reconnects and finds the job's server again. A job podtun submitted is
 //! cancelled when podtun stops ([`release`]), and by a watchdog script on the login host when
-//! the laptop goes away without stopping it (`watchdog`); a job it attached to is left running.
+//! the laptop goes away without stopping it ([`crate::laptop::watchdog`]); a job it attached to
+//! is left running.
 //!
 //! Every command runs over an SSH exec channel in the user's login environment (where sites
 //! put Slurm on the PATH), as kubectl mode's do.
@@ -25,7 +26,6 @@ mod job;
 mod jpserver;
 mod status;
 mod tunnel;
-mod watchdog;
 
 use std::time::Duration;
 

@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["agent"],
     &["laptop::ssh"],
     &["laptop::link"],
+    &["laptop::watchdog"],
     &["laptop::listen"],
     &["laptop::ready"],
     &["laptop::pick"],

@@ -37,4 +37,6 @@ mod ssh;
 mod transports;
 #[cfg(unix)]
 mod via;
+#[cfg(unix)]
+mod watchdog;
 mod wsforward;

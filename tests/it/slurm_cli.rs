@@ -350,7 +350,7 @@ fn watchdogs(t: &Topology) -> Vec<String> {
     let watching = |pid: &str| {
         std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
             let cmd = String::from_utf8_lossy(&raw);
-            cmd.contains("podtun-slurm:") && cmd.contains("watching")
+            cmd.contains("podtun-watch:") && cmd.contains("slurm-")
         })
     };
     let pids: Vec<String> = t.login.pids().into_iter().filter(|p| watching(p)).collect();

@@ -3,8 +3,9 @@
 //! answers; then one `direct-tcpip` channel to NODE:PORT per local connection, until Ctrl-C or
 //! the job's end. A lost connection keeps the local port: podtun reconnects with backoff, finds
 //! the job's server again and reports `ready` again. A job podtun submitted is cancelled when
-//! podtun stops, and by its [`Watchdog`] on the login host when the laptop goes away for good;
-//! a job it did not submit is left running.
+//! podtun stops, and by its [`Watchdog`] on the login host (`scancel` after
+//! [`watchdog::GRACE`] without a word) when the laptop goes away for good; a job it did not
+//! submit is left running.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,12 +16,15 @@ use anyhow::anyhow;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
-use super::watchdog::Watchdog;
-use super::{check_yours, find, release, status, submit, Found, Job, Phase, Released, Source};
+use super::{
+    check_yours, find, release, status, submit, Found, Job, JobId, Phase, Released, Source,
+};
 use crate::laptop::link::{self, Ended, Supervised};
 use crate::laptop::listen::{self, Locals};
 use crate::laptop::ready;
+use crate::laptop::ssh::exec::sh_quote;
 use crate::laptop::ssh::SshSession;
+use crate::laptop::watchdog::{self, Guard, Watchdog};
 use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::wire::JupyterAccess;
@@ -112,7 +116,7 @@ async fn guard(out: &Output, ssh: &SshSession, job: &Job) -> Option<Watchdog> {
     if !job.submitted {
         return None;
     }
-    match Watchdog::start(ssh, &job.id).await {
+    match Watchdog::start(ssh, &job_guard(&job.id)).await {
         Ok(watchdog) => Some(watchdog),
         Err(e) => {
             out.note(&format!(
@@ -120,6 +124,17 @@ async fn guard(out: &Output, ssh: &SshSession, job: &Job) -> Option<Watchdog> {
             ));
             None
         }
+    }
+}
+
+/// What the watchdog of a submitted job does once the laptop is gone: `scancel` the job.
+fn job_guard(id: &JobId) -> Guard {
+    Guard {
+        key: format!("slurm-{id}"),
+        what: format!("Slurm job {id}"),
+        undo: format!("scancel {}", sh_quote(id.as_str())),
+        needs: Some("scancel".into()),
+        grace: watchdog::GRACE,
     }
 }
 
