@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use super::control::remote_error;
 use super::kubectl;
+use super::launched::Launches;
 use super::start::{start, start_agent, Established, Start};
 use super::transport::Transport;
 use crate::laptop::link::{self, Ended, Supervised};
@@ -29,22 +30,37 @@ pub async fn run_via(
     // Local ports the user named are bound first, so one that is taken fails before anything
     // starts on the login host.
     let early = listen::bind_named(plan)?;
+    let mut launches = Launches::new(plan);
     tokio::pin!(shutdown);
     let started = tokio::select! {
-        () = &mut shutdown => {
+        () = &mut shutdown => None,
+        started = start(plan, &out, &mut launches) => Some(started),
+    };
+    let started = match started {
+        Some(Ok(started)) => started,
+        // Nothing half-started: a pod launched meanwhile is deleted.
+        Some(Err(e)) => {
+            launches.end(&out).await;
+            return Err(e);
+        }
+        None => {
+            launches.end(&out).await;
             out.event(&Event::Closed);
             return Ok(());
         }
-        started = start(plan, &out) => started?,
     };
     let first = match started {
         Start::Agent(session) => *session,
-        Start::Kubectl(link) => return kubectl::run(plan, out, early, *link, shutdown).await,
+        Start::Kubectl(link) => {
+            return kubectl::run(plan, out, early, *link, launches, shutdown).await
+        }
     };
     let mut route = WithAgent {
         plan,
+        out: out.clone(),
         early,
         locals: Locals::new("the login host"),
+        launches,
     };
     link::run(&mut route, &out, Some(first), shutdown).await
 }
@@ -52,9 +68,12 @@ pub async fn run_via(
 /// The route through podtun's agent: each local connection is a stream to one of its sockets.
 struct WithAgent<'a> {
     plan: &'a Plan,
+    out: Arc<Output>,
     /// The local ports the user named, bound before anything started.
     early: Vec<Option<TcpListener>>,
     locals: Locals<Transport>,
+    /// The pod this run launched, if any.
+    launches: Launches,
 }
 
 impl Supervised for WithAgent<'_> {
@@ -62,7 +81,12 @@ impl Supervised for WithAgent<'_> {
 
     async fn establish(&mut self, out: &Output) -> anyhow::Result<Established> {
         let ssh = link::connect(self.plan, out).await?;
-        start_agent(self.plan, out, ssh).await
+        // A pod launched earlier is guarded on the new connection first.
+        if let Err(e) = self.launches.guard(&ssh).await {
+            ssh.disconnect().await;
+            return Err(e);
+        }
+        start_agent(self.plan, out, ssh, &mut self.launches).await
     }
 
     async fn serve(&mut self, session: &mut Established, out: &Output) -> Ended {
@@ -84,11 +108,17 @@ impl Supervised for WithAgent<'_> {
         serve(self.plan, out, session, self.locals.addrs(), first).await
     }
 
-    async fn close(&mut self, session: Established, _last: bool) {
+    async fn close(&mut self, session: Established, last: bool) {
         self.locals.unroute();
         let Established { ssh, mut agent, .. } = session;
-        // Nothing half-started: the agent goes with its connection.
+        // Nothing half-started: the agent goes with its connection, a pod podtun launched
+        // when podtun stops (or with the watchdog's grace, when the connection is lost).
         agent.stop().await;
+        if last {
+            self.launches.end(&self.out).await;
+        } else {
+            self.launches.lost();
+        }
         ssh.disconnect().await;
     }
 

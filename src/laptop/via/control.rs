@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::launched::Launching;
 use crate::cluster::discover::Preset;
 use crate::error::hinted;
 use crate::laptop::ssh::channel::{Line, Printed, Stdin};
@@ -125,6 +126,7 @@ impl Agent {
         &mut self,
         out: &Output,
         preset: Preset,
+        launching: &mut Launching<'_>,
     ) -> anyhow::Result<(Resolved, Vec<String>, Option<JupyterAccess>)> {
         let (mut resolved, mut sockets) = (None, None);
         loop {
@@ -140,6 +142,9 @@ impl Agent {
                 } => return Err(remote_error(&self.host, message, hint, refused)),
                 ev @ ClusterEvent::Resolved { .. } => resolved = Resolved::from_event(&ev),
                 ClusterEvent::Candidates(offered) => self.answer(&offered, out).await?,
+                ClusterEvent::Launched { namespace, pod } => {
+                    launching.launched(&namespace, &pod, out).await?;
+                }
                 ClusterEvent::Listening { sockets: s } => {
                     sockets = Some(s);
                     if preset != Preset::Jupyter {

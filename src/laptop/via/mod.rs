@@ -7,6 +7,7 @@ pub mod agent;
 pub mod control;
 pub mod install;
 pub mod kubectl;
+mod launched;
 pub mod release;
 mod start;
 mod tar;

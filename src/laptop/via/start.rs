@@ -7,6 +7,7 @@ use tracing::info;
 use super::control::Agent;
 use super::install;
 use super::kubectl;
+use super::launched::{Deleter, Launches, Launching};
 use super::transport::Transport;
 use crate::cli::AgentMode;
 use crate::error::hinted;
@@ -30,7 +31,11 @@ pub(super) enum Start {
 /// The first connection: chooses what runs on the login host (`--agent`). `auto` takes podtun
 /// of this version there, else an upload that really runs there, else kubectl mode, and names
 /// each step tried when none works.
-pub(super) async fn start(plan: &Plan, out: &Output) -> anyhow::Result<Start> {
+pub(super) async fn start(
+    plan: &Plan,
+    out: &Output,
+    launches: &mut Launches,
+) -> anyhow::Result<Start> {
     let ssh = link::connect(plan, out).await?;
     let host = ssh.host().to_string();
     let kubectl_mode = |ssh: SshSession| async move {
@@ -43,17 +48,20 @@ pub(super) async fn start(plan: &Plan, out: &Output) -> anyhow::Result<Start> {
             let link = kubectl_mode(ssh).await?;
             return Ok(Start::Kubectl(Box::new(link)));
         }
-        AgentMode::Podtun => return Ok(Start::Agent(Box::new(start_agent(plan, out, ssh).await?))),
+        AgentMode::Podtun => {
+            let started = start_agent(plan, out, ssh, launches).await?;
+            return Ok(Start::Agent(Box::new(started)));
+        }
         // `--remote-bin` names the agent: nothing else to try.
         AgentMode::Auto if plan.remote_bin.is_some() => {
-            return Ok(Start::Agent(Box::new(start_agent(plan, out, ssh).await?)))
+            let started = start_agent(plan, out, ssh, launches).await?;
+            return Ok(Start::Agent(Box::new(started)));
         }
-        AgentMode::Auto => match launch_agent(plan, out, &ssh).await {
+        AgentMode::Auto => match launch_agent(plan, out, &ssh, launches).await {
             Ok(agent) => {
                 info!(host = %ssh.host(), "running podtun's agent on the login host");
-                return Ok(Start::Agent(Box::new(
-                    listening(plan, out, ssh, agent).await?,
-                )));
+                let started = listening(plan, out, ssh, agent, launches).await?;
+                return Ok(Start::Agent(Box::new(started)));
             }
             Err(e) => e,
         },
@@ -99,10 +107,11 @@ pub(super) async fn launch_agent(
     plan: &Plan,
     out: &Output,
     ssh: &SshSession,
+    launches: &Launches,
 ) -> anyhow::Result<(String, Agent)> {
     out.progress(&format!("starting the agent on `{}`", ssh.host()));
     let bin = install::agent_binary(ssh, plan).await?;
-    let agent = Agent::start(ssh, &bin, &plan.request, Kind::Forward).await?;
+    let agent = Agent::start(ssh, &bin, &launches.request(plan), Kind::Forward).await?;
     Ok((bin, agent))
 }
 
@@ -111,9 +120,10 @@ pub(super) async fn start_agent(
     plan: &Plan,
     out: &Output,
     ssh: SshSession,
+    launches: &mut Launches,
 ) -> anyhow::Result<Established> {
-    match launch_agent(plan, out, &ssh).await {
-        Ok(agent) => listening(plan, out, ssh, agent).await,
+    match launch_agent(plan, out, &ssh, launches).await {
+        Ok(agent) => listening(plan, out, ssh, agent, launches).await,
         Err(e) => {
             // Nothing half-started: closing the connection ends the agent, if any.
             ssh.disconnect().await;
@@ -128,11 +138,22 @@ pub(super) async fn listening(
     out: &Output,
     ssh: SshSession,
     (bin, mut agent): (String, Agent),
+    launches: &mut Launches,
 ) -> anyhow::Result<Established> {
-    let (resolved, sockets, jupyter) = match agent.until_listening(out, plan.spec.preset).await {
+    let mut launching = Launching {
+        launches,
+        ssh: &ssh,
+        deleter: Deleter::Agent(bin.clone()),
+    };
+    let listened = agent
+        .until_listening(out, plan.spec.preset, &mut launching)
+        .await;
+    let (resolved, sockets, jupyter) = match listened {
         Ok(parts) => parts,
         Err(e) => {
-            // Nothing half-started: closing the connection ends the agent.
+            // Nothing half-started: a pod it launched is deleted, and closing the connection
+            // ends the agent.
+            launches.end(out).await;
             ssh.disconnect().await;
             return Err(e);
         }

@@ -9,10 +9,11 @@
 //! TCP port: on a shared host it would lend the owner's cluster rights to every local user.
 
 mod connector;
+mod launcher;
 mod link;
 mod proxy;
 mod run;
 
 pub use link::{doctor, establish_on, Established};
 pub use proxy::Proxy;
-pub use run::run;
+pub(super) use run::run;

@@ -23,9 +23,10 @@ const HEARTBEATS_MISSED: u64 = 3;
 const MARK: &str = "podtun-kubectl:";
 
 /// What kubectl proxy passes: discovery, the reads podtun makes (pods, their logs, services and
-/// workloads for selector resolution, the namespace), port-forward, and access reviews for
-/// `doctor`. Everything else (exec, attach, proxy to pods, secrets, other resources) is refused
-/// by the proxy itself, before it reaches the API server.
+/// workloads for selector resolution, the namespace), port-forward, creating a pod (`--image`),
+/// and access reviews (`doctor`, the rights launching needs). Everything else (exec, attach,
+/// proxy to pods, secrets, other resources) is refused by the proxy itself, before it reaches
+/// the API server.
 const ACCEPT_PATHS: &[&str] = &[
     "^/version/?$",
     "^/api/?$",
@@ -41,7 +42,8 @@ const ACCEPT_PATHS: &[&str] = &[
 ];
 /// Paths refused even where [`ACCEPT_PATHS`] would match (kubectl proxy's own defaults).
 const REJECT_PATHS: &[&str] = &["^/api/.*/pods/.*/exec", "^/api/.*/pods/.*/attach"];
-/// podtun never changes or deletes anything.
+/// podtun never changes or deletes anything through the proxy: a pod it launched is deleted
+/// by the login host's watchdog, with kubectl there.
 const REJECT_METHODS: &[&str] = &["^PUT$", "^PATCH$", "^DELETE$"];
 
 /// The login-side script: checks kubectl, makes the private directory, reads the default

@@ -8,7 +8,16 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use std::sync::Mutex;
+
+use super::super::launched::{Deleter, Launches};
 use super::connector::{proxy_client, ProxyRoute};
+use super::launcher::OverSsh;
+use crate::cluster::discover::Target;
+use crate::cluster::launch::{self, Around};
+use crate::cluster::tunnel::Spec;
+use crate::laptop::ssh::SshSession;
+use crate::proto::wire::Launch;
 use super::link::{establish_on, Established};
 use crate::cluster::client::Cluster;
 use crate::cluster::tunnel::Tunnel;
@@ -22,11 +31,12 @@ use crate::proto::wire::ClusterEvent;
 
 /// kubectl mode on a link already established (the first one): runs the forward until
 /// shutdown, reconnecting (and restarting the proxy) when the login host goes away.
-pub async fn run(
+pub(in crate::laptop::via) async fn run(
     plan: &Plan,
     out: Arc<Output>,
     early: Vec<Option<TcpListener>>,
     first: Established,
+    launches: Launches,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let host = first.ssh.host().to_string();
@@ -48,6 +58,7 @@ pub async fn run(
         proxy,
         tunnel: None,
         locals: Locals::new("the login host"),
+        launches,
     };
     link::run(&mut route, &out, Some(first), shutdown).await
 }
@@ -66,6 +77,8 @@ struct WithKubectl<'a> {
     /// The cluster half, once the pod is found: it outlives every link.
     tunnel: Option<Tunnel>,
     locals: Locals<Tunnel>,
+    /// The pod this run launched, if any.
+    launches: Launches,
 }
 
 impl Supervised for WithKubectl<'_> {
@@ -84,10 +97,13 @@ impl Supervised for WithKubectl<'_> {
         if self.tunnel.is_some() {
             out.note("reconnected");
         }
+        if let Err(e) = self.launches.guard(&link.ssh).await {
+            return Ended::Lost(format!("{e:#}"));
+        }
         // Heartbeats go on while the pod starts and while the ports are checked.
         tokio::select! {
             lost = link.held() => Ended::Lost(lost),
-            ended = self.forward() => match ended {
+            ended = self.forward(&link.ssh) => match ended {
                 // A failure the lost link caused is the loss, not the answer.
                 Ended::Fatal(e) if link.ssh.is_closed() => Ended::Lost(format!("{e:#}")),
                 ended => ended,
@@ -95,8 +111,13 @@ impl Supervised for WithKubectl<'_> {
         }
     }
 
-    async fn close(&mut self, link: Established, _last: bool) {
+    async fn close(&mut self, link: Established, last: bool) {
         self.proxy.clear();
+        if last {
+            self.launches.end(&self.out).await;
+        } else {
+            self.launches.lost();
+        }
         link.close().await;
     }
 
@@ -108,13 +129,13 @@ impl Supervised for WithKubectl<'_> {
 impl WithKubectl<'_> {
     /// The first time: finds the pod and binds the local ports. Every time: checks them,
     /// reports `ready`, then follows the pod (its replacement) until that fails.
-    async fn forward(&mut self) -> Ended {
+    async fn forward(&mut self, ssh: &SshSession) -> Ended {
         let out = self.out.clone();
         let progress = |m: &str| out.progress(m);
         let first = self.tunnel.is_none();
         let tunnel = match &self.tunnel {
             Some(tunnel) => tunnel.clone(),
-            None => match self.start(&progress).await {
+            None => match self.start(ssh, &progress).await {
                 Ok(tunnel) => tunnel,
                 Err(e) => return Ended::Fatal(e),
             },
@@ -143,15 +164,18 @@ impl WithKubectl<'_> {
     }
 
     /// Finds the pod and serves the local ports into the tunnel.
-    async fn start(&mut self, progress: &(dyn Fn(&str) + Send + Sync)) -> anyhow::Result<Tunnel> {
+    async fn start(
+        &mut self,
+        ssh: &SshSession,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> anyhow::Result<Tunnel> {
         let choose = chooser(self.out.clone());
-        let tunnel = Tunnel::start_on(
-            self.cluster.clone(),
-            self.plan.spec.clone(),
-            progress,
-            &choose,
-        )
-        .await?;
+        let mut spec = self.plan.spec.clone();
+        if let Some(launch) = &self.plan.request.launch {
+            let pod = self.launch(launch, ssh, &spec, progress).await?;
+            spec.target = Target::Pod(pod);
+        }
+        let tunnel = Tunnel::start_on(self.cluster.clone(), spec, progress, &choose).await?;
         let resolved = tunnel.resolved();
         let listeners = listen::bind_all(self.plan, &resolved, std::mem::take(&mut self.early))?;
         let remotes: Arc<Vec<u16>> = Arc::new(resolved.ports.iter().map(|p| p.remote).collect());
@@ -163,6 +187,38 @@ impl WithKubectl<'_> {
         self.locals.route(Arc::new(tunnel.clone()));
         self.tunnel = Some(tunnel.clone());
         Ok(tunnel)
+    }
+
+    /// Runs the launcher on the login host and takes the pod it created, guarded from the
+    /// moment it exists.
+    async fn launch(
+        &mut self,
+        launch: &Launch,
+        ssh: &SshSession,
+        spec: &Spec,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> anyhow::Result<String> {
+        let choose = chooser(self.out.clone());
+        let seen: Mutex<Option<String>> = Mutex::new(None);
+        let launched = |pod: &str| {
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(pod.to_string());
+        };
+        let shell = OverSsh { ssh: ssh.clone() };
+        let around = Around {
+            shell: &shell,
+            progress,
+            choose: &choose,
+            launched: &launched,
+        };
+        let result = launch::launch(&self.cluster, launch, spec, &around).await;
+        let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(pod) = seen {
+            let ns = self.cluster.namespace.clone();
+            self.launches
+                .launched(ssh, Deleter::Kubectl, &ns, &pod, &self.out)
+                .await?;
+        }
+        result
     }
 
     /// Follows the pod until that fails.
