@@ -23,6 +23,8 @@ mod kind;
 mod kubectl_mode;
 #[cfg(unix)]
 mod kubectl_portforward;
+#[cfg(unix)]
+mod launch;
 mod layers;
 mod local;
 #[cfg(unix)]

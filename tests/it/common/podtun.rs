@@ -95,6 +95,25 @@ impl Podtun {
         }
     }
 
+    /// The events up to podtun's end (its stdout closed), or a panic after `within`.
+    pub async fn remaining_events(&mut self, within: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut events = Vec::new();
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.events.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("podtun did not end within {within:?}: {events:?}"))
+                .expect("read podtun's stdout");
+            let Some(line) = line else {
+                return events;
+            };
+            events.push(
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("bad JSON from podtun: {e}: {line}")),
+            );
+        }
+    }
+
     /// Waits for `ready` and returns its local address.
     pub async fn ready(&mut self) -> (String, Value) {
         let ev = self.wait_for("ready", READY_TIMEOUT).await;

@@ -119,7 +119,7 @@ impl LoginHome {
     }
 
     /// Copies `from` to `~/REL` as the login user's own private file; returns its path.
-    fn install(&self, from: &Path, rel: &str) -> PathBuf {
+    pub fn install(&self, from: &Path, rel: &str) -> PathBuf {
         let to = self.path().join(rel);
         self.mkdir(to.parent().expect("parent"));
         std::fs::copy(from, &to).expect("copy into the login home");
