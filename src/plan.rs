@@ -242,6 +242,19 @@ impl Plan {
             timeout_secs: common.timeout.as_secs().max(1),
         };
         let spec = Spec::from_request(&request)?;
+        let declared = spec
+            .ports
+            .iter()
+            .all(|p| matches!(p.remote, crate::cluster::discover::PortSpec::Number(_)));
+        if matches!(request.launch, Some(Launch::Image(_)))
+            && preset == "generic"
+            && (spec.ports.is_empty() || !declared)
+        {
+            return Err(usage(
+                "`podtun forward --image` declares the pod's ports: name them as numbers",
+                Some("e.g. `podtun forward --image nginx 8080:80`".into()),
+            ));
+        }
         if common.local_port.is_some() {
             if spec.ports.len() > 1 {
                 return Err(usage(
