@@ -768,3 +768,75 @@ async fn launch_flags_that_do_not_go_together_are_usage_errors() {
         assert!(done.stdout.is_empty(), "{args:?}: {}", done.stdout);
     }
 }
+
+/// A launcher that does not say which pod it created: podtun takes the one new pod that fits
+/// (here beside an older Jupyter pod, which it must leave alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_that_names_no_pod_gets_the_one_new_jupyter_pod() {
+    let t = login_host(&[MAY_LAUNCH, &["manifests/20-jupyter.yaml"]].concat()).await;
+    t.cluster.ready("demo", "jupyter").await;
+    let (mut p, stderr) = spawn_json(
+        &t,
+        Mode::Kubectl,
+        "jupyter",
+        &["--launch", "~/bin/launch-jupyter.sh -b >/dev/null"],
+    );
+    let launched = p.wait_for("launched", URL_TIMEOUT).await;
+    let pod = the_launched_pod(&t);
+    assert_eq!(launched["pod"], pod.as_str(), "{launched}");
+    let ready = p.wait_for("ready", URL_TIMEOUT).await;
+    assert_eq!(ready["pod"], pod.as_str(), "{ready}");
+    assert!(
+        !stderr.lock().expect("stderr").contains("pod/"),
+        "the launcher said nothing of its pod"
+    );
+    let url = ready["url"].as_str().expect("a URL").to_string();
+    assert_eq!(api_status(&t, &url).await, 200, "{url}");
+
+    let pid = p.child.id().expect("podtun runs");
+    assert!(podtun::sigterm(pid), "SIGTERM to podtun");
+    let (events, status) = events_to_the_end(&mut p, EXIT_TIMEOUT).await;
+    assert!(status.success(), "{status:?}: {events:?}");
+    assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
+    gone(&t, &pod, GONE_TIMEOUT).await;
+    assert_eq!(pods(&t), ["jupyter"], "the older pod stays");
+}
+
+/// `podtun doctor` notes missing launch rights (not a failure: forwarding works without
+/// them), and passes the check once they are granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_notes_the_rights_to_launch_pods() {
+    let t = login_host(MAY_NOT_LAUNCH).await;
+    let doctor = || podtun::finish(t.podtun_via(&["doctor", "--agent", "podtun"]));
+    let line = |out: &str| -> String {
+        out.lines()
+            .find(|l| l.contains("rights to launch pods:"))
+            .unwrap_or_else(|| panic!("no launch rights line in:\n{out}"))
+            .to_string()
+    };
+
+    let done = doctor().await;
+    let out = &done.stdout;
+    assert!(done.status.success(), "{out}\n{}", done.stderr);
+    let note = line(out);
+    assert!(note.starts_with('!'), "a note: {note}");
+    assert!(
+        note.contains("create, delete not granted in `demo`"),
+        "{note}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with('✓') && l.contains("rights on pods/portforward:")),
+        "forwarding's rights pass:\n{out}"
+    );
+
+    t.cluster
+        .tc
+        .apply_file(&cluster::repo().join(LAUNCH_RIGHTS))
+        .expect("grant the launch rights");
+    let done = doctor().await;
+    let out = &done.stdout;
+    assert!(done.status.success(), "{out}\n{}", done.stderr);
+    let granted = line(out);
+    assert!(granted.starts_with('✓'), "granted: {granted}");
+}
