@@ -330,7 +330,7 @@ async fn launch_in_kubectl_mode_serves_the_url_and_sigterm_deletes_the_pod() {
     let launched = p.wait_for("launched", URL_TIMEOUT).await;
     let pod = launched["pod"].as_str().expect("pod").to_string();
     assert_eq!(launched["namespace"], "demo", "{launched}");
-    assert_eq!(launched_pods(&t), [pod.clone()]);
+    assert_eq!(launched_pods(&t), [pod.as_str()]);
     let ready = p.wait_for("ready", URL_TIMEOUT).await;
     assert_eq!(ready["agent"], "kubectl", "{ready}");
     assert_eq!(ready["pod"], pod.as_str(), "{ready}");
@@ -388,7 +388,7 @@ async fn keep_leaves_the_pod_and_the_next_run_forwards_to_it() {
     let status = again.terminate().await;
     assert!(status.success(), "{status:?}");
     login_host_is_clean(&t, "the second run").await;
-    assert_eq!(launched_pods(&t), [pod.clone()], "the kept pod stays");
+    assert_eq!(launched_pods(&t), [pod.as_str()], "the kept pod stays");
     assert!(
         t.cluster
             .tc
