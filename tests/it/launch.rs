@@ -349,6 +349,26 @@ async fn launch_in_kubectl_mode_serves_the_url_and_sigterm_deletes_the_pod() {
     login_host_is_clean(&t, "SIGTERM").await;
 }
 
+/// `-d`: the launch runs in the background, and `podtun stop` deletes the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_launch_is_deleted_by_podtun_stop() {
+    let t = login_host(MAY_LAUNCH).await;
+    let started = podtun::finish_within(
+        command(&t, Mode::Kubectl, "jupyter", &["--launch", LAUNCH_B, "-d"]),
+        URL_TIMEOUT,
+    )
+    .await;
+    assert!(started.status.success(), "{}", started.stderr);
+    let url = started.stdout.trim().to_string();
+    assert_eq!(api_status(&t, &url).await, 200, "{url}");
+    let pod = the_launched_pod(&t);
+
+    let stopped = podtun::finish_within(t.podtun(&["stop", "--all"]), EXIT_TIMEOUT).await;
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    gone(&t, &pod, GONE_TIMEOUT).await;
+    login_host_is_clean(&t, "podtun stop").await;
+}
+
 /// `--keep` leaves the pod running, and a later `podtun jupyter --via LOGIN` without a TARGET
 /// finds it and forwards to it (and leaves it too: it did not launch it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
