@@ -384,3 +384,83 @@ fn route(via: &[String]) -> Route {
         Route::Via(hosts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::error::{exit_code, EXIT_USAGE};
+
+    /// `podtun jupyter ARGS` as planned.
+    fn jupyter(args: &[&str]) -> anyhow::Result<Plan> {
+        let argv = ["podtun", "jupyter"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).expect("clap accepts it");
+        let Command::Jupyter(jupyter) = cli.command else {
+            panic!("not `podtun jupyter`");
+        };
+        Plan::from_jupyter(&jupyter)
+    }
+
+    /// The usage error (exit 2) `podtun jupyter ARGS` is; its message.
+    fn refused(args: &[&str]) -> String {
+        let err = jupyter(args).err().unwrap_or_else(|| panic!("{args:?} planned"));
+        assert_eq!(exit_code(&err), EXIT_USAGE, "{args:?}: {err:#}");
+        err.to_string()
+    }
+
+    #[test]
+    fn keep_needs_a_launch() {
+        assert!(refused(&["--keep"]).contains("--keep keeps a pod podtun launched"));
+        assert!(refused(&["my-pod", "--keep"]).contains("needs --launch or --image"));
+    }
+
+    #[test]
+    fn a_launch_takes_no_target() {
+        for args in [
+            &["my-pod", "--launch", "launch-scipy-ml.sh -b"][..],
+            &["-l", "app=jupyter", "--launch", "launch-scipy-ml.sh -b"][..],
+            &["my-pod", "--image", "quay.io/jupyter/base-notebook"][..],
+            &["@", "--via", "login", "--launch", "launch-scipy-ml.sh -b"][..],
+        ] {
+            let message = refused(args);
+            assert!(
+                message.contains("--launch and --image"),
+                "{args:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn launch_flags_are_checked() {
+        assert!(refused(&["--launch", "  "]).contains("needs the command"));
+        assert!(refused(&["--image", "a b"]).contains("is not an image name"));
+        assert!(refused(&["--image", "x", "--cpu", "two"]).contains("--cpu `two`"));
+        assert!(refused(&["--image", "x", "--memory", "8GB"]).contains("--memory `8GB`"));
+        assert!(refused(&["--image", "x", "--gpu", "0"]).contains("--gpu 0"));
+    }
+
+    #[test]
+    fn launches_are_planned() {
+        let plan = jupyter(&["--launch", "launch-scipy-ml.sh -b", "--keep"]).expect("planned");
+        assert_eq!(
+            plan.request.launch,
+            Some(Launch::Command("launch-scipy-ml.sh -b".into()))
+        );
+        assert!(plan.keep);
+        let plan = jupyter(&[
+            "--image", "x:1", "--cpu", "500m", "--memory", "512Mi", "--gpu", "1",
+        ])
+        .expect("planned");
+        let Some(Launch::Image(template)) = plan.request.launch else {
+            panic!("an image launch: {:?}", plan.request.launch);
+        };
+        assert_eq!(template.image, "x:1");
+        assert_eq!(template.cpu.as_deref(), Some("500m"));
+        assert_eq!(template.memory.as_deref(), Some("512Mi"));
+        assert_eq!(template.gpu, Some(1));
+        assert!(!plan.keep);
+        assert!(jupyter(&[]).expect("planned").request.launch.is_none());
+    }
+}
