@@ -432,13 +432,12 @@ fn gone_after_kill_bound(grace: Duration) -> Duration {
 
 /// podtun killed (`kill -9`): the watchdog on the login host deletes the launched pod once
 /// the laptop has been silent for `--launch-grace`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_leaves_the_pod_to_the_login_hosts_watchdog() {
+async fn killed(mode: Mode) {
     let t = login_host(MAY_LAUNCH).await;
     let grace = format!("{}s", SHORT_GRACE.as_secs());
     let (mut p, _stderr) = spawn_json(
         &t,
-        Mode::Agent,
+        mode,
         "jupyter",
         &["--launch", LAUNCH_B, "--launch-grace", &grace],
     );
@@ -459,6 +458,7 @@ async fn kill_9_leaves_the_pod_to_the_login_hosts_watchdog() {
     // Waited for longer than the bound, so that a late deletion shows how late it was.
     gone(&t, &pod, bound * 3).await;
     let took = killed.elapsed();
+    eprintln!("pod demo/{pod} went {took:?} after kill -9 (bound {bound:?})");
     assert!(
         took <= bound,
         "pod demo/{pod} went {took:?} after kill -9, later than {bound:?}"
@@ -470,6 +470,16 @@ async fn kill_9_leaves_the_pod_to_the_login_hosts_watchdog() {
         "pod demo/{pod} went {took:?} after kill -9, before the grace was up"
     );
     login_host_is_clean(&t, "the watchdog deleted the pod").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_leaves_the_pod_to_the_login_hosts_watchdog_through_the_agent() {
+    killed(Mode::Agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_leaves_the_pod_to_the_login_hosts_watchdog_in_kubectl_mode() {
+    killed(Mode::Kubectl).await;
 }
 
 /// A launcher that fails: a quick error with its words and exit status, no pod, nothing left
