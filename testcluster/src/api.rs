@@ -267,6 +267,12 @@ async fn create(cluster: &Arc<Cluster>, target: &Target, req: Request<Incoming>)
         Err(err) => return respond::bad_request(&format!("invalid JSON body: {err}")),
     };
     let ns = target.ns.as_deref().unwrap_or("");
+    let body_ns = object["metadata"]["namespace"].as_str().unwrap_or("");
+    if target.kind.info().namespaced && !body_ns.is_empty() && body_ns != ns {
+        return respond::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        );
+    }
     let name = object["metadata"]["name"]
         .as_str()
         .unwrap_or("")
@@ -274,7 +280,10 @@ async fn create(cluster: &Arc<Cluster>, target: &Target, req: Request<Incoming>)
     match cluster.create(target.kind, ns, object) {
         Ok(stored) => respond::json(StatusCode::CREATED, &stored),
         Err(WriteError::AlreadyExists) => respond::already_exists(target.kind, &name),
-        Err(WriteError::Invalid(message)) => respond::error(422, "Invalid", &message, None),
+        Err(WriteError::BadRequest(message)) => respond::bad_request(&message),
+        Err(WriteError::Invalid(invalid)) => {
+            respond::error(422, "Invalid", &invalid.message(), Some(invalid.details()))
+        }
     }
 }
 

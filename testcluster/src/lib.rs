@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod admission;
 mod api;
 mod auth;
 mod cluster;
@@ -42,6 +43,7 @@ mod names;
 pub mod netns;
 mod podlog;
 pub mod portforward;
+mod reference;
 mod respond;
 mod review;
 mod runtime;

@@ -118,6 +118,12 @@ impl PodRuntime {
             } else {
                 &cluster.host_ip
             },
+            qos_class: self
+                .pod
+                .status
+                .as_ref()
+                .and_then(|s| s.qos_class.as_deref())
+                .unwrap_or("BestEffort"),
         };
         let status = status::pod_status(&facts, &state.containers, &mut state.transitions);
         let Ok(status) = serde_json::to_value(status) else {
