@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::admission::{self, DEFAULT_GRACE_SECONDS};
 use crate::auth::Tokens;
+use crate::config::NodeResources;
 use crate::kinds::Kind;
 use crate::knobs::Knobs;
 use crate::runtime::{self, Registry};
@@ -31,6 +32,8 @@ pub(crate) struct Cluster {
     /// `PATH` for pod processes: the extra dirs, then ours.
     pub path: OsString,
     pub host_ip: String,
+    /// What the node offers the scheduler.
+    pub node: NodeResources,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }

@@ -33,6 +33,7 @@ mod admission;
 mod api;
 mod auth;
 mod cluster;
+mod config;
 mod discovery;
 mod forward;
 mod kinds;
@@ -59,5 +60,6 @@ mod workloads;
 mod handle;
 
 pub use auth::USER_NAME;
-pub use handle::{Config, TestCluster, UserSpec};
+pub use config::{Config, NodeResources, UserSpec};
+pub use handle::TestCluster;
 pub use knobs::Transport;

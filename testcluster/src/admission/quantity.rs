@@ -256,6 +256,11 @@ impl Quantity {
         self.nanos / pow10(6)
     }
 
+    /// `Value()`: whole units, rounded up.
+    pub fn value(&self) -> i128 {
+        div_up(self.nanos, 9)
+    }
+
     pub fn is_negative(&self) -> bool {
         self.nanos < 0
     }
@@ -406,6 +411,8 @@ mod tests {
         let q = |s| Quantity::parse(s).expect(s);
         assert!(q("1") == q("1000m"));
         assert!(q("1.5") > q("1"));
+        assert_eq!(q("8Gi").value(), 8 << 30);
+        assert_eq!(q("1500m").value(), 2);
         assert_eq!(q("500m").millis(), 500);
         assert!(!q("500m").is_whole() && q("3000m").is_whole() && q("3Ki").is_whole());
     }
