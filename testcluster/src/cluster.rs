@@ -2,6 +2,7 @@
 //! have side effects: creating a pod starts it, deleting one stops it, applying a manifest
 //! stores each document as the API server would.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::admission::{self, DEFAULT_GRACE_SECONDS};
 use crate::auth::Tokens;
-use crate::config::NodeResources;
+use crate::config::{ImageConfig, NodeResources};
 use crate::kinds::Kind;
 use crate::knobs::Knobs;
 use crate::runtime::{self, Registry};
@@ -34,6 +35,8 @@ pub(crate) struct Cluster {
     pub host_ip: String,
     /// What the node offers the scheduler.
     pub node: NodeResources,
+    /// The images the runtime knows, by fully qualified reference.
+    pub images: BTreeMap<String, ImageConfig>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }

@@ -1,7 +1,10 @@
 //! How to start a test cluster: its listener and state directory, its users, the resources of
 //! its one node, and the images its runtime knows.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use serde::Deserialize;
 
 /// How to start a test cluster.
 pub struct Config {
@@ -22,6 +25,68 @@ pub struct Config {
     pub users: Vec<UserSpec>,
     /// What the one node offers the scheduler.
     pub node: NodeResources,
+    /// The images the runtime can "pull", by reference (`redis:7-alpine` and
+    /// `docker.io/library/redis:7-alpine` are the same). A container of an image not here runs
+    /// its `command` as before; without a command its pull fails (`ErrImagePull`, then
+    /// `ImagePullBackOff`) and the pod stays Pending.
+    pub images: BTreeMap<String, ImageConfig>,
+}
+
+/// What a container image says about running it: Docker's ENTRYPOINT, CMD and USER. A
+/// container's `command` replaces the entrypoint (and drops the image's cmd), its `args`
+/// replace the cmd; the user applies unless a securityContext names one (and only when the
+/// cluster runs as root).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// ENTRYPOINT: what runs, unless the container gives a `command`.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    /// CMD: the arguments after the entrypoint, unless the container gives `command` or `args`.
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// `uid:gid`; in a file, written as `"1000:100"` (or `"1000"` for gid 0).
+    #[serde(default, deserialize_with = "user")]
+    pub user: Option<(u32, u32)>,
+}
+
+impl ImageConfig {
+    /// An image that runs `entrypoint` followed by `cmd`.
+    pub fn new(entrypoint: &[&str], cmd: &[&str]) -> ImageConfig {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        ImageConfig {
+            entrypoint: owned(entrypoint),
+            cmd: owned(cmd),
+            user: None,
+        }
+    }
+
+    /// The same image with `USER uid:gid`.
+    pub fn with_user(mut self, uid: u32, gid: u32) -> ImageConfig {
+        self.user = Some((uid, gid));
+        self
+    }
+}
+
+fn user<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<(u32, u32)>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum User {
+        Id(u32),
+        Text(String),
+    }
+    let bad = |s: &str| serde::de::Error::custom(format!("user {s:?} is not uid[:gid]"));
+    match Option::<User>::deserialize(d)? {
+        None => Ok(None),
+        Some(User::Id(uid)) => Ok(Some((uid, 0))),
+        Some(User::Text(s)) => {
+            let (uid, gid) = s.split_once(':').unwrap_or((&s, "0"));
+            match (uid.parse(), gid.parse()) {
+                (Ok(uid), Ok(gid)) => Ok(Some((uid, gid))),
+                _ => Err(bad(&s)),
+            }
+        }
+    }
 }
 
 /// The allocatable resources of the node. A pod whose requests do not fit what the running
@@ -96,6 +161,7 @@ impl Config {
             extra_path: Vec::new(),
             users: Vec::new(),
             node: NodeResources::default(),
+            images: BTreeMap::new(),
         }
     }
 }

@@ -100,6 +100,7 @@ impl TestCluster {
             path: pod_path(&config.extra_path),
             host_ip,
             node: config.node.clone(),
+            images: runtime::image::index(&config.images),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             tokens,

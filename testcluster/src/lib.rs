@@ -60,6 +60,6 @@ mod workloads;
 mod handle;
 
 pub use auth::USER_NAME;
-pub use config::{Config, NodeResources, UserSpec};
+pub use config::{Config, ImageConfig, NodeResources, UserSpec};
 pub use handle::TestCluster;
 pub use knobs::Transport;

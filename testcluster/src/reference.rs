@@ -42,6 +42,54 @@ pub(crate) fn parse(image: &str) -> Reference {
     }
 }
 
+impl Reference {
+    /// The fully qualified reference, `:latest` added when there is neither tag nor digest.
+    pub fn full(&self) -> String {
+        let mut s = self.repository.clone();
+        match (&self.tag, &self.digest) {
+            (None, None) => s.push_str(":latest"),
+            (tag, digest) => {
+                if let Some(t) = tag {
+                    s.push(':');
+                    s.push_str(t);
+                }
+                if let Some(d) = digest {
+                    s.push('@');
+                    s.push_str(d);
+                }
+            }
+        }
+        s
+    }
+
+    /// The image id a runtime reports for it: `repository@sha256:...` (made up, but the same
+    /// for the same reference).
+    pub fn image_id(&self) -> String {
+        if let Some(d) = &self.digest {
+            return format!("{}@{d}", self.repository);
+        }
+        use std::hash::{Hash, Hasher};
+        let hex: String = (0..4u8)
+            .map(|seed| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (seed, self.full()).hash(&mut h);
+                format!("{:016x}", h.finish())
+            })
+            .collect();
+        format!("{}@sha256:{hex}", self.repository)
+    }
+}
+
+/// The image as the kubelet names it in messages: `:latest` appended when untagged.
+pub(crate) fn with_default_tag(image: &str) -> String {
+    let r = parse(image);
+    if r.tag.is_none() && r.digest.is_none() {
+        format!("{image}:latest")
+    } else {
+        image.to_string()
+    }
+}
+
 /// The pull policy the API server defaults to: `Always` for `:latest` (or no tag),
 /// `IfNotPresent` otherwise.
 pub(crate) fn default_pull_policy(image: &str) -> &'static str {

@@ -7,6 +7,7 @@
 //! to die, then removes the object, which is when watchers see DELETED.
 
 mod container;
+pub(crate) mod image;
 mod probe;
 mod process;
 mod schedule;
