@@ -125,10 +125,23 @@ pub(crate) async fn route(
         ["apis"] => return respond::ok(&discovery::api_group_list()),
         ["apis", group] => return found(discovery::api_group(group)),
         ["apis", group, "v1"] => return found(discovery::api_resource_list(group)),
+        ["openapi", "v3"] => return respond::ok(&crate::openapi::index()),
+        ["openapi", "v3", gv @ ..] => return found(crate::openapi::document(&gv.join("/"))),
         ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]
             if req.method() == Method::POST =>
         {
+            let protobuf = req
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|t| t.starts_with(crate::protobuf::CONTENT_TYPE));
             return match read_body(req).await {
+                Ok(body) if protobuf => match crate::protobuf::self_subject_access_review(&body) {
+                    Some(review) => {
+                        crate::review::answer(cluster, user, review.to_string().as_bytes())
+                    }
+                    None => respond::bad_request("the body is not a SelfSubjectAccessReview"),
+                },
                 Ok(body) => crate::review::answer(cluster, user, &body),
                 Err(resp) => resp,
             };
@@ -177,7 +190,7 @@ pub(crate) async fn route(
             }
             Err(resp) => resp,
         },
-        "create" => create(cluster, &target, req).await,
+        "create" => create(cluster, &target, &query, req).await,
         "delete" => delete(cluster, &target, &query, req).await,
         _ => respond::error(
             405,
@@ -249,7 +262,12 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     }
 }
 
-async fn create(cluster: &Arc<Cluster>, target: &Target, req: Request<Incoming>) -> Response<Body> {
+async fn create(
+    cluster: &Arc<Cluster>,
+    target: &Target,
+    query: &Query,
+    req: Request<Incoming>,
+) -> Response<Body> {
     if target.name.is_some() {
         return respond::error(
             405,
@@ -277,8 +295,29 @@ async fn create(cluster: &Arc<Cluster>, target: &Target, req: Request<Incoming>)
         .as_str()
         .unwrap_or("")
         .to_string();
+    let unknown = crate::admission::unknown_fields(target.kind, &object);
+    let validation = query.get("fieldValidation").unwrap_or("Warn");
+    if validation == "Strict" && !unknown.is_empty() {
+        let fields: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field {f:?}"))
+            .collect();
+        let err = format!("strict decoding error: {}", fields.join(", "));
+        return respond::bad_request(&crate::admission::cannot_decode(target.kind, &err));
+    }
     match cluster.create(target.kind, ns, object) {
-        Ok(stored) => respond::json(StatusCode::CREATED, &stored),
+        Ok(stored) => {
+            let mut response = respond::json(StatusCode::CREATED, &stored);
+            if validation == "Warn" {
+                for field in unknown {
+                    let warning = format!("299 - {:?}", format!("unknown field {field:?}"));
+                    if let Ok(value) = hyper::header::HeaderValue::from_str(&warning) {
+                        response.headers_mut().append("warning", value);
+                    }
+                }
+            }
+            response
+        }
         Err(WriteError::AlreadyExists) => respond::already_exists(target.kind, &name),
         Err(WriteError::BadRequest(message)) => respond::bad_request(&message),
         Err(WriteError::Invalid(invalid)) => {

@@ -187,6 +187,45 @@ pub(crate) fn normalize_kind(kind: Kind, object: Value) -> Result<Value, String>
     }
 }
 
+fn unknown(input: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, known) {
+        (Value::Object(input), Value::Object(known)) => {
+            for (key, value) in input.iter().filter(|(_, v)| !v.is_null()) {
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match known.get(key) {
+                    None => out.push(at),
+                    Some(k) => unknown(value, k, &at, out),
+                }
+            }
+        }
+        (Value::Array(input), Value::Array(known)) => {
+            for (i, (a, b)) in input.iter().zip(known).enumerate() {
+                unknown(a, b, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The fields of `object` its kind does not have (`spec.containers[0].foo`), which the API
+/// server drops, warns about, or refuses, by the request's `fieldValidation`.
+pub(crate) fn unknown_fields(kind: Kind, object: &Value) -> Vec<String> {
+    let mut body = object.clone();
+    if kind == Kind::Pod && decode_pod(&mut body).is_err() {
+        return Vec::new();
+    }
+    let Ok(known) = normalize_kind(kind, body.clone()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    unknown(&body, &known, "", &mut out);
+    out
+}
+
 /// The containers of a pod body (regular and init), without adding what is missing.
 fn containers(pod: &mut Value) -> impl Iterator<Item = &mut Value> {
     let spec = pod.get_mut("spec").and_then(Value::as_object_mut);
@@ -240,15 +279,15 @@ fn decode_pod(pod: &mut Value) -> Result<(), String> {
     Ok(())
 }
 
-/// Everything between the request body and the store, for an object of `kind` created in `ns`.
+/// The 400 of a body the API server cannot decode as `kind`.
+pub(crate) fn cannot_decode(kind: Kind, err: &str) -> String {
+    let kind = kind.info().kind;
+    format!("{kind} in version \"v1\" cannot be handled as a {kind}: {err}")
+}
+
+/// Everything between the request body and the store, for an object of `kind`.
 pub(crate) fn admit(kind: Kind, mut object: Value) -> Result<Value, WriteError> {
-    let info = kind.info();
-    let cannot = |err: String| {
-        WriteError::BadRequest(format!(
-            "{} in version \"v1\" cannot be handled as a {}: {err}",
-            info.kind, info.kind
-        ))
-    };
+    let cannot = |err: String| WriteError::BadRequest(cannot_decode(kind, &err));
     if !object.is_object() {
         return Err(cannot("object is not a JSON map".into()));
     }
