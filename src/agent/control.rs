@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::delete;
 use super::events::Events;
 use super::forward::forward;
 use super::hello::read_hello;
@@ -19,14 +20,16 @@ use crate::cli::AgentArgs;
 use crate::error::UsageError;
 use crate::proto::wire::{Check, ClusterEvent, Kind, PROTOCOL, VERSION};
 
-/// Runs `podtun agent [pipe SOCKET]` until it is done or `shutdown` resolves.
+/// Runs `podtun agent [pipe SOCKET | delete-pod …]` until it is done or `shutdown` resolves.
 pub async fn run(args: &AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     match args.rest.as_slice() {
         [] => serve(shutdown).await,
         [cmd, socket] if cmd == "pipe" => pipe::run(Path::new(socket)).await,
+        [cmd, rest @ ..] if cmd == "delete-pod" => delete::run(rest, shutdown).await,
         other => Err(UsageError(format!(
-            "unknown agent command `{}` (expected nothing, or `pipe SOCKET`)",
-            other.join(" ")
+            "unknown agent command `{}` (expected nothing, `pipe SOCKET`, or `{}`)",
+            other.join(" "),
+            delete::USAGE
         ))
         .into()),
     }

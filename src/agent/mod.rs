@@ -7,8 +7,12 @@
 //! `direct-streamlocal@openssh.com` channels, or through `podtun agent pipe SOCKET` ([`pipe`]).
 //! It ends when its stdin closes (the laptop went away), on SIGTERM/SIGHUP, or when the target
 //! is lost, and removes its sockets on every way out.
+//!
+//! `podtun agent delete-pod …` ([`delete`]) deletes a pod podtun launched: the undo command of
+//! the login host's watchdog in agent mode.
 
 mod control;
+pub mod delete;
 mod events;
 mod forward;
 mod hello;

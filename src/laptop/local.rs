@@ -7,8 +7,14 @@ use super::link::{self, Ended, Supervised};
 use super::listen::{bind_all, bind_named, Locals};
 use super::pick::chooser;
 use super::ready::{on_cluster_event, pod_usable, report_ready};
+use std::sync::Mutex;
+
+use crate::cluster::client::{self, Cluster};
+use crate::cluster::discover::Target;
+use crate::cluster::launch::delete::delete_pod;
+use crate::cluster::launch::{self, Around, ThisMachine};
 use crate::cluster::tunnel::Tunnel;
-use crate::output::Output;
+use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::wire::ClusterEvent;
 
@@ -26,6 +32,7 @@ pub async fn run_local(
         out: out.clone(),
         early,
         locals: Locals::new("the cluster"),
+        launched: Launched::default(),
     };
     link::run(&mut route, &out, None, shutdown).await
 }
@@ -37,6 +44,16 @@ struct Local<'a> {
     out: Arc<Output>,
     early: Vec<Option<tokio::net::TcpListener>>,
     locals: Locals<Tunnel>,
+    launched: Launched,
+}
+
+/// The pod this run launched (`--launch`, `--image`), deleted when podtun stops.
+#[derive(Default)]
+struct Launched {
+    /// The client it was launched with.
+    cluster: Option<Cluster>,
+    /// Its name, as soon as it exists.
+    pod: Arc<Mutex<Option<String>>>,
 }
 
 impl Supervised for Local<'_> {
@@ -45,13 +62,36 @@ impl Supervised for Local<'_> {
     async fn establish(&mut self, out: &Output) -> anyhow::Result<Tunnel> {
         let progress = |m: &str| out.progress(m);
         let choose = chooser(self.out.clone());
-        Tunnel::start_with(
-            &self.plan.request.cluster,
-            self.plan.spec.clone(),
-            &progress,
-            &choose,
-        )
-        .await
+        let plan = self.plan;
+        let Some(launch) = &plan.request.launch else {
+            return Tunnel::start_with(&plan.request.cluster, plan.spec.clone(), &progress, &choose)
+                .await;
+        };
+        progress("connecting to the cluster");
+        let cluster = client::connect(&plan.request.cluster).await?;
+        self.launched.cluster = Some(cluster.clone());
+        let (out2, slot) = (self.out.clone(), self.launched.pod.clone());
+        let ns = cluster.namespace.clone();
+        let launched = move |pod: &str| {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(pod.to_string());
+            out2.event(&Event::Launched {
+                namespace: ns.clone(),
+                pod: pod.to_string(),
+            });
+        };
+        let here = ThisMachine {
+            place: "here".into(),
+        };
+        let mut spec = plan.spec.clone();
+        let around = Around {
+            shell: &here,
+            progress: &progress,
+            choose: &choose,
+            launched: &launched,
+        };
+        let pod = launch::launch(&cluster, launch, &spec, &around).await?;
+        spec.target = Target::Pod(pod);
+        Tunnel::start_on(cluster, spec, &progress, &choose).await
     }
 
     async fn serve(&mut self, tunnel: &mut Tunnel, out: &Output) -> Ended {
@@ -85,7 +125,27 @@ impl Supervised for Local<'_> {
 
     async fn close(&mut self, _tunnel: Tunnel, _last: bool) {}
 
-    async fn finish(&mut self, _out: &Output) {
+    async fn finish(&mut self, out: &Output) {
         self.locals.close().await;
+        let pod = self.launched.pod.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (Some(cluster), Some(pod)) = (&self.launched.cluster, pod) {
+            end_launched(cluster, &pod, self.plan.keep, out).await;
+        }
+    }
+}
+
+/// podtun stops: the pod it launched is deleted, or kept with `--keep`; either is said.
+async fn end_launched(cluster: &Cluster, pod: &str, keep: bool, out: &Output) {
+    let namespace = cluster.namespace.clone();
+    let pod = pod.to_string();
+    if keep {
+        out.event(&Event::Kept { namespace, pod });
+        return;
+    }
+    match delete_pod(cluster, &namespace, &pod).await {
+        Ok(_) => out.event(&Event::Deleted { namespace, pod }),
+        Err(e) => out.note(&format!(
+            "could not delete pod `{namespace}/{pod}`, which podtun launched: {e:#}"
+        )),
     }
 }

@@ -116,7 +116,8 @@ impl Watchdog {
     }
 
     /// Has the watchdog run `undo` at once, and waits for its end (at most 30 s); the error
-    /// quotes the undo command's exit status and last line of output.
+    /// quotes the undo command's exit status and last line of output. What is undone needs no
+    /// guard any more: a newer watchdog of the same guard leaves too.
     pub async fn undo_now(self) -> anyhow::Result<()> {
         let Watchdog {
             mut script,
@@ -131,19 +132,27 @@ impl Watchdog {
                     "lost the connection to login host `{host}` before {} was undone",
                     guard.what
                 ),
-                format!("run `{}` on login host `{host}`", guard.undo),
+                format!(
+                    "the watchdog there undoes it {}s after the laptop's last word; to undo it \
+                     now, run `{}` on login host `{host}`",
+                    guard.grace.as_secs(),
+                    guard.undo
+                ),
             )
         };
         if script.writer().send(b"now\n").await.is_err() {
             return Err(lost());
         }
         let answer = tokio::time::timeout(UNDO_TIMEOUT, script.lines.recv()).await;
-        script.stop(STOP_TIMEOUT).await;
         match answer {
-            Ok(Some(line)) => script::undone(&line)
-                .map_err(|why| undo_failed(&guard, &host, &why))
-                .inspect(|()| debug!(%host, key = %guard.key, "undone")),
+            Ok(Some(line)) => {
+                script.stop(STOP_TIMEOUT).await;
+                script::undone(&line)
+                    .map_err(|why| undo_failed(&guard, &host, &why))
+                    .inspect(|()| debug!(%host, key = %guard.key, "undone"))
+            }
             Ok(None) => Err(lost()),
+            // The script finishes the undo command on its own, then ends.
             Err(_) => Err(hinted(
                 anyhow!(
                     "{} was not undone within {}s on login host `{host}`",

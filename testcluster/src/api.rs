@@ -125,10 +125,23 @@ pub(crate) async fn route(
         ["apis"] => return respond::ok(&discovery::api_group_list()),
         ["apis", group] => return found(discovery::api_group(group)),
         ["apis", group, "v1"] => return found(discovery::api_resource_list(group)),
+        ["openapi", "v3"] => return respond::ok(&crate::openapi::index()),
+        ["openapi", "v3", gv @ ..] => return found(crate::openapi::document(&gv.join("/"))),
         ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]
             if req.method() == Method::POST =>
         {
+            let protobuf = req
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|t| t.starts_with(crate::protobuf::CONTENT_TYPE));
             return match read_body(req).await {
+                Ok(body) if protobuf => match crate::protobuf::self_subject_access_review(&body) {
+                    Some(review) => {
+                        crate::review::answer(cluster, user, review.to_string().as_bytes())
+                    }
+                    None => respond::bad_request("the body is not a SelfSubjectAccessReview"),
+                },
                 Ok(body) => crate::review::answer(cluster, user, &body),
                 Err(resp) => resp,
             };
@@ -177,7 +190,7 @@ pub(crate) async fn route(
             }
             Err(resp) => resp,
         },
-        "create" => create(cluster, &target, req).await,
+        "create" => create(cluster, &target, &query, req).await,
         "delete" => delete(cluster, &target, &query, req).await,
         _ => respond::error(
             405,
@@ -249,7 +262,12 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     }
 }
 
-async fn create(cluster: &Arc<Cluster>, target: &Target, req: Request<Incoming>) -> Response<Body> {
+async fn create(
+    cluster: &Arc<Cluster>,
+    target: &Target,
+    query: &Query,
+    req: Request<Incoming>,
+) -> Response<Body> {
     if target.name.is_some() {
         return respond::error(
             405,
@@ -267,14 +285,44 @@ async fn create(cluster: &Arc<Cluster>, target: &Target, req: Request<Incoming>)
         Err(err) => return respond::bad_request(&format!("invalid JSON body: {err}")),
     };
     let ns = target.ns.as_deref().unwrap_or("");
+    let body_ns = object["metadata"]["namespace"].as_str().unwrap_or("");
+    if target.kind.info().namespaced && !body_ns.is_empty() && body_ns != ns {
+        return respond::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        );
+    }
     let name = object["metadata"]["name"]
         .as_str()
         .unwrap_or("")
         .to_string();
+    let unknown = crate::admission::unknown_fields(target.kind, &object);
+    let validation = query.get("fieldValidation").unwrap_or("Warn");
+    if validation == "Strict" && !unknown.is_empty() {
+        let fields: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field {f:?}"))
+            .collect();
+        let err = format!("strict decoding error: {}", fields.join(", "));
+        return respond::bad_request(&crate::admission::cannot_decode(target.kind, &err));
+    }
     match cluster.create(target.kind, ns, object) {
-        Ok(stored) => respond::json(StatusCode::CREATED, &stored),
+        Ok(stored) => {
+            let mut response = respond::json(StatusCode::CREATED, &stored);
+            if validation == "Warn" {
+                for field in unknown {
+                    let warning = format!("299 - {:?}", format!("unknown field {field:?}"));
+                    if let Ok(value) = hyper::header::HeaderValue::from_str(&warning) {
+                        response.headers_mut().append("warning", value);
+                    }
+                }
+            }
+            response
+        }
         Err(WriteError::AlreadyExists) => respond::already_exists(target.kind, &name),
-        Err(WriteError::Invalid(message)) => respond::error(422, "Invalid", &message, None),
+        Err(WriteError::BadRequest(message)) => respond::bad_request(&message),
+        Err(WriteError::Invalid(invalid)) => {
+            respond::error(422, "Invalid", &invalid.message(), Some(invalid.details()))
+        }
     }
 }
 

@@ -2,29 +2,25 @@
 //! have side effects: creating a pod starts it, deleting one stops it, applying a manifest
 //! stores each document as the API server would.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admission::{self, DEFAULT_GRACE_SECONDS};
 use crate::auth::Tokens;
+use crate::config::{ImageConfig, NodeResources};
 use crate::kinds::Kind;
 use crate::knobs::Knobs;
 use crate::runtime::{self, Registry};
 use crate::store::{now_rfc3339, Key, Store, WriteError};
-
-/// Grace period of a pod that names none, as in the API server's defaults.
-const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 /// Everything one test cluster shares between its API handlers, runtime and controllers.
 pub(crate) struct Cluster {
@@ -37,81 +33,12 @@ pub(crate) struct Cluster {
     /// `PATH` for pod processes: the extra dirs, then ours.
     pub path: OsString,
     pub host_ip: String,
+    /// What the node offers the scheduler.
+    pub node: NodeResources,
+    /// The images the runtime knows, by fully qualified reference.
+    pub images: BTreeMap<String, ImageConfig>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
-}
-
-/// Parses `object` as the k8s-openapi type and serializes it back, so that stored objects have
-/// exactly the shape (and only the fields) the real API knows.
-fn normalize<T: serde::de::DeserializeOwned + serde::Serialize>(
-    object: Value,
-) -> anyhow::Result<Value> {
-    let typed: T = serde_json::from_value(object)?;
-    Ok(serde_json::to_value(typed)?)
-}
-
-fn normalize_kind(kind: Kind, object: Value) -> anyhow::Result<Value> {
-    match kind {
-        Kind::Namespace => normalize::<Namespace>(object),
-        Kind::Pod => normalize::<Pod>(object),
-        Kind::Service => normalize::<Service>(object),
-        Kind::ConfigMap => normalize::<ConfigMap>(object),
-        Kind::ServiceAccount => normalize::<ServiceAccount>(object),
-        Kind::Deployment => normalize::<Deployment>(object),
-        Kind::ReplicaSet => normalize::<ReplicaSet>(object),
-        Kind::StatefulSet => normalize::<StatefulSet>(object),
-        Kind::Role => normalize::<Role>(object),
-        Kind::RoleBinding => normalize::<RoleBinding>(object),
-        Kind::ClusterRole => normalize::<ClusterRole>(object),
-        Kind::ClusterRoleBinding => normalize::<ClusterRoleBinding>(object),
-    }
-}
-
-/// Fills in the defaults the API server adds on create.
-fn apply_defaults(kind: Kind, object: &mut Value) {
-    match kind {
-        Kind::Pod => {
-            let spec = &mut object["spec"];
-            if spec["restartPolicy"].is_null() {
-                spec["restartPolicy"] = json!("Always");
-            }
-            if spec["terminationGracePeriodSeconds"].is_null() {
-                spec["terminationGracePeriodSeconds"] = json!(DEFAULT_GRACE_SECONDS);
-            }
-            if spec["serviceAccountName"].is_null() {
-                spec["serviceAccountName"] = json!("default");
-            }
-            spec["schedulerName"] = json!("default-scheduler");
-            spec["dnsPolicy"] = json!("ClusterFirst");
-            object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-        }
-        Kind::Namespace => {
-            let name = object["metadata"]["name"].clone();
-            object["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
-            object["spec"] = json!({"finalizers": ["kubernetes"]});
-            object["status"] = json!({"phase": "Active"});
-        }
-        Kind::Service => {
-            let spec = &mut object["spec"];
-            if spec["type"].is_null() {
-                spec["type"] = json!("ClusterIP");
-            }
-            if spec["clusterIP"].is_null() {
-                static NEXT: AtomicU32 = AtomicU32::new(10);
-                let n = NEXT.fetch_add(1, Ordering::Relaxed);
-                let ip = format!("10.96.{}.{}", n / 250, n % 250 + 1);
-                spec["clusterIP"] = json!(ip.clone());
-                spec["clusterIPs"] = json!([ip]);
-            }
-            object["status"] = json!({"loadBalancer": {}});
-        }
-        Kind::Deployment | Kind::StatefulSet | Kind::ReplicaSet
-            if object["spec"]["replicas"].is_null() =>
-        {
-            object["spec"]["replicas"] = json!(1);
-        }
-        _ => {}
-    }
 }
 
 impl Cluster {
@@ -122,9 +49,12 @@ impl Cluster {
         ns: &str,
         object: Value,
     ) -> Result<Value, WriteError> {
-        let mut object =
-            normalize_kind(kind, object).map_err(|e| WriteError::Invalid(e.to_string()))?;
-        apply_defaults(kind, &mut object);
+        let mut object = object;
+        let meta = &object["metadata"];
+        if kind.info().namespaced && object.is_object() && (meta.is_null() || meta.is_object()) {
+            object["metadata"]["namespace"] = json!(ns);
+        }
+        let object = admission::admit(kind, object)?;
         if kind.info().namespaced {
             self.ensure_namespace(ns);
         }
@@ -173,7 +103,7 @@ impl Cluster {
         let key = Key::new(kind, &ns, &name);
         if name.is_empty() || self.store.get(&key).is_none() {
             self.create(kind, &ns, object)
-                .map_err(|e| anyhow::anyhow!("could not create {kind_name} `{name}`: {e:?}"))?;
+                .map_err(|e| anyhow::anyhow!("could not create {kind_name} `{name}`: {e}"))?;
             if kind.info().namespaced {
                 info!(kind = %kind_name, %ns, %name, "created");
             } else {
@@ -185,8 +115,8 @@ impl Cluster {
             info!(%ns, %name, "pod exists; left unchanged");
             return Ok(());
         }
-        let new = normalize_kind(kind, object)
-            .with_context(|| format!("invalid {kind_name} `{name}`"))?;
+        let new = admission::normalize_kind(kind, object)
+            .map_err(|e| anyhow::anyhow!("invalid {kind_name} `{name}`: {e}"))?;
         self.store.update(&key, |old| {
             for field in ["labels", "annotations"] {
                 if !new["metadata"][field].is_null() {

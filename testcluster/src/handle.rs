@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::auth::Tokens;
 use crate::cluster::Cluster;
+use crate::config::{Config, UserSpec};
 use crate::kinds::Kind;
 use crate::knobs::Knobs;
 use crate::kubeconfig::{self, KubeconfigParams};
@@ -25,78 +26,6 @@ use crate::store::{Key, Store};
 const DELETE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `shutdown` waits for tasks after killing every process.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// How to start a test cluster.
-pub struct Config {
-    /// State directory: the kubeconfig and each pod run's home directory go here.
-    pub dir: PathBuf,
-    /// The API server's listener, already bound (tests bind `127.0.0.1:0`).
-    pub listener: std::net::TcpListener,
-    /// Run each pod in its own network namespace (needs root). Default: true when root.
-    pub isolate_pods: bool,
-    /// Extra names or IPs for the server certificate.
-    pub server_names: Vec<String>,
-    /// `host:port` written into the kubeconfig as the server; default: the listener's address.
-    pub advertise: Option<String>,
-    /// Directories put in front of `PATH` for pod processes.
-    pub extra_path: Vec<PathBuf>,
-    /// More users, each with a token, a kubeconfig context of its name and a Role in its
-    /// namespace.
-    pub users: Vec<UserSpec>,
-}
-
-/// A user of the cluster besides the admin and [`crate::USER_NAME`]: its kubeconfig context is
-/// named after it, and a Role (and RoleBinding) of its name in `namespace` grants it what
-/// podtun needs there (get/list/watch pods, get pods/log), and create+get pods/portforward
-/// only with `portforward`.
-#[derive(Clone, Debug)]
-pub struct UserSpec {
-    /// User, context, Role and RoleBinding name.
-    pub name: String,
-    /// Where its rights are; created if missing.
-    pub namespace: String,
-    /// Whether it may port-forward.
-    pub portforward: bool,
-}
-
-impl UserSpec {
-    fn rbac(&self) -> Vec<serde_json::Value> {
-        use serde_json::json;
-        let (name, ns) = (&self.name, &self.namespace);
-        let mut rules = vec![
-            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}),
-            json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}),
-        ];
-        if self.portforward {
-            rules.push(json!({"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]}));
-        }
-        let group = "rbac.authorization.k8s.io";
-        vec![
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-            json!({"apiVersion": format!("{group}/v1"), "kind": "Role",
-                "metadata": {"name": name, "namespace": ns}, "rules": rules}),
-            json!({"apiVersion": format!("{group}/v1"), "kind": "RoleBinding",
-                "metadata": {"name": name, "namespace": ns},
-                "subjects": [{"kind": "User", "name": name, "apiGroup": group}],
-                "roleRef": {"kind": "Role", "name": name, "apiGroup": group}}),
-        ]
-    }
-}
-
-impl Config {
-    /// Defaults for a state directory and a bound listener.
-    pub fn new(dir: impl Into<PathBuf>, listener: std::net::TcpListener) -> Config {
-        Config {
-            dir: dir.into(),
-            listener,
-            isolate_pods: nix::unistd::geteuid().is_root(),
-            server_names: Vec::new(),
-            advertise: None,
-            extra_path: Vec::new(),
-            users: Vec::new(),
-        }
-    }
-}
 
 struct Handle {
     cluster: Arc<Cluster>,
@@ -170,6 +99,8 @@ impl TestCluster {
             isolate: config.isolate_pods,
             path: pod_path(&config.extra_path),
             host_ip,
+            node: config.node.clone(),
+            images: runtime::image::index(&config.images),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             tokens,

@@ -2,8 +2,9 @@
 //!
 //! It speaks the real wire protocol (HTTPS, bearer tokens, JSON objects, watches, `pods/log`,
 //! `pods/portforward` over WebSocket and SPDY), so kube-rs and kubectl talk to it as to any API server, and it
-//! runs each pod's container `command`+`args` as a host process (in the pod's own network
-//! namespace when running as root), so the pods are real programs: redis, Jupyter, `sh -c`.
+//! runs each pod's containers as host processes (in the pod's own network namespace when
+//! running as root), so the pods are real programs: redis, Jupyter, `sh -c`. A container runs
+//! its `command`+`args`, or what its image (one of [`Config::images`]) starts.
 //!
 //! ```text
 //! kube-rs / kubectl ──HTTPS──► server ─► api ─┬─► store (objects, resourceVersions, events) ◄─┐
@@ -14,12 +15,16 @@
 //! ```
 //!
 //! - `server`: TLS accept loop, one task per connection, token check, fault knobs.
-//! - `api`: path → resource and RBAC verb, authorization (`auth`), get/list/create/delete;
-//!   `discovery` for `/api` and `/apis`; `admin` for the `/testcluster/...` knobs.
+//! - `api`: path → resource and RBAC verb, authorization (`auth`, `review`), get/list/create/
+//!   delete; `discovery` for `/api` and `/apis`, `openapi` for `/openapi/v3`; `admin` for the
+//!   `/testcluster/...` knobs.
+//! - `admission`: decoding, defaults and validation of a created object, as the API server
+//!   does them before storing it (422 `Invalid` with its causes), and a pod's QoS class.
 //! - `store`: every object as JSON, one resourceVersion counter and the event log watches
 //!   replay; `watch` streams it.
-//! - `runtime`: the kubelet: processes, restarts with CrashLoopBackOff, readiness probes, pod
-//!   status; `logs` keeps each run's output for `podlog`.
+//! - `runtime`: the scheduler of the one node (requests against [`Config::node`]) and the
+//!   kubelet: images, processes, restarts with CrashLoopBackOff, readiness probes, pod status;
+//!   `logs` keeps each run's output for `podlog`.
 //! - `workloads`: the Deployment/ReplicaSet and StatefulSet controllers.
 //! - `forward`: checks a port-forward request and hands the upgrade to `portforward` (v4
 //!   WebSocket) or `spdyforward` (SPDY, classic or tunnelled), which dial into the pod through
@@ -29,9 +34,11 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod admission;
 mod api;
 mod auth;
 mod cluster;
+mod config;
 mod discovery;
 mod forward;
 mod kinds;
@@ -40,8 +47,11 @@ mod kubeconfig;
 mod logs;
 mod names;
 pub mod netns;
+mod openapi;
 mod podlog;
 pub mod portforward;
+mod protobuf;
+mod reference;
 mod respond;
 mod review;
 mod runtime;
@@ -57,5 +67,6 @@ mod workloads;
 mod handle;
 
 pub use auth::USER_NAME;
-pub use handle::{Config, TestCluster, UserSpec};
+pub use config::{Config, ImageConfig, NodeResources, UserSpec};
+pub use handle::TestCluster;
 pub use knobs::Transport;

@@ -41,6 +41,13 @@ enum Command {
         /// Directory put in front of PATH for pod processes (repeatable).
         #[arg(long, value_name = "DIR")]
         path: Vec<PathBuf>,
+        /// nvidia.com/gpu devices the node offers the scheduler.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        gpus: u32,
+        /// YAML map of the images pods may use without a command, by reference:
+        /// `redis:7-alpine: {entrypoint: [redis-server], cmd: [], user: "999:999"}`.
+        #[arg(long, value_name = "FILE")]
+        images: Option<PathBuf>,
     },
 }
 
@@ -53,6 +60,8 @@ async fn serve(command: Command) -> anyhow::Result<()> {
         san,
         no_isolate,
         path,
+        gpus,
+        images,
     } = command;
     let listener = std::net::TcpListener::bind(&listen)
         .with_context(|| format!("could not listen on {listen}"))?;
@@ -60,6 +69,13 @@ async fn serve(command: Command) -> anyhow::Result<()> {
     config.advertise = advertise;
     config.server_names = san;
     config.extra_path = path;
+    config.node.gpus = gpus;
+    if let Some(file) = images {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("could not read {}", file.display()))?;
+        config.images = serde_saphyr::from_str(&text)
+            .with_context(|| format!("invalid images file {}", file.display()))?;
+    }
     if no_isolate {
         config.isolate_pods = false;
     }

@@ -85,6 +85,11 @@ pub(crate) fn serve(
                 let reason = runtime
                     .and_then(|rt| rt.waiting_reason(&container))
                     .unwrap_or_else(|| "ContainerCreating".into());
+                let reason = match reason.as_str() {
+                    "ErrImagePull" => "image can't be pulled".into(),
+                    "ImagePullBackOff" => "trying and failing to pull image".into(),
+                    _ => reason,
+                };
                 return respond::bad_request(&format!(
                     "container \"{container}\" in pod \"{}\" is waiting to start: {reason}",
                     key.name

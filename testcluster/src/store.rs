@@ -69,7 +69,20 @@ pub(crate) struct Event {
 #[derive(Debug)]
 pub(crate) enum WriteError {
     AlreadyExists,
-    Invalid(String),
+    /// 400: the body is not an object of the kind.
+    BadRequest(String),
+    /// 422: the object is not valid.
+    Invalid(crate::admission::Invalid),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::AlreadyExists => f.write_str("already exists"),
+            WriteError::BadRequest(message) => f.write_str(message),
+            WriteError::Invalid(invalid) => f.write_str(&invalid.message()),
+        }
+    }
 }
 
 /// A watch starting point: either replayed events, or the state of the store at a version.
@@ -162,20 +175,25 @@ impl Store {
         let info = kind.info();
         let meta = object
             .as_object_mut()
-            .ok_or_else(|| WriteError::Invalid("object is not a JSON map".into()))?
+            .ok_or_else(|| WriteError::BadRequest("object is not a JSON map".into()))?
             .entry("metadata")
             .or_insert_with(|| json!({}));
         let meta = meta
             .as_object_mut()
-            .ok_or_else(|| WriteError::Invalid("metadata is not a map".into()))?;
+            .ok_or_else(|| WriteError::BadRequest("metadata is not a map".into()))?;
         let name = match meta.get("name").and_then(Value::as_str) {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => match meta.get("generateName").and_then(Value::as_str) {
                 Some(prefix) => format!("{prefix}{}", names::suffix(5)),
                 None => {
-                    return Err(WriteError::Invalid(
-                        "name or generateName is required".into(),
-                    ))
+                    return Err(WriteError::Invalid(crate::admission::Invalid {
+                        kind,
+                        name: String::new(),
+                        causes: vec![crate::admission::Cause::required(
+                            "metadata.name",
+                            "name or generateName is required",
+                        )],
+                    }))
                 }
             },
         };

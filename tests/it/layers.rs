@@ -261,11 +261,13 @@ fn read_sources(root: &Path) -> Vec<Source> {
     out
 }
 
-/// The lines of code before the file's `#[cfg(test)]` module, comments removed, numbered.
+/// The lines of code before the file's test module (`#[cfg(test)]`, `#[cfg(all(test, …))]`),
+/// comments removed, numbered.
 fn code_lines(text: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        if line.trim_start().starts_with("#[cfg(test)]") {
+        let line_start = line.trim_start();
+        if line_start.starts_with("#[cfg(test)]") || line_start.starts_with("#[cfg(all(test,") {
             break;
         }
         let code = match line.find("//") {

@@ -6,6 +6,8 @@
 #[cfg(unix)]
 mod agent;
 #[cfg(unix)]
+mod agent_delete;
+#[cfg(unix)]
 mod background;
 mod cli;
 mod common;

@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
 use super::shell::{Ran, Shell};
-use super::OnLaunched;
 use crate::cluster::client::Cluster;
 use crate::cluster::discover::Preset;
 use crate::cluster::pick::{fitting, Choose};
@@ -32,6 +31,9 @@ pub fn created(line: &str) -> Option<&str> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
     (valid && verb.trim() == "created").then_some(name)
 }
+
+/// Hears of a launched pod's name as soon as it exists.
+pub type OnLaunched<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
 /// Everything a launch reports to, and asks, its caller.
 pub struct Around<'a> {

@@ -12,14 +12,14 @@ use tokio::process::Child;
 use tracing::{debug, info};
 
 use super::process::spawn;
-use super::{probe, PodRuntime};
+use super::{image, probe, PodRuntime};
 use crate::cluster::Cluster;
 use crate::logs::{self, LogBuffer};
 
 /// First CrashLoopBackOff delay, doubled per crash up to `MAX_BACKOFF`. The kubelet uses
 /// 10 s → 5 min; these are shorter so tests see several restarts, but still real waits.
-const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub(super) const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A run this long resets the backoff, as a container that ran fine for a while is not looping.
 const BACKOFF_RESET: Duration = Duration::from_secs(20);
 
@@ -46,6 +46,10 @@ pub(super) async fn run(cluster: Arc<Cluster>, rt: Arc<PodRuntime>, idx: usize) 
         .as_ref()
         .and_then(|s| s.restart_policy.clone())
         .unwrap_or_else(|| "Always".into());
+    if let Err(why) = image::launch(&cluster.images, &spec) {
+        image::fail(&cluster, &rt, idx, why).await;
+        return;
+    }
     let mut backoff = Duration::ZERO;
     let mut run_number = 0u32;
     loop {
@@ -145,6 +149,9 @@ async fn run_once(
             c.status.last_state = Some(last);
         }
         c.set_running(container_id);
+        let image = crate::reference::parse(spec.image.as_deref().unwrap_or(""));
+        c.status.image = image.full();
+        c.status.image_id = image.image_id();
         c.status.ready = spec.readiness_probe.is_none();
     }
     if let Some(pid) = pid {

@@ -7,12 +7,14 @@
 //! to die, then removes the object, which is when watchers see DELETED.
 
 mod container;
+pub(crate) mod image;
 mod probe;
 mod process;
+mod schedule;
 pub(crate) mod status;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -28,6 +31,7 @@ use crate::cluster::Cluster;
 use crate::logs::LogBuffer;
 use crate::netns::PodNetwork;
 use crate::store::Key;
+use schedule::{Placement, Requests};
 use status::{ContainerInfo, PodFacts, Transitions};
 
 /// The labels of the one node; `spec.nodeSelector` must match them.
@@ -49,8 +53,8 @@ pub(crate) struct ContainerLogs {
     pub previous: Option<Arc<LogBuffer>>,
 }
 
-#[derive(Default)]
 struct PodState {
+    placement: Placement,
     unschedulable: Option<String>,
     start_time: Option<Time>,
     containers: Vec<ContainerInfo>,
@@ -66,6 +70,11 @@ pub(crate) struct PodRuntime {
     pub pod: Pod,
     pub pod_ip: String,
     pub network: OnceLock<Arc<PodNetwork>>,
+    /// Creation order, for the scheduler's queue.
+    seq: u64,
+    requests: Requests,
+    /// Woken when the scheduler binds the pod or changes why it cannot.
+    wake: Notify,
     /// Cancelled when the pod is deleted or the cluster shuts down.
     pub cancel: CancellationToken,
     grace: Mutex<Duration>,
@@ -118,6 +127,12 @@ impl PodRuntime {
             } else {
                 &cluster.host_ip
             },
+            qos_class: self
+                .pod
+                .status
+                .as_ref()
+                .and_then(|s| s.qos_class.as_deref())
+                .unwrap_or("BestEffort"),
         };
         let status = status::pod_status(&facts, &state.containers, &mut state.transitions);
         let Ok(status) = serde_json::to_value(status) else {
@@ -142,6 +157,9 @@ pub(crate) struct Registry {
     pods: Mutex<HashMap<Key, Arc<PodRuntime>>>,
     pgids: Mutex<HashSet<i32>>,
     next_ip: AtomicU32,
+    next_seq: AtomicU64,
+    /// Held for one scheduling pass, so that two passes never bind into the same room.
+    scheduling: Mutex<()>,
 }
 
 impl Registry {
@@ -151,6 +169,10 @@ impl Registry {
 
     fn pgids(&self) -> MutexGuard<'_, HashSet<i32>> {
         self.pgids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn scheduling(&self) -> MutexGuard<'_, ()> {
+        self.scheduling.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn get(&self, key: &Key) -> Option<Arc<PodRuntime>> {
@@ -186,14 +208,30 @@ pub(crate) fn start(cluster: &Arc<Cluster>, pod_json: &serde_json::Value) {
         meta.name.as_deref().unwrap_or_default(),
     );
     let n = cluster.pods.next_ip.fetch_add(1, Ordering::Relaxed) + 2;
+    let never = never_fits(&pod);
     let rt = Arc::new(PodRuntime {
         uid: meta.uid.clone().unwrap_or_default(),
         pod_ip: format!("10.244.{}.{}", n / 250, n % 250 + 2),
         key: key.clone(),
         network: OnceLock::new(),
+        seq: cluster.pods.next_seq.fetch_add(1, Ordering::Relaxed),
+        requests: Requests::of_pod(&pod),
+        wake: Notify::new(),
         cancel: cluster.shutdown.child_token(),
         grace: Mutex::new(Duration::ZERO),
-        state: Mutex::new(PodState::default()),
+        state: Mutex::new(PodState {
+            placement: if never.is_some() {
+                Placement::Never
+            } else {
+                Placement::Waiting
+            },
+            unschedulable: never,
+            start_time: None,
+            containers: Vec::new(),
+            logs: Vec::new(),
+            pids: Vec::new(),
+            transitions: Transitions::default(),
+        }),
         pod,
     });
     cluster.pods.pods().insert(key, rt.clone());
@@ -223,8 +261,8 @@ pub(crate) fn kill_processes(cluster: &Cluster, key: &Key) -> bool {
     !pids.is_empty()
 }
 
-/// Why the node does not fit the pod, if it does not.
-fn unschedulable(pod: &Pod) -> Option<String> {
+/// Why the node can never take the pod (its labels do not match the node selector), if so.
+fn never_fits(pod: &Pod) -> Option<String> {
     let selector = pod.spec.as_ref()?.node_selector.as_ref()?;
     let fits = selector
         .iter()
@@ -251,38 +289,56 @@ async fn run_pod(cluster: Arc<Cluster>, rt: Arc<PodRuntime>) {
             .collect();
         state.logs = vec![ContainerLogs::default(); containers.len()];
         state.pids = vec![None; containers.len()];
-        state.unschedulable = unschedulable(&rt.pod);
     }
-    if rt.lock().unschedulable.is_some() {
-        rt.publish(&cluster);
-        rt.cancel.cancelled().await;
-    } else {
-        match create_network(&cluster, &rt) {
-            Ok(network) => {
-                let _ = rt.network.set(Arc::new(network));
-                rt.lock().start_time = Some(status::now());
-                rt.publish(&cluster);
-                let mut workers = tokio::task::JoinSet::new();
-                for idx in 0..containers.len() {
-                    workers.spawn(container::run(cluster.clone(), rt.clone(), idx));
-                }
-                while workers.join_next().await.is_some() {}
-                // All containers are finished for good (Succeeded/Failed): the pod stays until
-                // it is deleted.
-                rt.cancel.cancelled().await;
+    schedule::schedule(&cluster);
+    if !bound(&cluster, &rt).await {
+        remove(&cluster, &rt);
+        return;
+    }
+    match create_network(&cluster, &rt) {
+        Ok(network) => {
+            let _ = rt.network.set(Arc::new(network));
+            rt.lock().start_time = Some(status::now());
+            rt.publish(&cluster);
+            let mut workers = tokio::task::JoinSet::new();
+            for idx in 0..containers.len() {
+                workers.spawn(container::run(cluster.clone(), rt.clone(), idx));
             }
-            Err(err) => {
-                warn!(pod = %rt.key.name, "could not create the pod network: {err:#}");
-                let message = format!("failed to create pod sandbox: {err:#}");
-                for c in &mut rt.lock().containers {
-                    c.set_waiting("CreateContainerError", Some(message.clone()));
-                }
-                rt.publish(&cluster);
-                rt.cancel.cancelled().await;
+            while workers.join_next().await.is_some() {}
+            // All containers are finished for good (Succeeded/Failed): the pod keeps its
+            // object until it is deleted, but no longer its room on the node.
+            if !rt.cancel.is_cancelled() {
+                schedule::release(&cluster, &rt);
             }
+            rt.cancel.cancelled().await;
+        }
+        Err(err) => {
+            warn!(pod = %rt.key.name, "could not create the pod network: {err:#}");
+            let message = format!("failed to create pod sandbox: {err:#}");
+            for c in &mut rt.lock().containers {
+                c.set_waiting("CreateContainerError", Some(message.clone()));
+            }
+            rt.publish(&cluster);
+            rt.cancel.cancelled().await;
         }
     }
     remove(&cluster, &rt);
+}
+
+/// Waits until the scheduler binds the pod, showing why it cannot meanwhile; false if the pod
+/// was deleted first.
+async fn bound(cluster: &Cluster, rt: &PodRuntime) -> bool {
+    loop {
+        let woken = rt.wake.notified();
+        if rt.lock().placement == Placement::Bound {
+            return true;
+        }
+        rt.publish(cluster);
+        tokio::select! {
+            _ = woken => {}
+            _ = rt.cancel.cancelled() => return false,
+        }
+    }
 }
 
 fn create_network(cluster: &Cluster, rt: &PodRuntime) -> anyhow::Result<PodNetwork> {
@@ -309,4 +365,5 @@ fn remove(cluster: &Cluster, rt: &PodRuntime) {
         cluster.store.remove(&rt.key);
         info!(pod = %rt.key.name, namespace = %rt.key.ns, "pod deleted");
     }
+    schedule::release(cluster, rt);
 }

@@ -12,18 +12,27 @@ use tokio::process::Child;
 use super::PodRuntime;
 use crate::cluster::Cluster;
 
-/// The user and group to run as: container level over pod level, and only when we are root.
-fn run_as(pod: Option<&PodSecurityContext>, c: Option<&SecurityContext>) -> Option<(u32, u32)> {
+/// The user and group to run as: container level over pod level over the image's USER, and
+/// only when we are root.
+fn run_as(
+    pod: Option<&PodSecurityContext>,
+    c: Option<&SecurityContext>,
+    image: Option<(u32, u32)>,
+) -> Option<(u32, u32)> {
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
-    let uid = c
-        .and_then(|c| c.run_as_user)
-        .or_else(|| pod.and_then(|p| p.run_as_user))?;
-    let gid = c
+    let group = c
         .and_then(|c| c.run_as_group)
-        .or_else(|| pod.and_then(|p| p.run_as_group))
-        .unwrap_or(uid);
+        .or_else(|| pod.and_then(|p| p.run_as_group));
+    let user = c
+        .and_then(|c| c.run_as_user)
+        .or_else(|| pod.and_then(|p| p.run_as_user));
+    let (uid, gid) = match (user, image) {
+        (Some(uid), _) => (uid, group.unwrap_or(uid)),
+        (None, Some((uid, gid))) => (uid.into(), group.unwrap_or(gid.into())),
+        (None, None) => return None,
+    };
     Some((u32::try_from(uid).ok()?, u32::try_from(gid).ok()?))
 }
 
@@ -121,12 +130,25 @@ pub(super) fn spawn(
         .flatten()
         .filter_map(|v| Some((v.name.clone(), env_value(v, rt)?)))
         .collect();
-    let mut argv: Vec<String> = spec.command.iter().flatten().cloned().collect();
-    argv.extend(spec.args.iter().flatten().cloned());
-    let argv: Vec<String> = argv.iter().map(|a| expand(a, &env)).collect();
-    let Some((program, args)) = argv.split_first() else {
+    // The kubelet expands `$(VAR)` in the container's command and args, not in the image's.
+    let expanded = |list: &Option<Vec<String>>| {
+        list.as_ref()
+            .map(|l| l.iter().map(|a| expand(a, &env)).collect::<Vec<_>>())
+    };
+    let spec = Container {
+        command: expanded(&spec.command),
+        args: expanded(&spec.args),
+        ..spec.clone()
+    };
+    let launch = super::image::launch(&cluster.images, &spec).map_err(|_| {
+        format!(
+            "image {:?} is not available",
+            spec.image.as_deref().unwrap_or("")
+        )
+    })?;
+    let Some((program, args)) = launch.argv.split_first() else {
         return Err(format!(
-            "container {} has no command: the test cluster runs command+args, not images",
+            "failed to generate container \"{}\" spec: failed to generate spec: no command specified",
             spec.name
         ));
     };
@@ -152,7 +174,7 @@ pub(super) fn spawn(
         .spec
         .as_ref()
         .and_then(|s| s.security_context.as_ref());
-    let run_as = run_as(spec_sc, spec.security_context.as_ref());
+    let run_as = run_as(spec_sc, spec.security_context.as_ref(), launch.user);
     if let Some((uid, gid)) = run_as {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
             .map_err(|e| format!("could not chown {}: {e}", dir.display()))?;

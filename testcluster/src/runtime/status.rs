@@ -114,6 +114,8 @@ pub(crate) struct PodFacts<'a> {
     pub start_time: Option<Time>,
     pub pod_ip: &'a str,
     pub host_ip: &'a str,
+    /// Set by the API server on create; the kubelet keeps it.
+    pub qos_class: &'a str,
 }
 
 /// Condition transition times, kept so that they only move when a condition flips.
@@ -156,7 +158,7 @@ pub(crate) fn pod_status(
     if let Some(message) = facts.unschedulable {
         return PodStatus {
             phase: Some("Pending".into()),
-            qos_class: Some("BestEffort".into()),
+            qos_class: Some(facts.qos_class.into()),
             conditions: Some(vec![transitions.condition(
                 "PodScheduled",
                 false,
@@ -218,7 +220,7 @@ pub(crate) fn pod_status(
         host_ips: ip(facts.host_ip).map(|ip| vec![HostIP { ip }]),
         pod_ip: ip(facts.pod_ip),
         pod_ips: ip(facts.pod_ip).map(|ip| vec![PodIP { ip }]),
-        qos_class: Some("BestEffort".into()),
+        qos_class: Some(facts.qos_class.into()),
         start_time: facts.start_time.clone(),
         ..PodStatus::default()
     }
@@ -234,6 +236,7 @@ mod tests {
             start_time: Some(now()),
             pod_ip: "10.244.0.5",
             host_ip: "127.0.0.1",
+            qos_class: "BestEffort",
         }
     }
 

@@ -20,9 +20,16 @@ pub struct Env {
 }
 
 pub async fn start() -> Env {
+    start_with(|_| {}).await
+}
+
+/// A fresh cluster whose config `configure` changes first (the node's GPUs, images).
+pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let cluster = TestCluster::start(Config::new(dir.path(), listener))
+    let mut config = Config::new(dir.path(), listener);
+    configure(&mut config);
+    let cluster = TestCluster::start(config)
         .await
         .expect("start test cluster");
     Env { cluster, _dir: dir }
@@ -53,6 +60,33 @@ impl Env {
             &format!("pod {ns}/{name}"),
         )
         .await
+    }
+
+    /// Sends `body` (JSON) to `path` as the admin; the status code and the JSON answer.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        use http_body_util::BodyExt;
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(kube::client::Body::from(
+                serde_json::to_vec(body).expect("json"),
+            ))
+            .expect("request");
+        let response = self.admin().await.send(request).await.expect("an answer");
+        let code = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (code, serde_json::from_slice(&body).expect("a JSON answer"))
     }
 
     pub async fn shutdown(self) {

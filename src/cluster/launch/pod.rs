@@ -1,0 +1,45 @@
+//! The launch step: the rights first, then the launcher or the image.
+
+use crate::cluster::client::Cluster;
+use crate::cluster::discover::PortSpec;
+use crate::cluster::tunnel::Spec;
+use crate::proto::wire::Launch;
+
+use super::command::{self, Around};
+use super::{image, rights};
+
+/// Launches the pod `launch` describes, once the user's rights allow it; its name.
+pub async fn launch(
+    cluster: &Cluster,
+    launch: &Launch,
+    spec: &Spec,
+    around: &Around<'_>,
+) -> anyhow::Result<String> {
+    (around.progress)(&format!(
+        "checking that you may launch pods in namespace `{}`",
+        cluster.namespace
+    ));
+    rights::check(cluster).await?;
+    match launch {
+        Launch::Command(command) => {
+            command::launch(cluster, command, spec.preset, spec.timeout, around).await
+        }
+        Launch::Image(template) => {
+            (around.progress)(&format!(
+                "creating a pod from image `{}` in namespace `{}`",
+                template.image, cluster.namespace
+            ));
+            let ports: Vec<u16> = spec
+                .ports
+                .iter()
+                .filter_map(|p| match p.remote {
+                    PortSpec::Number(n) => Some(n),
+                    PortSpec::Name(_) => None,
+                })
+                .collect();
+            let name = image::create(cluster, template, spec.preset, &ports).await?;
+            (around.launched)(&name);
+            Ok(name)
+        }
+    }
+}
