@@ -677,19 +677,15 @@ async fn launch_in_local_mode_runs_the_launcher_here_and_ctrl_c_deletes_the_pod(
     let c = cluster::start(&["manifests/00-namespace.yaml"]).await;
     let home = tempfile::tempdir().expect("home");
     let launcher = format!("sh {} -b", cluster::repo().join(LAUNCHER).display());
+    // podtun and the launcher's kubectl both take the namespace from the context.
+    run(std::process::Command::new("kubectl")
+        .args(["config", "set-context", "--current", "--namespace=demo"])
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig()));
     let mut cmd = podtun::command(
         c.kubeconfig(),
         home.path(),
-        &[
-            "jupyter",
-            "-n",
-            "demo",
-            "-p",
-            "0",
-            "--no-browser",
-            "--launch",
-            &launcher,
-        ],
+        &["jupyter", "-p", "0", "--no-browser", "--launch", &launcher],
     );
     // The launcher's kubectl reads the same kubeconfig, as a user's shell would.
     cmd.env("KUBECONFIG", c.kubeconfig()).env("USER", "alice");
