@@ -783,6 +783,89 @@ async fn image_in_local_mode_creates_the_pod_serves_it_and_deletes_it() {
     .await;
 }
 
+/// `podtun jupyter --image IMAGE --gpu 1 -p 0 --json` in local mode against `c`, stderr
+/// captured.
+fn gpu_pod(c: &cluster::Cluster, home: &std::path::Path, extra: &[&str]) -> Podtun {
+    let mut args = vec![
+        "jupyter",
+        "-n",
+        "demo",
+        "-p",
+        "0",
+        "--no-browser",
+        "--image",
+        JUPYTER_IMAGE,
+        "--gpu",
+        "1",
+    ];
+    args.extend(extra);
+    let mut cmd = podtun::command(c.kubeconfig(), home, &args);
+    cmd.env("USER", "alice").stderr(Stdio::piped());
+    Podtun::spawn_command(cmd)
+}
+
+/// `--gpu 1` on a node with one GPU: the pod runs and its URL works; a second one waits for
+/// the GPU the first holds, podtun says so, and deletes that pod when it gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_with_a_gpu_runs_on_a_gpu_node_and_the_next_waits_for_it() {
+    let c = cluster::start_with(&["manifests/00-namespace.yaml"], |config| {
+        config.node.gpus = 1;
+    })
+    .await;
+    let home = tempfile::tempdir().expect("home");
+    let mut first = gpu_pod(&c, home.path(), &[]);
+    let _first_err = first.capture_stderr();
+    let pod = first.wait_for("launched", URL_TIMEOUT).await["pod"]
+        .as_str()
+        .expect("pod")
+        .to_string();
+    assert_image_pod(
+        &c.tc.pod("demo", &pod).expect("the pod exists"),
+        "alice-jupyter-",
+        &[("nvidia.com/gpu", "1")],
+    );
+    let ready = first.wait_for("ready", URL_TIMEOUT).await;
+    let url = ready["url"].as_str().expect("a URL").to_string();
+    let (addr, path) = http::split_url(&url);
+    let token = path.split_once("?token=").expect("a token").1.to_string();
+    let (status, _) = get(&addr, &format!("/api/status?token={token}")).await;
+    assert_eq!(status, 200, "{url}");
+
+    let other = tempfile::tempdir().expect("home");
+    let mut second = gpu_pod(&c, other.path(), &["--timeout", "15s"]);
+    let second_err = second.capture_stderr();
+    let waiting = second.wait_for("launched", URL_TIMEOUT).await["pod"]
+        .as_str()
+        .expect("pod")
+        .to_string();
+    assert_ne!(waiting, pod);
+    let (events, status) = events_to_the_end(&mut second, Duration::from_secs(90)).await;
+    let err = second_err.lock().expect("stderr").clone();
+    assert_eq!(status.code(), Some(1), "{events:?}\n{err}");
+    let error = the_event(&events, "error");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Insufficient nvidia.com/gpu")),
+        "the error says why the pod waits: {error}"
+    );
+    assert_eq!(the_event(&events, "deleted")["pod"], waiting.as_str());
+    wait_until(&format!("pod demo/{waiting} gone"), GONE_TIMEOUT, || {
+        c.tc.pod("demo", &waiting).is_none()
+    })
+    .await;
+
+    let pid = first.child.id().expect("podtun runs");
+    assert!(podtun::sigterm(pid), "SIGTERM to podtun");
+    let (events, status) = events_to_the_end(&mut first, EXIT_TIMEOUT).await;
+    assert!(status.success(), "{status:?}: {events:?}");
+    assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
+    wait_until(&format!("pod demo/{pod} gone"), GONE_TIMEOUT, || {
+        c.tc.pod("demo", &pod).is_none()
+    })
+    .await;
+}
+
 /// `--image` through the login host with a GPU the cluster does not have: the pod carries the
 /// requests and limits, waits Pending for the scheduler, podtun's error at `--timeout` says why,
 /// and the pod is deleted before podtun exits.
@@ -834,6 +917,7 @@ async fn image_through_the_agent_asks_for_a_gpu_and_says_why_it_waits() {
         err.contains("Insufficient nvidia.com/gpu"),
         "the progress says why the pod waits:\n{err}"
     );
+    assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
     gone(&t, &pod, GONE_TIMEOUT).await;
     login_host_is_clean(&t, "a launch that timed out").await;
 }

@@ -62,11 +62,17 @@ pub fn repo() -> PathBuf {
 
 /// Starts a cluster with the given manifests applied (files or directories).
 pub async fn start(manifests: &[&str]) -> Cluster {
+    start_with(manifests, |_| {}).await
+}
+
+/// [`start`], with `adjust` changing the configuration first (a node with GPUs, …).
+pub async fn start_with(manifests: &[&str], adjust: impl FnOnce(&mut Config)) -> Cluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the API server");
     let mut config = Config::new(dir.path().join("cluster"), listener);
     config.extra_path = vec![PathBuf::from(JUPYTER_BIN)];
     config.images = images();
+    adjust(&mut config);
     let tc = TestCluster::start(config)
         .await
         .expect("start the test cluster");
