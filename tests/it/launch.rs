@@ -520,13 +520,12 @@ async fn a_failing_launcher_is_a_quick_error_in_kubectl_mode() {
 }
 
 /// A launcher that returns without creating a pod: an error quoting what it printed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_launcher_that_creates_nothing_is_an_error_quoting_it() {
+async fn creates_nothing(mode: Mode) {
     let t = login_host(MAY_LAUNCH).await;
     let before = pods(&t);
     let launcher = "echo 'Attempting to create job (pod)'; echo 'Job submission skipped: dry run'";
     let done = podtun::finish_within(
-        command(&t, Mode::Agent, "jupyter", &["--launch", launcher]),
+        command(&t, mode, "jupyter", &["--launch", launcher]),
         FAIL_FAST,
     )
     .await;
@@ -542,17 +541,26 @@ async fn a_launcher_that_creates_nothing_is_an_error_quoting_it() {
     login_host_is_clean(&t, "a launcher that created nothing").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_that_creates_nothing_is_an_error_quoting_it_through_the_agent() {
+    creates_nothing(Mode::Agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_that_creates_nothing_is_an_error_quoting_it_in_kubectl_mode() {
+    creates_nothing(Mode::Kubectl).await;
+}
+
 /// A launcher that never returns is stopped at `--timeout`, with the `-b` hint, and nothing of
 /// it keeps running on the login host.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_launcher_that_never_returns_is_stopped_at_the_timeout() {
+async fn never_returns(mode: Mode) {
     let t = login_host(MAY_LAUNCH).await;
     let before = pods(&t);
     let launcher = "echo 'Waiting for the pod to be scheduled...'; sleep 600";
     let done = podtun::finish_within(
         command(
             &t,
-            Mode::Agent,
+            mode,
             "jupyter",
             &["--launch", launcher, "--timeout", "5s"],
         ),
@@ -578,6 +586,77 @@ async fn a_launcher_that_never_returns_is_stopped_at_the_timeout() {
     )
     .await;
     login_host_is_clean(&t, "a launcher that hung").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_that_never_returns_is_stopped_at_the_timeout_through_the_agent() {
+    never_returns(Mode::Agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_that_never_returns_is_stopped_at_the_timeout_in_kubectl_mode() {
+    never_returns(Mode::Kubectl).await;
+}
+
+/// DSMLP's launcher without `-b` creates the pod, then stays attached: at `--timeout` podtun
+/// stops it, deletes the pod it created, and nothing of it is left on the login host.
+async fn left_attached(mode: Mode) {
+    let t = login_host(MAY_LAUNCH).await;
+    let before = pods(&t);
+    let done = podtun::finish_within(
+        command(
+            &t,
+            mode,
+            "jupyter",
+            &[
+                "--launch",
+                "~/bin/launch-jupyter.sh",
+                "--timeout",
+                ATTACHED_TIMEOUT,
+            ],
+        ),
+        FAIL_FAST * 2,
+    )
+    .await;
+    let err = &done.stderr;
+    eprintln!("{err}");
+    assert_eq!(done.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was still running") && err.contains(&format!("after {ATTACHED_TIMEOUT}")),
+        "{err}"
+    );
+    let pod = err
+        .lines()
+        .find_map(|l| l.split_once("pod/")?.1.strip_suffix(" created"))
+        .unwrap_or_else(|| panic!("the launcher said which pod it created:\n{err}"))
+        .to_string();
+    assert!(pod.starts_with(&format!("{LOGIN_USER}-")), "{pod}");
+    gone(&t, &pod, GONE_TIMEOUT).await;
+    assert_eq!(pods(&t), before, "the pod it created went");
+    wait_until(
+        "the launcher's kubectl wait gone from the login host",
+        CLEANUP_TIMEOUT,
+        || {
+            !t.login_commands()
+                .iter()
+                .any(|c| c.contains("kubectl wait"))
+        },
+    )
+    .await;
+    login_host_is_clean(&t, "a launcher left attached").await;
+}
+
+/// The `--timeout` of a launcher left attached: room for kubectl create on a loaded machine.
+const ATTACHED_TIMEOUT: &str = "20s";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_left_attached_is_stopped_and_its_pod_deleted_through_the_agent() {
+    left_attached(Mode::Agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_left_attached_is_stopped_and_its_pod_deleted_in_kubectl_mode() {
+    left_attached(Mode::Kubectl).await;
 }
 
 /// Without create rights on pods: an error naming them before anything runs; the launcher
