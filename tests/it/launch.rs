@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::common::cluster;
 use crate::common::http;
 use crate::common::podtun::{self, Podtun};
+use crate::common::redis::Redis;
 use crate::common::sshd::run;
 use crate::common::topology::{ids, wait_until, Shape, Topology, LOGIN_USER};
 use crate::via::get;
@@ -855,6 +856,69 @@ async fn image_in_local_mode_creates_the_pod_serves_it_and_deletes_it() {
     let (events, status) = events_to_the_end(&mut p, EXIT_TIMEOUT).await;
     let err = stderr.lock().expect("stderr").clone();
     assert!(status.success(), "{status:?}: {events:?}\n{err}");
+    assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
+    wait_until(&format!("pod demo/{pod} gone"), GONE_TIMEOUT, || {
+        c.tc.pod("demo", &pod).is_none()
+    })
+    .await;
+}
+
+/// `podtun redis --image redis:7-alpine` in local mode: the image's own command, redis's port
+/// declared; PING answers, and SIGTERM deletes the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_from_an_image_runs_the_images_command() {
+    let c = cluster::start(&["manifests/00-namespace.yaml"]).await;
+    let home = tempfile::tempdir().expect("home");
+    let mut cmd = podtun::command(
+        c.kubeconfig(),
+        home.path(),
+        &[
+            "redis",
+            "-n",
+            "demo",
+            "-p",
+            "0",
+            "--image",
+            cluster::REDIS_IMAGE,
+        ],
+    );
+    cmd.env("USER", "alice");
+    let mut p = Podtun::spawn_command(cmd);
+    let pod = p.wait_for("launched", URL_TIMEOUT).await["pod"]
+        .as_str()
+        .expect("pod")
+        .to_string();
+    assert!(pod.starts_with("alice-redis-"), "{pod}");
+    let created = c.tc.pod("demo", &pod).expect("the pod exists");
+    let container = &created.spec.as_ref().expect("spec").containers[0];
+    assert_eq!(container.image.as_deref(), Some(cluster::REDIS_IMAGE));
+    assert!(container.command.is_none(), "the image's own command");
+    let ports: Vec<i32> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.container_port)
+        .collect();
+    assert_eq!(ports, [6379]);
+    let asked = container.resources.clone().unwrap_or_default();
+    assert!(
+        asked.requests.unwrap_or_default().is_empty()
+            && asked.limits.unwrap_or_default().is_empty(),
+        "no --cpu, --memory, --gpu: nothing asked for"
+    );
+
+    let (local, ready) = p.ready().await;
+    assert_eq!(ready["pod"], pod.as_str(), "{ready}");
+    let mut r = Redis::connect(&local).await.expect("connect");
+    assert_eq!(
+        r.call(&[b"PING"]).await.expect("PING").as_deref(),
+        Some(&b"+PONG"[..])
+    );
+    drop(r);
+    let pid = p.child.id().expect("podtun runs");
+    assert!(podtun::sigterm(pid), "SIGTERM to podtun");
+    let (events, status) = events_to_the_end(&mut p, EXIT_TIMEOUT).await;
+    assert!(status.success(), "{status:?}: {events:?}");
     assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
     wait_until(&format!("pod demo/{pod} gone"), GONE_TIMEOUT, || {
         c.tc.pod("demo", &pod).is_none()
