@@ -386,6 +386,7 @@ async fn start_cluster_in(ns: &Netns, ip: &str, shape: &Shape) -> (Cluster, Stri
     let api = listener.local_addr().expect("listener address").to_string();
     let mut config = Config::new(dir.path().join("cluster"), listener);
     config.extra_path = vec![PathBuf::from(JUPYTER_BIN)];
+    config.images = cluster::images();
     config.advertise = Some(api.clone());
     config.server_names = vec![ip.to_string()];
     config.users = shape.cluster_users.clone();
