@@ -49,6 +49,11 @@ impl Netns {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
         let name = format!("podtun-it-{}-{n}-{tag}", std::process::id());
+        // One of that name is a leftover of a killed run whose pid this process now has.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         run(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
         run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
