@@ -363,8 +363,18 @@ async fn a_background_launch_is_deleted_by_podtun_stop() {
     let url = started.stdout.trim().to_string();
     assert_eq!(api_status(&t, &url).await, 200, "{url}");
     let pod = the_launched_pod(&t);
+    let ls = podtun::finish(t.podtun(&["ls", "--json"])).await;
+    assert!(ls.status.success(), "{}", ls.stderr);
+    let listed: Vec<Value> = ls
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["target"], format!("pod/{pod}"), "{listed:?}");
 
-    let stopped = podtun::finish_within(t.podtun(&["stop", "--all"]), EXIT_TIMEOUT).await;
+    // Named as any other tunnel: by its pod.
+    let stopped = podtun::finish_within(t.podtun(&["stop", &pod]), EXIT_TIMEOUT).await;
     assert!(stopped.status.success(), "{}", stopped.stderr);
     gone(&t, &pod, GONE_TIMEOUT).await;
     login_host_is_clean(&t, "podtun stop").await;
