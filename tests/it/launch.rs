@@ -457,8 +457,10 @@ async fn killed(mode: Mode) {
         .expect("pod")
         .to_string();
     p.wait_for("ready", URL_TIMEOUT).await;
-    assert!(
-        !watch_state(&t).is_empty(),
+    let key = format!("pod-demo-{pod}");
+    assert_eq!(
+        t.watchdogs(&key).len(),
+        1,
         "a watchdog guards the pod on the login host"
     );
 
@@ -491,6 +493,86 @@ async fn kill_9_leaves_the_pod_to_the_login_hosts_watchdog_through_the_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_leaves_the_pod_to_the_login_hosts_watchdog_in_kubectl_mode() {
     killed(Mode::Kubectl).await;
+}
+
+/// A lost SSH connection (the login host drops it) keeps the launched pod: podtun reconnects,
+/// forwards to the same pod on the same port, and the new connection's watchdog takes the pod
+/// over, so the lost one's never deletes it. Ctrl-C then deletes it over the new connection.
+async fn lost_connection(mode: Mode) {
+    let t = login_host(MAY_LAUNCH).await;
+    let grace = format!("{}s", LOST_GRACE.as_secs());
+    let (mut p, _stderr) = spawn_json(
+        &t,
+        mode,
+        "jupyter",
+        &["--launch", LAUNCH_B, "--launch-grace", &grace],
+    );
+    let pod = p.wait_for("launched", URL_TIMEOUT).await["pod"]
+        .as_str()
+        .expect("pod")
+        .to_string();
+    let ready = p.wait_for("ready", URL_TIMEOUT).await;
+    let key = format!("pod-demo-{pod}");
+    assert_eq!(t.watchdogs(&key).len(), 1, "one watchdog guards the pod");
+
+    t.kill_login_ssh_sessions();
+    let lost = Instant::now();
+    p.wait_for("reconnecting", RECOVERY).await;
+    let again = p.wait_for("ready", RECOVERY).await;
+    assert_eq!(again["pod"], pod.as_str(), "the same pod: {again}");
+    assert_eq!(again["local"], ready["local"], "the same local port");
+    let url = again["url"].as_str().expect("a URL").to_string();
+    assert_eq!(api_status(&t, &url).await, 200, "{url}");
+    wait_until(
+        "the lost connection's watchdog handed over",
+        RECOVERY,
+        || t.watchdogs(&key).len() == 1,
+    )
+    .await;
+
+    // The lost watchdog's deadline passes: the pod stays (a window, since nothing happens).
+    let deadline = lost + gone_after_kill_bound(LOST_GRACE);
+    while Instant::now() < deadline {
+        let alive = t
+            .cluster
+            .tc
+            .pod("demo", &pod)
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+        assert!(alive, "pod demo/{pod} deleted after a lost connection");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(api_status(&t, &url).await, 200, "{url}");
+
+    let pid = p.child.id().expect("podtun runs");
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "SIGINT to podtun");
+    let (events, status) = events_to_the_end(&mut p, EXIT_TIMEOUT).await;
+    assert!(status.success(), "{status:?}: {events:?}");
+    assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
+    gone(&t, &pod, GONE_TIMEOUT).await;
+    login_host_is_clean(&t, "Ctrl-C after a reconnect").await;
+}
+
+/// The grace in the lost-connection tests: longer than a first reconnect on a loaded machine
+/// (a 1 s backoff, SSH, the agent or kubectl proxy, the watchdog), shorter than the default so
+/// that the lost watchdog's deadline comes within the test.
+const LOST_GRACE: Duration = Duration::from_secs(15);
+
+/// Bound on `reconnecting`, then `ready` again, after the login host dropped the connection
+/// (the backoff and a new connection on a loaded machine).
+const RECOVERY: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_keeps_the_launched_pod_through_the_agent() {
+    lost_connection(Mode::Agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_keeps_the_launched_pod_in_kubectl_mode() {
+    lost_connection(Mode::Kubectl).await;
 }
 
 /// A launcher that fails: a quick error with its words and exit status, no pod, nothing left

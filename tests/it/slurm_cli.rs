@@ -14,7 +14,7 @@ use crate::common::cluster::JUPYTER_BIN;
 use crate::common::http;
 use crate::common::podtun::{self, Podtun};
 use crate::common::slurm::{Slurm, NODE, SHORT_PARTITION};
-use crate::common::topology::{ensure_user, parent_pid, wait_until, Shape, Topology, OTHER_USER};
+use crate::common::topology::{ensure_user, wait_until, Shape, Topology, OTHER_USER};
 
 /// Bound on a job being scheduled once the node is free.
 const SCHEDULE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -344,20 +344,9 @@ fn job_id(ready: &Value) -> String {
         .to_string()
 }
 
-/// podtun's job watchdogs on the login host: their shells' pids (a watchdog's own subshells,
-/// which share its command line, are not counted).
+/// podtun's job watchdogs on the login host.
 fn watchdogs(t: &Topology) -> Vec<String> {
-    let watching = |pid: &str| {
-        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
-            let cmd = String::from_utf8_lossy(&raw);
-            cmd.contains("podtun-watch:") && cmd.contains("slurm-")
-        })
-    };
-    let pids: Vec<String> = t.login.pids().into_iter().filter(|p| watching(p)).collect();
-    pids.iter()
-        .filter(|pid| parent_pid(pid).is_none_or(|ppid| !pids.contains(&ppid)))
-        .cloned()
-        .collect()
+    t.watchdogs("slurm-")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

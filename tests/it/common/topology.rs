@@ -330,6 +330,27 @@ impl Topology {
         commands(&self.laptop)
     }
 
+    /// The login host's watchdogs (`laptop::watchdog`) whose key contains `key`: their shells'
+    /// pids (a watchdog's own subshells, which share its command line, are not counted).
+    pub fn watchdogs(&self, key: &str) -> Vec<String> {
+        let watching = |pid: &str| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                let cmd = String::from_utf8_lossy(&raw);
+                cmd.contains("podtun-watch:") && cmd.contains(key)
+            })
+        };
+        let pids: Vec<String> = self
+            .login
+            .pids()
+            .into_iter()
+            .filter(|p| watching(p))
+            .collect();
+        pids.iter()
+            .filter(|pid| parent_pid(pid).is_none_or(|ppid| !pids.contains(&ppid)))
+            .cloned()
+            .collect()
+    }
+
     /// Kills the login host's sshd sessions serving the laptop (its listener stays): the SSH
     /// connection dies as when the login host drops it.
     pub fn kill_login_ssh_sessions(&self) {
