@@ -271,7 +271,10 @@ mod tests {
                 .unwrap_or_default()
                 .contains(") Z ")
         {
-            assert!(std::time::Instant::now() < deadline, "child {pid} still runs");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child {pid} still runs"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
