@@ -171,6 +171,8 @@ struct Group(Option<u32>);
 
 impl Drop for Group {
     fn drop(&mut self) {
+        #[cfg(not(unix))]
+        let _ = self.0;
         #[cfg(unix)]
         if let Some(pid) = self
             .0
