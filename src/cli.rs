@@ -308,7 +308,12 @@ pub struct CommonArgs {
 pub struct LaunchArgs {
     /// Run this command to create the pod (with --via on the login host, in your login shell),
     /// then forward to the pod it created; it must return once the pod exists (DSMLP: -b)
-    #[arg(long, value_name = "COMMAND", allow_hyphen_values = true, conflicts_with = "image")]
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        allow_hyphen_values = true,
+        conflicts_with = "image"
+    )]
     pub launch: Option<String>,
     /// Create the pod from this image in your namespace, then forward to it
     #[arg(long, value_name = "IMAGE")]

@@ -226,7 +226,10 @@ impl Plan {
                 Some("`podtun jupyter @ --via HOST` forwards to a Jupyter server there".into()),
             ));
         }
-        let launch = launch_of(&common.launch, target.is_some() || common.selector.is_some())?;
+        let launch = launch_of(
+            &common.launch,
+            target.is_some() || common.selector.is_some(),
+        )?;
         let request = Request {
             launch,
             target: target.unwrap_or_default().to_string(),
@@ -309,7 +312,10 @@ fn launch_of(args: &LaunchArgs, named: bool) -> anyhow::Result<Option<Launch>> {
     if named {
         return Err(usage(
             "--launch and --image create the pod to forward to: they take no TARGET or -l",
-            Some("drop the TARGET to launch a new pod, or drop --launch/--image to use that one".into()),
+            Some(
+                "drop the TARGET to launch a new pod, or drop --launch/--image to use that one"
+                    .into(),
+            ),
         ));
     }
     if let Some(command) = &args.launch {
@@ -362,12 +368,10 @@ fn is_quantity(text: &str) -> bool {
     let suffix_ok = matches!(
         suffix,
         "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-    ) || suffix
-        .strip_prefix(['e', 'E'])
-        .is_some_and(|exp| {
-            let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-            !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit())
-        });
+    ) || suffix.strip_prefix(['e', 'E']).is_some_and(|exp| {
+        let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+        !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit())
+    });
     number_ok && suffix_ok
 }
 

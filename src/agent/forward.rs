@@ -13,8 +13,8 @@ use super::events::Events;
 use super::serve::Sockets;
 use crate::cluster::discover::Target;
 use crate::cluster::launch::{self, Around, ThisMachine};
-use crate::cluster::{client, pick};
 use crate::cluster::tunnel::{Spec, Tunnel};
+use crate::cluster::{client, pick};
 use crate::proto::wire::{Candidates, ClusterEvent, Pick, Request};
 
 /// Bound on the user's choice among several pods.

@@ -11,7 +11,7 @@ use kube::Api;
 
 use super::client::{self, Cluster};
 use super::discover::Preset;
-use super::launch::rights::{can_i, LAUNCH_VERBS};
+use super::launch::rights::{missing, LAUNCH_VERBS};
 use super::pick::candidates;
 use crate::proto::wire::{Check, CheckStatus, Request};
 
@@ -154,21 +154,10 @@ async fn rights(cluster: &Cluster, sub: Option<&str>, verbs: &[&str]) -> Check {
         None => "pods".to_string(),
     };
     let name = format!("rights on {resource}");
-    let mut missing = Vec::new();
-    for verb in verbs {
-        match can_i(cluster, verb, sub).await {
-            Ok(true) => {}
-            Ok(false) => missing.push(*verb),
-            Err(e) => {
-                let e = super::resolve::api_error(
-                    e,
-                    "ask the API server for your rights (SelfSubjectAccessReview)",
-                    ns,
-                );
-                return failed(&name, &e);
-            }
-        }
-    }
+    let missing = match missing(cluster, sub, verbs).await {
+        Ok(missing) => missing,
+        Err(e) => return failed(&name, &e),
+    };
     if missing.is_empty() {
         return check(
             &name,
@@ -197,21 +186,10 @@ async fn rights(cluster: &Cluster, sub: Option<&str>, verbs: &[&str]) -> Check {
 /// missing, never a failure.
 async fn launch_rights(cluster: &Cluster) -> Check {
     let ns = &cluster.namespace;
-    let mut missing = Vec::new();
-    for verb in LAUNCH_VERBS {
-        match can_i(cluster, verb, None).await {
-            Ok(true) => {}
-            Ok(false) => missing.push(*verb),
-            Err(e) => {
-                let e = super::resolve::api_error(
-                    e,
-                    "ask the API server for your rights (SelfSubjectAccessReview)",
-                    ns,
-                );
-                return failed(LAUNCH_CHECK, &e);
-            }
-        }
-    }
+    let missing = match missing(cluster, None, LAUNCH_VERBS).await {
+        Ok(missing) => missing,
+        Err(e) => return failed(LAUNCH_CHECK, &e),
+    };
     if missing.is_empty() {
         return check(
             LAUNCH_CHECK,

@@ -64,8 +64,13 @@ impl Supervised for Local<'_> {
         let choose = chooser(self.out.clone());
         let plan = self.plan;
         let Some(launch) = &plan.request.launch else {
-            return Tunnel::start_with(&plan.request.cluster, plan.spec.clone(), &progress, &choose)
-                .await;
+            return Tunnel::start_with(
+                &plan.request.cluster,
+                plan.spec.clone(),
+                &progress,
+                &choose,
+            )
+            .await;
         };
         progress("connecting to the cluster");
         let cluster = client::connect(&plan.request.cluster).await?;
@@ -127,7 +132,12 @@ impl Supervised for Local<'_> {
 
     async fn finish(&mut self, out: &Output) {
         self.locals.close().await;
-        let pod = self.launched.pod.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let pod = self
+            .launched
+            .pod
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let (Some(cluster), Some(pod)) = (&self.launched.cluster, pod) {
             end_launched(cluster, &pod, self.plan.keep, out).await;
         }

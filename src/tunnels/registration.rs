@@ -172,10 +172,8 @@ impl Registration {
             Event::Error { message, .. } => self.update(|s| s.error = Some(message.clone())),
             // `ls` and `stop` name a launched pod as any other.
             Event::Launched { pod, .. } => self.set_target(&format!("pod/{pod}")),
-            Event::TimeLeft { .. }
-            | Event::Deleted { .. }
-            | Event::Kept { .. }
-            | Event::Closed => {}
+            Event::TimeLeft { .. } | Event::Deleted { .. } | Event::Kept { .. } | Event::Closed => {
+            }
         }
     }
 

@@ -142,7 +142,9 @@ async fn pods(cluster: &Cluster) -> anyhow::Result<Vec<Pod>> {
 }
 
 fn names(pods: &[Pod]) -> BTreeSet<String> {
-    pods.iter().filter_map(|p| p.metadata.name.clone()).collect()
+    pods.iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect()
 }
 
 /// `exit status 3`, or how it ended otherwise.

@@ -24,7 +24,13 @@ fn preset_container(preset: Preset, ports: &[u16]) -> (&'static str, Vec<(String
         Preset::Jupyter => (
             "jupyter",
             vec![("jupyter".to_string(), 8888)],
-            json!(["jupyter", "lab", "--no-browser", "--ip=0.0.0.0", "--port=8888"]),
+            json!([
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--ip=0.0.0.0",
+                "--port=8888"
+            ]),
         ),
         Preset::Redis => ("redis", vec![("redis".to_string(), 6379)], Value::Null),
         Preset::Generic => (
@@ -110,13 +116,19 @@ pub async fn create(
     let ns = &cluster.namespace;
     let pod: Pod = serde_json::from_value(manifest(template, preset, ports, &user_name()))?;
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    let created = api.create(&PostParams::default(), &pod).await.map_err(|e| {
-        api_error(
-            e,
-            &format!("create a pod from image `{}` in namespace `{ns}`", template.image),
-            ns,
-        )
-    })?;
+    let created = api
+        .create(&PostParams::default(), &pod)
+        .await
+        .map_err(|e| {
+            api_error(
+                e,
+                &format!(
+                    "create a pod from image `{}` in namespace `{ns}`",
+                    template.image
+                ),
+                ns,
+            )
+        })?;
     Ok(created.metadata.name.unwrap_or_default())
 }
 

@@ -36,29 +36,40 @@ pub async fn can_i(cluster: &Cluster, verb: &str, sub: Option<&str>) -> Result<b
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
-/// Fails, naming the missing rights, unless this user may create and delete pods.
-pub async fn check(cluster: &Cluster) -> anyhow::Result<()> {
-    let ns = &cluster.namespace;
+/// The verbs among `verbs` on `pods[/sub]` this user may not use in the cluster's namespace.
+pub async fn missing<'v>(
+    cluster: &Cluster,
+    sub: Option<&str>,
+    verbs: &[&'v str],
+) -> anyhow::Result<Vec<&'v str>> {
     let mut missing = Vec::new();
-    for verb in LAUNCH_VERBS {
-        let allowed = can_i(cluster, verb, None).await.map_err(|e| {
+    for verb in verbs {
+        let allowed = can_i(cluster, verb, sub).await.map_err(|e| {
             api_error(
                 e,
-                "ask the API server whether you may launch pods (SelfSubjectAccessReview)",
-                ns,
+                "ask the API server for your rights (SelfSubjectAccessReview)",
+                &cluster.namespace,
             )
         })?;
         if !allowed {
-            missing.push(format!("`{verb}`"));
+            missing.push(*verb);
         }
     }
+    Ok(missing)
+}
+
+/// Fails, naming the missing rights, unless this user may create and delete pods.
+pub async fn check(cluster: &Cluster) -> anyhow::Result<()> {
+    let ns = &cluster.namespace;
+    let missing = missing(cluster, None, LAUNCH_VERBS).await?;
     if missing.is_empty() {
         return Ok(());
     }
+    let named: Vec<String> = missing.iter().map(|v| format!("`{v}`")).collect();
     Err(hinted(
         anyhow!(
             "launching a pod needs {} on `pods` in namespace `{ns}`, and you may not",
-            missing.join(" and ")
+            named.join(" and ")
         ),
         "ask the cluster's administrators for those rights, or launch the pod your cluster's way and name it: `podtun jupyter POD`; `podtun doctor` lists your rights",
     ))

@@ -171,6 +171,8 @@ struct Group(Option<u32>);
 
 impl Drop for Group {
     fn drop(&mut self) {
+        #[cfg(not(unix))]
+        let _ = self.0;
         #[cfg(unix)]
         if let Some(pid) = self
             .0
@@ -271,7 +273,10 @@ mod tests {
                 .unwrap_or_default()
                 .contains(") Z ")
         {
-            assert!(std::time::Instant::now() < deadline, "child {pid} still runs");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child {pid} still runs"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

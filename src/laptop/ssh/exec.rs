@@ -53,6 +53,22 @@ pub fn remote_path(path: &str) -> String {
     }
 }
 
+/// kubectl's flags for `cluster`'s kubeconfig and context, for the login host's shell (empty
+/// when neither is given).
+pub fn kubectl_flags(cluster: &crate::proto::wire::ClusterRef) -> String {
+    let mut flags = String::new();
+    if let Some(path) = &cluster.kubeconfig {
+        flags.push_str(&format!(
+            " --kubeconfig={}",
+            remote_path(&path.display().to_string())
+        ));
+    }
+    if let Some(context) = &cluster.context {
+        flags.push_str(&format!(" --context={}", sh_quote(context)));
+    }
+    flags
+}
+
 /// Shells whose `-l -c` runs the user's login scripts: the command then runs in `/bin/sh`
 /// under the environment they set up. Any other login shell is replaced by `/bin/sh -l`.
 const LOGIN_SHELLS: &str = "bash|zsh|ksh|ksh93|mksh|dash|ash|sh|fish";

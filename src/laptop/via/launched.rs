@@ -6,7 +6,7 @@ use anyhow::anyhow;
 
 use crate::cluster::client::ClusterRef;
 use crate::error::hinted;
-use crate::laptop::ssh::exec::{remote_path, sh_quote};
+use crate::laptop::ssh::exec::{kubectl_flags, sh_quote};
 use crate::laptop::ssh::SshSession;
 use crate::laptop::watchdog::{Guard, Watchdog};
 use crate::output::{Event, Output};
@@ -165,7 +165,9 @@ impl Launches {
             Err(e) => out.note(&format!(
                 "{:#}",
                 hinted(
-                    anyhow!("could not delete pod `{namespace}/{pod}`, which podtun launched: {e:#}"),
+                    anyhow!(
+                        "could not delete pod `{namespace}/{pod}`, which podtun launched: {e:#}"
+                    ),
                     format!("delete it yourself: `kubectl delete pod {pod} -n {namespace}`")
                 )
             )),
@@ -185,16 +187,7 @@ async fn run_undo(ssh: &SshSession, undo: &str) -> anyhow::Result<()> {
 
 /// The login host's command that deletes the pod.
 fn undo(deleter: &Deleter, cluster: &ClusterRef, namespace: &str, pod: &str) -> String {
-    let mut flags = String::new();
-    if let Some(path) = &cluster.kubeconfig {
-        flags.push_str(&format!(
-            " --kubeconfig={}",
-            remote_path(&path.display().to_string())
-        ));
-    }
-    if let Some(context) = &cluster.context {
-        flags.push_str(&format!(" --context={}", sh_quote(context)));
-    }
+    let flags = kubectl_flags(cluster);
     match deleter {
         Deleter::Agent(bin) => format!(
             "{bin} agent delete-pod{flags} {} {}",

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail};
 use tracing::debug;
 
 use crate::error::hinted;
-use crate::laptop::ssh::exec::{remote_path, sh_quote};
+use crate::laptop::ssh::exec::{kubectl_flags, sh_quote};
 use crate::laptop::ssh::script::RemoteScript;
 use crate::laptop::ssh::SshSession;
 use crate::plan::Plan;
@@ -50,17 +50,7 @@ const REJECT_METHODS: &[&str] = &["^PUT$", "^PATCH$", "^DELETE$"];
 /// namespace, starts the proxy, waits for its socket, then follows the laptop's heartbeats on
 /// stdin. EOF, silence or a signal stop the proxy and remove the directory.
 fn proxy_script(plan: &Plan) -> String {
-    let cluster = &plan.request.cluster;
-    let mut flags = String::new();
-    if let Some(path) = &cluster.kubeconfig {
-        flags.push_str(&format!(
-            " --kubeconfig={}",
-            remote_path(&path.display().to_string())
-        ));
-    }
-    if let Some(context) = &cluster.context {
-        flags.push_str(&format!(" --context={}", sh_quote(context)));
-    }
+    let flags = kubectl_flags(&plan.request.cluster);
     let join = |list: &[&str]| sh_quote(&list.join(","));
     let silence = HEARTBEAT_SECS * HEARTBEATS_MISSED;
     format!(

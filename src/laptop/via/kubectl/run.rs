@@ -13,21 +13,21 @@ use std::sync::Mutex;
 use super::super::launched::{Deleter, Launches};
 use super::connector::{proxy_client, ProxyRoute};
 use super::launcher::OverSsh;
+use super::link::{establish_on, Established};
+use crate::cluster::client::Cluster;
 use crate::cluster::discover::Target;
 use crate::cluster::launch::{self, Around};
 use crate::cluster::tunnel::Spec;
-use crate::laptop::ssh::SshSession;
-use crate::proto::wire::Launch;
-use super::link::{establish_on, Established};
-use crate::cluster::client::Cluster;
 use crate::cluster::tunnel::Tunnel;
 use crate::laptop::link::{self, Ended, Slot, Supervised};
 use crate::laptop::listen::{self, Locals};
 use crate::laptop::pick::chooser;
 use crate::laptop::ready;
+use crate::laptop::ssh::SshSession;
 use crate::output::Output;
 use crate::plan::Plan;
 use crate::proto::wire::ClusterEvent;
+use crate::proto::wire::Launch;
 
 /// kubectl mode on a link already established (the first one): runs the forward until
 /// shutdown, reconnecting (and restarting the proxy) when the login host goes away.
