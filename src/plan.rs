@@ -409,7 +409,9 @@ mod tests {
 
     /// The usage error (exit 2) `podtun jupyter ARGS` is; its message.
     fn refused(args: &[&str]) -> String {
-        let err = jupyter(args).err().unwrap_or_else(|| panic!("{args:?} planned"));
+        let err = jupyter(args)
+            .err()
+            .unwrap_or_else(|| panic!("{args:?} planned"));
         assert_eq!(exit_code(&err), EXIT_USAGE, "{args:?}: {err:#}");
         err.to_string()
     }
