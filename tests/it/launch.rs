@@ -21,7 +21,7 @@ use crate::common::http;
 use crate::common::podtun::{self, Podtun};
 use crate::common::redis::Redis;
 use crate::common::sshd::run;
-use crate::common::topology::{ids, wait_until, Shape, Topology, LOGIN_USER};
+use crate::common::topology::{wait_until, Shape, Topology, LOGIN_USER};
 use crate::via::get;
 
 /// The launcher, installed as `~/bin/launch-jupyter.sh` on the login host.
@@ -239,7 +239,7 @@ async fn gone(t: &Topology, name: &str, within: Duration) {
 
 /// The command lines of the login user's processes on the login host.
 fn login_user_processes(t: &Topology) -> Vec<String> {
-    let (uid, _) = ids(LOGIN_USER);
+    let (uid, _) = t.login_home.owner;
     t.login
         .pids()
         .into_iter()
