@@ -201,6 +201,16 @@ impl Plan {
 
     /// `podtun forward`.
     pub fn from_forward(args: &ForwardArgs) -> anyhow::Result<Plan> {
+        // A launch names no pod, so its first port lands where clap puts a TARGET
+        // (`podtun forward --image nginx 8080:80`): it is a port when it reads as one.
+        if let Some(first) = args.target.as_deref() {
+            if args.common.launch.launches() && reads_as_port(first) {
+                let ports = std::iter::once(first.to_string())
+                    .chain(args.ports.iter().cloned())
+                    .collect();
+                return Plan::build(None, ports, &args.common, "generic");
+            }
+        }
         Plan::build(
             args.target.as_deref(),
             args.ports.clone(),
@@ -375,6 +385,12 @@ fn is_quantity(text: &str) -> bool {
     number_ok && suffix_ok
 }
 
+/// Whether a positional argument of `forward` reads as `[LOCAL:]REMOTE` rather than a pod:
+/// a number, or anything with a colon (which no pod name or kind/NAME has).
+fn reads_as_port(arg: &str) -> bool {
+    arg.contains(':') || (!arg.is_empty() && arg.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// `--via` as given (empty names dropped): local mode when none is left.
 fn route(via: &[String]) -> Route {
     let hosts: Vec<String> = via
@@ -445,6 +461,41 @@ mod tests {
         assert!(refused(&["--image", "x", "--cpu", "two"]).contains("--cpu `two`"));
         assert!(refused(&["--image", "x", "--memory", "8GB"]).contains("--memory `8GB`"));
         assert!(refused(&["--image", "x", "--gpu", "0"]).contains("--gpu 0"));
+    }
+
+    /// `podtun forward ARGS` as planned.
+    fn forward(args: &[&str]) -> anyhow::Result<Plan> {
+        let argv = ["podtun", "forward"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).expect("clap accepts it");
+        let Command::Forward(forward) = cli.command else {
+            panic!("not `podtun forward`");
+        };
+        Plan::from_forward(&forward)
+    }
+
+    #[test]
+    fn forward_from_an_image_takes_its_ports_where_a_target_would_be() {
+        for args in [
+            &["--image", "nginx", "8080:80"][..],
+            &["--image", "nginx", "80"][..],
+            &["--image", "nginx", "8080:80", "9090"][..],
+            &["--launch", "make-pod", "0:80"][..],
+        ] {
+            let plan = forward(args).unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
+            assert!(plan.request.target.is_empty(), "{args:?}: no TARGET");
+            assert!(!plan.spec.ports.is_empty(), "{args:?}: the ports");
+        }
+        let plan = forward(&["--image", "nginx", "8080:80", "9090"]).expect("planned");
+        assert_eq!(plan.spec.ports.len(), 2);
+        let refused = forward(&["my-pod", "80", "--image", "nginx"]).expect_err("a TARGET");
+        assert_eq!(exit_code(&refused), EXIT_USAGE);
+        assert!(
+            refused.to_string().contains("they take no TARGET"),
+            "{refused}"
+        );
+        // Without a launch, the first positional is the TARGET as before.
+        let plan = forward(&["my-pod", "8080:80"]).expect("planned");
+        assert_eq!(plan.request.target, "my-pod");
     }
 
     #[test]
