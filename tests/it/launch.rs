@@ -955,32 +955,21 @@ async fn image_in_local_mode_creates_the_pod_serves_it_and_deletes_it() {
     .await;
 }
 
-/// `podtun redis --image redis:7-alpine` in local mode: the image's own command, redis's port
-/// declared; PING answers, and SIGTERM deletes the pod.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_from_an_image_runs_the_images_command() {
+/// `podtun ARGS -n demo` with redis's image in local mode: the image's own command, redis's
+/// port declared; PING answers, and SIGTERM deletes the pod, named `alice-WORD-…`.
+async fn redis_from_an_image(args: &[&str], word: &str) {
     let c = cluster::start(&["manifests/00-namespace.yaml"]).await;
     let home = tempfile::tempdir().expect("home");
-    let mut cmd = podtun::command(
-        c.kubeconfig(),
-        home.path(),
-        &[
-            "redis",
-            "-n",
-            "demo",
-            "-p",
-            "0",
-            "--image",
-            cluster::REDIS_IMAGE,
-        ],
-    );
+    let mut all = args.to_vec();
+    all.extend(["-n", "demo"]);
+    let mut cmd = podtun::command(c.kubeconfig(), home.path(), &all);
     cmd.env("USER", "alice");
     let mut p = Podtun::spawn_command(cmd);
     let pod = p.wait_for("launched", URL_TIMEOUT).await["pod"]
         .as_str()
         .expect("pod")
         .to_string();
-    assert!(pod.starts_with("alice-redis-"), "{pod}");
+    assert!(pod.starts_with(&format!("alice-{word}-")), "{pod}");
     let created = c.tc.pod("demo", &pod).expect("the pod exists");
     let container = &created.spec.as_ref().expect("spec").containers[0];
     assert_eq!(container.image.as_deref(), Some(cluster::REDIS_IMAGE));
@@ -1016,6 +1005,20 @@ async fn redis_from_an_image_runs_the_images_command() {
         c.tc.pod("demo", &pod).is_none()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_from_an_image_runs_the_images_command() {
+    let args = ["redis", "-p", "0", "--image", cluster::REDIS_IMAGE];
+    redis_from_an_image(&args, "redis").await;
+}
+
+/// `forward --image IMAGE [LOCAL:]REMOTE`, as its usage hint writes it: the ports come where a
+/// TARGET would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_from_an_image_declares_the_ports_it_names() {
+    let args = ["forward", "--image", cluster::REDIS_IMAGE, "0:6379"];
+    redis_from_an_image(&args, "main").await;
 }
 
 /// `podtun jupyter --image IMAGE --gpu 1 -p 0 --json` in local mode against `c`, stderr
