@@ -739,6 +739,63 @@ async fn left_attached(mode: Mode) {
     login_host_is_clean(&t, "a launcher left attached").await;
 }
 
+/// Ctrl-C while the launcher still runs (DSMLP's without `-b`, attached to the pod it made):
+/// podtun stops the launcher and deletes the pod it already named.
+async fn ctrl_c_while_launching(mode: Mode) {
+    let t = login_host(MAY_LAUNCH).await;
+    let before = pods(&t);
+    let (mut p, stderr) = spawn_json(
+        &t,
+        mode,
+        "jupyter",
+        &["--launch", "~/bin/launch-jupyter.sh", "--timeout", "10m"],
+    );
+    // The launcher said which pod it made, and waits on it (the `launched` event is read
+    // after the exit, with every other).
+    let said = || {
+        let err = stderr.lock().expect("stderr").clone();
+        err.lines()
+            .find_map(|l| l.split_once("launcher: pod/")?.1.strip_suffix(" created"))
+            .map(str::to_string)
+    };
+    wait_until("the launcher named its pod", URL_TIMEOUT, || {
+        said().is_some()
+    })
+    .await;
+    let pod = said().expect("named");
+    wait_until("the launcher waits on its pod", CLEANUP_TIMEOUT, || {
+        t.login_commands()
+            .iter()
+            .any(|c| c.contains("kubectl wait"))
+    })
+    .await;
+
+    let pid = p.child.id().expect("podtun runs");
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "SIGINT to podtun");
+    let (events, status) = events_to_the_end(&mut p, EXIT_TIMEOUT).await;
+    let err = stderr.lock().expect("stderr").clone();
+    assert!(status.success(), "{status:?}: {events:?}\n{err}");
+    assert_eq!(the_event(&events, "launched")["pod"], pod.as_str(), "{err}");
+    assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str(), "{err}");
+    gone(&t, &pod, GONE_TIMEOUT).await;
+    assert_eq!(pods(&t), before);
+    login_host_is_clean(&t, "Ctrl-C during the launch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_the_launcher_runs_stops_it_and_deletes_its_pod_through_the_agent() {
+    ctrl_c_while_launching(Mode::Agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_the_launcher_runs_stops_it_and_deletes_its_pod_in_kubectl_mode() {
+    ctrl_c_while_launching(Mode::Kubectl).await;
+}
+
 /// The `--timeout` of a launcher left attached: room for kubectl create on a loaded machine.
 const ATTACHED_TIMEOUT: &str = "20s";
 
