@@ -97,9 +97,20 @@ impl Launches {
             namespace: namespace.to_string(),
             pod: pod.to_string(),
         });
+        self.record(deleter, namespace, pod);
+        self.guard(ssh).await
+    }
+
+    /// A pod said to be launched already (while its launcher still ran): known from now on, so
+    /// that [`Launches::end`] deletes it even if podtun stops before it is guarded.
+    pub(super) fn record(&mut self, deleter: Deleter, namespace: &str, pod: &str) {
         self.pod = Some((namespace.to_string(), pod.to_string()));
         self.deleter = Some(deleter);
-        self.guard(ssh).await
+    }
+
+    /// The pod launched so far, if any: its name.
+    pub(super) fn pod(&self) -> Option<&str> {
+        self.pod.as_ref().map(|(_, pod)| pod.as_str())
     }
 
     /// A new connection: a new watchdog there takes the pod over from the lost one's.

@@ -24,7 +24,7 @@ use crate::laptop::listen::{self, Locals};
 use crate::laptop::pick::chooser;
 use crate::laptop::ready;
 use crate::laptop::ssh::SshSession;
-use crate::output::Output;
+use crate::output::{Event, Output};
 use crate::plan::Plan;
 use crate::proto::wire::ClusterEvent;
 use crate::proto::wire::Launch;
@@ -59,6 +59,7 @@ pub(in crate::laptop::via) async fn run(
         tunnel: None,
         locals: Locals::new("the login host"),
         launches,
+        named: Arc::new(Mutex::new(None)),
     };
     link::run(&mut route, &out, Some(first), shutdown).await
 }
@@ -79,6 +80,8 @@ struct WithKubectl<'a> {
     locals: Locals<Tunnel>,
     /// The pod this run launched, if any.
     launches: Launches,
+    /// The pod the launcher named while it still runs, until `launches` has it.
+    named: Arc<Mutex<Option<String>>>,
 }
 
 impl Supervised for WithKubectl<'_> {
@@ -113,6 +116,11 @@ impl Supervised for WithKubectl<'_> {
 
     async fn close(&mut self, link: Established, last: bool) {
         self.proxy.clear();
+        // Stopped (or cut off) while the launcher ran: the pod it named is ours all the same.
+        if let Some(pod) = take(&self.named) {
+            let ns = self.cluster.namespace.clone();
+            self.launches.record(Deleter::Kubectl, &ns, &pod);
+        }
         if last {
             self.launches.end(&self.out).await;
         } else {
@@ -172,7 +180,11 @@ impl WithKubectl<'_> {
         let choose = chooser(self.out.clone());
         let mut spec = self.plan.spec.clone();
         if let Some(launch) = &self.plan.request.launch {
-            let pod = self.launch(launch, ssh, &spec, progress).await?;
+            // A pod launched before a lost connection is not launched twice.
+            let pod = match self.launches.pod() {
+                Some(pod) => pod.to_string(),
+                None => self.launch(launch, ssh, &spec, progress).await?,
+            };
             spec.target = Target::Pod(pod);
         }
         let tunnel = Tunnel::start_on(self.cluster.clone(), spec, progress, &choose).await?;
@@ -199,9 +211,15 @@ impl WithKubectl<'_> {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> anyhow::Result<String> {
         let choose = chooser(self.out.clone());
-        let seen: Mutex<Option<String>> = Mutex::new(None);
-        let launched = |pod: &str| {
-            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(pod.to_string());
+        let ns = self.cluster.namespace.clone();
+        let (named, out) = (self.named.clone(), self.out.clone());
+        // Said at once, and kept where `close` finds it should podtun stop meanwhile.
+        let launched = move |pod: &str| {
+            *named.lock().unwrap_or_else(|e| e.into_inner()) = Some(pod.to_string());
+            out.event(&Event::Launched {
+                namespace: ns.clone(),
+                pod: pod.to_string(),
+            });
         };
         let shell = OverSsh { ssh: ssh.clone() };
         let around = Around {
@@ -211,12 +229,10 @@ impl WithKubectl<'_> {
             launched: &launched,
         };
         let result = launch::launch(&self.cluster, launch, spec, &around).await;
-        let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
-        if let Some(pod) = seen {
+        if let Some(pod) = take(&self.named) {
             let ns = self.cluster.namespace.clone();
-            self.launches
-                .launched(ssh, Deleter::Kubectl, &ns, &pod, &self.out)
-                .await?;
+            self.launches.record(Deleter::Kubectl, &ns, &pod);
+            self.launches.guard(ssh).await?;
         }
         result
     }
@@ -229,4 +245,9 @@ impl WithKubectl<'_> {
             Err(e) => Ended::Fatal(e),
         }
     }
+}
+
+/// What `slot` holds, taken out.
+fn take(slot: &Mutex<Option<String>>) -> Option<String> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
