@@ -443,26 +443,55 @@ fn gone_after_kill_bound(grace: Duration) -> Duration {
 
 /// podtun killed (`kill -9`): the watchdog on the login host deletes the launched pod once
 /// the laptop has been silent for `--launch-grace`.
-async fn killed(mode: Mode) {
+/// With `attached`, podtun is killed while the launcher (DSMLP's without `-b`) still runs,
+/// once it has named its pod; else once the pod is served.
+async fn killed(mode: Mode, attached: bool) {
     let t = login_host(MAY_LAUNCH).await;
     let grace = format!("{}s", SHORT_GRACE.as_secs());
+    let launcher = if attached {
+        "~/bin/launch-jupyter.sh"
+    } else {
+        LAUNCH_B
+    };
     let (mut p, _stderr) = spawn_json(
         &t,
         mode,
         "jupyter",
-        &["--launch", LAUNCH_B, "--launch-grace", &grace],
+        &[
+            "--launch",
+            launcher,
+            "--launch-grace",
+            &grace,
+            "--timeout",
+            "10m",
+        ],
     );
     let pod = p.wait_for("launched", URL_TIMEOUT).await["pod"]
         .as_str()
         .expect("pod")
         .to_string();
-    p.wait_for("ready", URL_TIMEOUT).await;
     let key = format!("pod-demo-{pod}");
-    assert_eq!(
-        t.watchdogs(&key).len(),
-        1,
-        "a watchdog guards the pod on the login host"
-    );
+    if attached {
+        wait_until(
+            "a watchdog guards the pod while the launcher runs",
+            CLEANUP_TIMEOUT,
+            || t.watchdogs(&key).len() == 1,
+        )
+        .await;
+        assert!(
+            t.login_commands()
+                .iter()
+                .any(|c| c.contains("kubectl wait")),
+            "the launcher still runs"
+        );
+    } else {
+        p.wait_for("ready", URL_TIMEOUT).await;
+        assert_eq!(
+            t.watchdogs(&key).len(),
+            1,
+            "a watchdog guards the pod on the login host"
+        );
+    }
 
     p.child.start_kill().expect("kill -9 podtun");
     let killed = Instant::now();
@@ -487,12 +516,17 @@ async fn killed(mode: Mode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_leaves_the_pod_to_the_login_hosts_watchdog_through_the_agent() {
-    killed(Mode::Agent).await;
+    killed(Mode::Agent, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_leaves_the_pod_to_the_login_hosts_watchdog_in_kubectl_mode() {
-    killed(Mode::Kubectl).await;
+    killed(Mode::Kubectl, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_the_launcher_runs_leaves_its_pod_to_the_watchdog_through_the_agent() {
+    killed(Mode::Agent, true).await;
 }
 
 /// A lost SSH connection (the login host drops it) keeps the launched pod: podtun reconnects,
