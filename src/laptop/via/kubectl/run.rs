@@ -213,13 +213,16 @@ impl WithKubectl<'_> {
         let choose = chooser(self.out.clone());
         let ns = self.cluster.namespace.clone();
         let (named, out) = (self.named.clone(), self.out.clone());
-        // Said at once, and kept where `close` finds it should podtun stop meanwhile.
+        let (tell, mut told) = tokio::sync::mpsc::unbounded_channel();
+        // Said at once, kept where `close` finds it should podtun stop meanwhile, and guarded
+        // by a watchdog while the launcher goes on.
         let launched = move |pod: &str| {
             *named.lock().unwrap_or_else(|e| e.into_inner()) = Some(pod.to_string());
             out.event(&Event::Launched {
                 namespace: ns.clone(),
                 pod: pod.to_string(),
             });
+            let _ = tell.send(());
         };
         let shell = OverSsh { ssh: ssh.clone() };
         let around = Around {
@@ -228,11 +231,26 @@ impl WithKubectl<'_> {
             choose: &choose,
             launched: &launched,
         };
-        let result = launch::launch(&self.cluster, launch, spec, &around).await;
-        if let Some(pod) = take(&self.named) {
-            let ns = self.cluster.namespace.clone();
-            self.launches.record(Deleter::Kubectl, &ns, &pod);
-            self.launches.guard(ssh).await?;
+        let (cluster, launches, slot) = (&self.cluster, &mut self.launches, &self.named);
+        let launching = launch::launch(cluster, launch, spec, &around);
+        tokio::pin!(launching);
+        let adopt = |launches: &mut Launches| {
+            let pod = take(slot)?;
+            launches.record(Deleter::Kubectl, &cluster.namespace, &pod);
+            Some(())
+        };
+        let result = loop {
+            tokio::select! {
+                result = &mut launching => break result,
+                Some(()) = told.recv() => {
+                    if adopt(launches).is_some() {
+                        launches.guard(ssh).await?;
+                    }
+                }
+            }
+        };
+        if adopt(launches).is_some() {
+            launches.guard(ssh).await?;
         }
         result
     }
