@@ -268,12 +268,19 @@ fn watch_state(t: &Topology) -> Vec<PathBuf> {
 /// Nothing of the login user's runs on the login host any more (no agent, no launcher, no
 /// watchdog, no SSH session), and no watchdog left its files.
 async fn login_host_is_clean(t: &Topology, after: &str) {
-    wait_until(
-        &format!("nothing of the login user's left on the login host after {after}"),
-        CLEANUP_TIMEOUT,
-        || login_user_processes(t).is_empty() && watch_state(t).is_empty(),
-    )
-    .await;
+    let deadline = Instant::now() + CLEANUP_TIMEOUT;
+    loop {
+        let (left, files) = (login_user_processes(t), watch_state(t));
+        if left.is_empty() && files.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not within {CLEANUP_TIMEOUT:?}: nothing of the login user's left on the login host \
+             after {after}; left: {left:#?} {files:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The `--json` events up to podtun's exit (bounded), and its status.
@@ -527,6 +534,11 @@ async fn kill_9_leaves_the_pod_to_the_login_hosts_watchdog_in_kubectl_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_the_launcher_runs_leaves_its_pod_to_the_watchdog_through_the_agent() {
     killed(Mode::Agent, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_the_launcher_runs_leaves_its_pod_to_the_watchdog_in_kubectl_mode() {
+    killed(Mode::Kubectl, true).await;
 }
 
 /// A lost SSH connection (the login host drops it) keeps the launched pod: podtun reconnects,
@@ -801,6 +813,11 @@ async fn ctrl_c_while_launching(mode: Mode) {
         t.login_commands()
             .iter()
             .any(|c| c.contains("kubectl wait"))
+    })
+    .await;
+    let key = format!("pod-demo-{pod}");
+    wait_until("a watchdog guards the pod", CLEANUP_TIMEOUT, || {
+        t.watchdogs(&key).len() == 1
     })
     .await;
 
