@@ -485,12 +485,12 @@ async fn killed(mode: Mode, attached: bool) {
             || t.watchdogs(&key).len() == 1,
         )
         .await;
-        assert!(
+        wait_until("the launcher waits on its pod", CLEANUP_TIMEOUT, || {
             t.login_commands()
                 .iter()
-                .any(|c| c.contains("kubectl wait")),
-            "the launcher still runs"
-        );
+                .any(|c| c.contains("kubectl wait"))
+        })
+        .await;
     } else {
         p.wait_for("ready", URL_TIMEOUT).await;
         assert_eq!(
