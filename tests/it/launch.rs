@@ -3,8 +3,9 @@
 //! `manifests/10-rbac.yaml`'s rights and, where launching must work, the create and delete on
 //! pods of `tests/fixtures/launch/rbac-launch.yaml`. The launcher is a DSMLP-like script on the
 //! login host (`tests/fixtures/launch/launch-jupyter.sh`) that creates `USER-PID` with kubectl.
-//! What is checked is what a user sees: the URL on the laptop, and which pods and processes are
-//! left on the cluster and the login host afterwards.
+//! Without `--via`, podtun talks to a test cluster on this machine, as in `local.rs`. What is
+//! checked is what a user sees: the URL on the laptop, and which pods and processes are left on
+//! the cluster and the login host afterwards.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::common::cluster;
+use crate::common::cluster::{self, JUPYTER_IMAGE};
 use crate::common::http;
 use crate::common::podtun::{self, Podtun};
 use crate::common::redis::Redis;
@@ -894,9 +895,6 @@ async fn launching_without_the_right_to_create_pods_stops_before_the_launcher_th
 async fn launching_without_the_right_to_create_pods_stops_before_the_launcher_in_kubectl_mode() {
     refused_without_rights(Mode::Kubectl).await;
 }
-
-/// The Jupyter image of the demo.
-const JUPYTER_IMAGE: &str = "quay.io/jupyter/base-notebook:2024-12-02";
 
 /// The container of a pod podtun created from an image: its name, labels and command, and
 /// `amounts` as both requests and limits.
