@@ -51,7 +51,7 @@ pub(super) async fn forward(
                 })
             };
             let shell = ThisMachine {
-                place: "on the login host".into(),
+                place: String::new(),
             };
             let around = Around {
                 shell: &shell,

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use crate::cluster::client::{self, Cluster};
 use crate::cluster::discover::Target;
-use crate::cluster::launch::delete::delete_pod;
+use crate::cluster::launch::delete::{delete_pod, Deleted};
 use crate::cluster::launch::{self, Around, ThisMachine};
 use crate::cluster::tunnel::Tunnel;
 use crate::output::{Event, Output};
@@ -153,7 +153,10 @@ async fn end_launched(cluster: &Cluster, pod: &str, keep: bool, out: &Output) {
         return;
     }
     match delete_pod(cluster, &namespace, &pod).await {
-        Ok(_) => out.event(&Event::Deleted { namespace, pod }),
+        Ok(Deleted::Deleted) => out.event(&Event::Deleted { namespace, pod }),
+        Ok(Deleted::AlreadyGone) => out.note(&format!(
+            "pod `{namespace}/{pod}`, which podtun launched, was not there to delete"
+        )),
         Err(e) => out.note(&format!(
             "could not delete pod `{namespace}/{pod}`, which podtun launched: {e:#}"
         )),

@@ -115,10 +115,10 @@ impl Watchdog {
         }
     }
 
-    /// Has the watchdog run `undo` at once, and waits for its end (at most 30 s); the error
-    /// quotes the undo command's exit status and last line of output. What is undone needs no
-    /// guard any more: a newer watchdog of the same guard leaves too.
-    pub async fn undo_now(self) -> anyhow::Result<()> {
+    /// Has the watchdog run `undo` at once, and waits for its end (at most 30 s): the undo
+    /// command's last line of output; the error quotes its exit status and last line. What is
+    /// undone needs no guard any more: a newer watchdog of the same guard leaves too.
+    pub async fn undo_now(self) -> anyhow::Result<String> {
         let Watchdog {
             mut script,
             beats,
@@ -149,7 +149,7 @@ impl Watchdog {
                 script.stop(STOP_TIMEOUT).await;
                 script::undone(&line)
                     .map_err(|why| undo_failed(&guard, &host, &why))
-                    .inspect(|()| debug!(%host, key = %guard.key, "undone"))
+                    .inspect(|_| debug!(%host, key = %guard.key, "undone"))
             }
             Ok(None) => Err(lost()),
             // The script finishes the undo command on its own, then ends.

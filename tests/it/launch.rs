@@ -691,6 +691,40 @@ async fn a_launcher_that_creates_nothing_is_an_error_quoting_it_in_kubectl_mode(
     creates_nothing(Mode::Kubectl).await;
 }
 
+/// A launcher that names a pod the namespace does not have (it creates its pods in a namespace
+/// of its own): an error naming both, with the `-n` hint, and nothing deleted or left behind.
+async fn names_a_pod_elsewhere(mode: Mode) {
+    let t = login_host(MAY_LAUNCH).await;
+    let before = pods(&t);
+    let launcher = "echo 'pod/podtun-login-4242 created'";
+    let done = podtun::finish_within(
+        command(&t, mode, "jupyter", &["--launch", launcher]),
+        FAIL_FAST,
+    )
+    .await;
+    let err = &done.stderr;
+    eprintln!("{err}");
+    assert_eq!(done.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("named pod `podtun-login-4242`, but namespace `demo` has no such pod"),
+        "{err}"
+    );
+    assert!(err.contains("with -n"), "{err}");
+    assert!(!err.contains("deleted pod"), "nothing was deleted: {err}");
+    assert_eq!(pods(&t), before, "no pod came");
+    login_host_is_clean(&t, "a launcher that named a pod elsewhere").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_naming_a_pod_of_another_namespace_is_an_error_through_the_agent() {
+    names_a_pod_elsewhere(Mode::Agent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launcher_naming_a_pod_of_another_namespace_is_an_error_in_kubectl_mode() {
+    names_a_pod_elsewhere(Mode::Kubectl).await;
+}
+
 /// A launcher that never returns is stopped at `--timeout`, with the `-b` hint, and nothing of
 /// it keeps running on the login host.
 async fn never_returns(mode: Mode) {

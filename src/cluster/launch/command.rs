@@ -64,8 +64,8 @@ pub async fn launch(
     } = *around;
     let ns = &cluster.namespace;
     let before = names(&pods(cluster).await?);
-    let place = shell.place();
-    progress(&format!("launching the pod: `{command}` {place}"));
+    let place = at(&shell.place());
+    progress(&format!("launching the pod: `{command}`{place}"));
     let named: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let on_line = |line: &str| {
         progress(&format!("launcher: {line}"));
@@ -82,7 +82,7 @@ pub async fn launch(
     if ran.timed_out {
         return Err(hinted(
             anyhow!(
-                "the launcher `{command}` was still running {place} after {}s; it printed:\n{}",
+                "the launcher `{command}` was still running{place} after {}s; it printed:\n{}",
                 timeout.as_secs(),
                 ran.tail(QUOTED)
             ),
@@ -92,7 +92,7 @@ pub async fn launch(
     if ran.status != Some(0) {
         return Err(hinted(
             anyhow!(
-                "the launcher `{command}` failed {place} ({}); it printed:\n{}",
+                "the launcher `{command}` failed{place} ({}); it printed:\n{}",
                 status(&ran),
                 ran.tail(QUOTED)
             ),
@@ -100,7 +100,7 @@ pub async fn launch(
         ));
     }
     if let [name] = named.as_slice() {
-        return Ok(name.clone());
+        return there(cluster, command, name).await.map(|()| name.clone());
     }
     // It named none (or several): the new pods that fit.
     let now = pods(cluster).await?;
@@ -128,6 +128,32 @@ pub async fn launch(
         launched(&name);
     }
     Ok(name)
+}
+
+/// The pod the launcher named is in the cluster's namespace, not in one of the launcher's own.
+async fn there(cluster: &Cluster, command: &str, name: &str) -> anyhow::Result<()> {
+    let ns = &cluster.namespace;
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let found = api
+        .get_opt(name)
+        .await
+        .map_err(|e| api_error(e, &format!("get pod `{name}` in namespace `{ns}`"), ns))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(hinted(
+            anyhow!("the launcher `{command}` named pod `{name}`, but namespace `{ns}` has no such pod"),
+            format!("pass the namespace the launcher creates its pods in with -n (and delete `{name}` there if you do not need it)"),
+        )),
+    }
+}
+
+/// ` PLACE` for messages, nothing where the place goes without saying.
+fn at(place: &str) -> String {
+    if place.is_empty() {
+        String::new()
+    } else {
+        format!(" {place}")
+    }
 }
 
 /// The pods of the cluster's namespace.
@@ -170,7 +196,7 @@ fn created_nothing(
     };
     hinted(
         anyhow!(
-            "the launcher `{command}` {place} returned, but created no {what} in namespace `{ns}`; it printed:\n{}",
+            "the launcher `{command}`{place} returned, but created no {what} in namespace `{ns}`; it printed:\n{}",
             ran.tail(QUOTED)
         ),
         format!("a launcher should create the pod in namespace `{ns}` (or pass -n) and say `pod/NAME created`, as kubectl does"),

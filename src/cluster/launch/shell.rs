@@ -59,7 +59,8 @@ impl Ran {
 
 /// Where launcher commands run.
 pub trait Shell: Send + Sync {
-    /// For messages: `on login host \`dsmlp-login\``, `here`.
+    /// For messages: `on login host \`dsmlp-login\``, `here`; empty where the messages say
+    /// the place already (the agent's, which the laptop marks as the login host's).
     fn place(&self) -> String;
 
     /// Runs `command` (POSIX sh) with stdin closed, passing each output line to `line`; stops
@@ -75,7 +76,7 @@ pub trait Shell: Send + Sync {
 /// This machine: the laptop in local mode, the login host for the agent (which runs in the
 /// user's login environment already).
 pub struct ThisMachine {
-    /// For messages.
+    /// For messages (see [`Shell::place`]).
     pub place: String,
 }
 

@@ -125,13 +125,7 @@ impl Launches {
         if self.keep {
             return Ok(());
         }
-        let guard = Guard {
-            key: format!("pod-{namespace}-{pod}"),
-            what: format!("pod {namespace}/{pod}"),
-            undo,
-            needs: None,
-            grace: self.grace,
-        };
+        let guard = self.guard_of(namespace, pod, undo);
         self.watchdog = Some(Watchdog::start(ssh, &guard).await?);
         Ok(())
     }
@@ -162,7 +156,7 @@ impl Launches {
         }
         let deleted = match (watchdog, ssh) {
             (Some(watchdog), _) => watchdog.undo_now().await,
-            (None, Some(ssh)) => run_undo(&ssh, &undo).await,
+            (None, Some(ssh)) => undo_on(&ssh, self.guard_of(&namespace, &pod, undo)).await,
             (None, None) => {
                 out.note(&format!(
                     "the login host deletes pod `{namespace}/{pod}` within {}s of the lost connection",
@@ -172,7 +166,10 @@ impl Launches {
             }
         };
         match deleted {
-            Ok(()) => out.event(&Event::Deleted { namespace, pod }),
+            Ok(said) if was_there(&said) => out.event(&Event::Deleted { namespace, pod }),
+            Ok(_) => out.note(&format!(
+                "pod `{namespace}/{pod}`, which podtun launched, was not there to delete"
+            )),
             Err(e) => out.note(&format!(
                 "{:#}",
                 hinted(
@@ -184,13 +181,47 @@ impl Launches {
             )),
         }
     }
+
+    /// The watchdog's guard of the launched pod.
+    fn guard_of(&self, namespace: &str, pod: &str, undo: String) -> Guard {
+        Guard {
+            key: format!("pod-{namespace}-{pod}"),
+            what: format!("pod {namespace}/{pod}"),
+            undo,
+            needs: None,
+            grace: self.grace,
+        }
+    }
 }
 
-/// Runs the command that deletes the pod on the login host, without a watchdog.
-async fn run_undo(ssh: &SshSession, undo: &str) -> anyhow::Result<()> {
+/// Deletes the pod over `ssh` where no watchdog of this run is known to guard it: through a
+/// fresh watchdog, which also takes over one whose start was cut short; if that cannot start,
+/// the command alone. The command's last line of output.
+async fn undo_on(ssh: &SshSession, guard: Guard) -> anyhow::Result<String> {
+    match Watchdog::start(ssh, &guard).await {
+        Ok(watchdog) => watchdog.undo_now().await,
+        Err(_) => run_undo(ssh, &guard.undo).await,
+    }
+}
+
+/// Whether the delete command's last line says it deleted the pod: the agent says `pod … was
+/// already gone`, `kubectl delete --ignore-not-found` nothing, for a pod not there.
+fn was_there(said: &str) -> bool {
+    !said.trim().is_empty() && !said.contains("already gone")
+}
+
+/// Runs the command that deletes the pod on the login host, without a watchdog: its last line
+/// of output.
+async fn run_undo(ssh: &SshSession, undo: &str) -> anyhow::Result<String> {
     let ran = crate::laptop::ssh::exec::run(ssh, undo, None).await?;
     if ran.status == Some(0) {
-        Ok(())
+        Ok(ran
+            .stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string())
     } else {
         Err(ran.failure(undo, &format!("login host `{}`", ssh.host())))
     }
@@ -206,9 +237,36 @@ fn undo(deleter: &Deleter, cluster: &ClusterRef, namespace: &str, pod: &str) -> 
             sh_quote(pod)
         ),
         Deleter::Kubectl => format!(
-            "kubectl{flags} delete pod {} -n {} --wait=false",
+            "kubectl{flags} delete pod {} -n {} --wait=false --ignore-not-found",
             sh_quote(pod),
             sh_quote(namespace)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_delete_commands_say_of_a_pod_there_and_one_gone() {
+        assert!(was_there("deleted pod demo/alice-1"));
+        assert!(was_there("pod \"alice-1\" deleted"));
+        assert!(was_there("pod \"alice-1\" deleted from demo namespace"));
+        assert!(!was_there("pod demo/alice-1 was already gone"));
+        assert!(!was_there(""), "kubectl --ignore-not-found says nothing");
+    }
+
+    #[test]
+    fn kubectl_deletes_only_the_one_pod_and_a_missing_one_is_no_failure() {
+        let cluster = ClusterRef {
+            namespace: Some("ignored".into()),
+            ..Default::default()
+        };
+        let undo = undo(&Deleter::Kubectl, &cluster, "demo", "alice-1");
+        assert!(
+            undo.contains("delete pod 'alice-1' -n 'demo' --wait=false --ignore-not-found"),
+            "{undo}"
+        );
     }
 }

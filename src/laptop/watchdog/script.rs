@@ -98,15 +98,15 @@ pub(super) fn start_failure(line: &str) -> String {
     }
 }
 
-/// The answer to `now` (`undone STATUS LAST-LINE`): `Ok` when the undo command succeeded, else
-/// its exit status and last line of output.
-pub(super) fn undone(line: &str) -> Result<(), String> {
+/// The answer to `now` (`undone STATUS LAST-LINE`): `Ok` with its last line of output when the
+/// undo command succeeded, else its exit status and last line.
+pub(super) fn undone(line: &str) -> Result<String, String> {
     let Some(rest) = line.strip_prefix("undone ") else {
         return Err(format!("got the answer `{line}`"));
     };
     let (status, last) = rest.split_once(' ').unwrap_or((rest, ""));
     match (status, last.trim()) {
-        ("0", _) => Ok(()),
+        ("0", last) => Ok(last.to_string()),
         (status, "") => Err(format!("exited with status {status}")),
         (status, last) => Err(format!("exited with status {status}: {last}")),
     }

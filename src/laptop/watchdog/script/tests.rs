@@ -178,7 +178,7 @@ fn now_undoes_at_once_and_answers() {
     script.send("now");
     let answer = script.line().expect("an answer to `now`");
     assert_eq!(answer, "undone 0 last words");
-    assert_eq!(undone(&answer), Ok(()));
+    assert_eq!(undone(&answer), Ok("last words".to_string()));
     assert_eq!(home.undos(), 1);
     script.exited();
     assert_eq!(home.state(), Vec::<String>::new(), "nothing left behind");
