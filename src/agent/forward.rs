@@ -11,7 +11,6 @@ use tracing::info;
 
 use super::events::Events;
 use super::serve::Sockets;
-use crate::cluster::discover::Target;
 use crate::cluster::launch::{self, Around, ThisMachine};
 use crate::cluster::tunnel::{Spec, Tunnel};
 use crate::cluster::{client, pick};
@@ -30,7 +29,7 @@ pub(super) async fn forward(
     answers: &Answers,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut spec = Spec::from_request(req)?;
+    let spec = Spec::from_request(req)?;
     let progress = |m: &str| {
         events.emit(&ClusterEvent::Progress {
             message: m.to_string(),
@@ -41,28 +40,27 @@ pub(super) async fn forward(
     let start = async {
         progress("connecting to the cluster");
         let cluster = client::connect(&req.cluster).await?;
-        if let Some(launch) = &req.launch {
-            let ns = cluster.namespace.clone();
-            // The laptop deletes the pod (through its watchdog here) whatever happens next.
-            let launched = |pod: &str| {
-                events.emit(&ClusterEvent::Launched {
-                    namespace: ns.clone(),
-                    pod: pod.to_string(),
-                })
-            };
-            let shell = ThisMachine {
-                place: String::new(),
-            };
-            let around = Around {
-                shell: &shell,
-                progress: &progress,
-                choose: &choose,
-                launched: &launched,
-            };
-            let pod = launch::launch(&cluster, launch, &spec, &around).await?;
-            spec.target = Target::Pod(pod);
-        }
-        Tunnel::start_on(cluster, spec, &progress, &choose).await
+        let Some(launch) = &req.launch else {
+            return Tunnel::start_on(cluster, spec, &progress, &choose).await;
+        };
+        let ns = cluster.namespace.clone();
+        // The laptop deletes the pod (through its watchdog here) whatever happens next.
+        let launched = |pod: &str| {
+            events.emit(&ClusterEvent::Launched {
+                namespace: ns.clone(),
+                pod: pod.to_string(),
+            })
+        };
+        let shell = ThisMachine {
+            place: String::new(),
+        };
+        let around = Around {
+            shell: &shell,
+            progress: &progress,
+            choose: &choose,
+            launched: &launched,
+        };
+        launch::start_launched(cluster, launch, spec, &around).await
     };
     let tunnel = tokio::select! {
         tunnel = start => tunnel?,

@@ -10,7 +10,6 @@ use super::ready::{on_cluster_event, pod_usable, report_ready};
 use std::sync::Mutex;
 
 use crate::cluster::client::{self, Cluster};
-use crate::cluster::discover::Target;
 use crate::cluster::launch::delete::{delete_pod, Deleted};
 use crate::cluster::launch::{self, Around, ThisMachine};
 use crate::cluster::tunnel::Tunnel;
@@ -87,16 +86,13 @@ impl Supervised for Local<'_> {
         let here = ThisMachine {
             place: "here".into(),
         };
-        let mut spec = plan.spec.clone();
         let around = Around {
             shell: &here,
             progress: &progress,
             choose: &choose,
             launched: &launched,
         };
-        let pod = launch::launch(&cluster, launch, &spec, &around).await?;
-        spec.target = Target::Pod(pod);
-        Tunnel::start_on(cluster, spec, &progress, &choose).await
+        launch::start_launched(cluster, launch, plan.spec.clone(), &around).await
     }
 
     async fn serve(&mut self, tunnel: &mut Tunnel, out: &Output) -> Ended {

@@ -13,5 +13,5 @@ pub mod rights;
 pub mod shell;
 
 pub use command::{Around, OnLaunched};
-pub use pod::launch;
+pub use pod::{launch, start_launched};
 pub use shell::{Shell, ThisMachine};

@@ -1,12 +1,25 @@
-//! The launch step: the rights first, then the launcher or the image.
+//! The launch step: the rights first, then the launcher or the image, then the tunnel to the
+//! pod.
 
 use crate::cluster::client::Cluster;
-use crate::cluster::discover::PortSpec;
-use crate::cluster::tunnel::Spec;
+use crate::cluster::discover::{PortSpec, Target};
+use crate::cluster::tunnel::{Spec, Tunnel};
 use crate::proto::wire::Launch;
 
 use super::command::{self, Around};
 use super::{image, rights};
+
+/// Launches the pod `launch` describes, then starts the tunnel `spec` describes to it.
+pub async fn start_launched(
+    cluster: Cluster,
+    launch: &Launch,
+    mut spec: Spec,
+    around: &Around<'_>,
+) -> anyhow::Result<Tunnel> {
+    let pod = self::launch(&cluster, launch, &spec, around).await?;
+    spec.target = Target::Pod(pod);
+    Tunnel::start_on(cluster, spec, around.progress, around.choose).await
+}
 
 /// Launches the pod `launch` describes, once the user's rights allow it; its name.
 pub async fn launch(
