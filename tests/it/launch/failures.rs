@@ -198,15 +198,8 @@ async fn ctrl_c_while_launching(mode: Mode) {
     })
     .await;
 
-    let pid = p.child.id().expect("podtun runs");
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(sent, "SIGINT to podtun");
-    let (events, status) = events_to_the_end(&mut p, EXIT_TIMEOUT).await;
+    let events = signal_to_the_end(&mut p, "INT", Some(&stderr)).await;
     let err = stderr.lock().expect("stderr").clone();
-    assert!(status.success(), "{status:?}: {events:?}\n{err}");
     assert_eq!(the_event(&events, "launched")["pod"], pod.as_str(), "{err}");
     assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str(), "{err}");
     gone(&t, &pod, GONE_TIMEOUT).await;

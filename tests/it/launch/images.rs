@@ -100,7 +100,7 @@ async fn image_in_local_mode_creates_the_pod_serves_it_and_deletes_it() {
     let (status, _) = get(&addr, &format!("/api/status?token={token}")).await;
     assert_eq!(status, 200, "{url}");
 
-    let events = sigterm_to_the_end(&mut p, Some(&stderr)).await;
+    let events = signal_to_the_end(&mut p, "TERM", Some(&stderr)).await;
     assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
     gone_from(&c, &pod).await;
 }
@@ -146,7 +146,7 @@ async fn redis_from_an_image(args: &[&str], word: &str) {
         Some(&b"+PONG"[..])
     );
     drop(r);
-    let events = sigterm_to_the_end(&mut p, None).await;
+    let events = signal_to_the_end(&mut p, "TERM", None).await;
     assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
     gone_from(&c, &pod).await;
 }
@@ -186,6 +186,23 @@ fn gpu_pod(c: &cluster::Cluster, home: &std::path::Path, extra: &[&str]) -> Podt
     Podtun::spawn_command(cmd)
 }
 
+/// podtun (`--json`, `stderr` captured) gives up on `pod`, Pending for a GPU, at its `--timeout`:
+/// exit 1, an error that says why the pod waits, and the pod deleted. Its stderr.
+async fn gives_up_waiting_for_a_gpu(p: &mut Podtun, stderr: &Mutex<String>, pod: &str) -> String {
+    let (events, status) = events_to_the_end(p, Duration::from_secs(90)).await;
+    let err = stderr.lock().expect("stderr").clone();
+    assert_eq!(status.code(), Some(1), "{events:?}\n{err}");
+    let error = the_event(&events, "error");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Insufficient nvidia.com/gpu")),
+        "the error says why the pod waits: {error}\n{err}"
+    );
+    assert_eq!(the_event(&events, "deleted")["pod"], pod);
+    err
+}
+
 /// `--gpu 1` on a node with one GPU: the pod runs and its URL works; a second one waits for
 /// the GPU the first holds, podtun says so, and deletes that pod when it gives up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,20 +238,10 @@ async fn image_with_a_gpu_runs_on_a_gpu_node_and_the_next_waits_for_it() {
         .expect("pod")
         .to_string();
     assert_ne!(waiting, pod);
-    let (events, status) = events_to_the_end(&mut second, Duration::from_secs(90)).await;
-    let err = second_err.lock().expect("stderr").clone();
-    assert_eq!(status.code(), Some(1), "{events:?}\n{err}");
-    let error = the_event(&events, "error");
-    assert!(
-        error["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("Insufficient nvidia.com/gpu")),
-        "the error says why the pod waits: {error}"
-    );
-    assert_eq!(the_event(&events, "deleted")["pod"], waiting.as_str());
+    gives_up_waiting_for_a_gpu(&mut second, &second_err, &waiting).await;
     gone_from(&c, &waiting).await;
 
-    let events = sigterm_to_the_end(&mut first, None).await;
+    let events = signal_to_the_end(&mut first, "TERM", None).await;
     assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
     gone_from(&c, &pod).await;
 }
@@ -276,21 +283,11 @@ async fn image_through_the_agent_asks_for_a_gpu_and_says_why_it_waits() {
             ("nvidia.com/gpu", "1"),
         ],
     );
-    let (events, status) = events_to_the_end(&mut p, Duration::from_secs(90)).await;
-    let err = stderr.lock().expect("stderr").clone();
-    assert_eq!(status.code(), Some(1), "{events:?}\n{err}");
-    let error = the_event(&events, "error");
-    assert!(
-        error["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("Insufficient nvidia.com/gpu")),
-        "the error says why the pod waits: {error}\n{err}"
-    );
+    let err = gives_up_waiting_for_a_gpu(&mut p, &stderr, &pod).await;
     assert!(
         err.contains("Insufficient nvidia.com/gpu"),
         "the progress says why the pod waits:\n{err}"
     );
-    assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
     gone(&t, &pod, GONE_TIMEOUT).await;
     login_host_is_clean(&t, "a launch that timed out").await;
 }

@@ -20,13 +20,7 @@ async fn launch_through_the_agent_serves_the_url_and_ctrl_c_deletes_the_pod() {
     );
     assert!(err.contains(&format!("launched pod `demo/{pod}`")), "{err}");
 
-    let status = p.signal("INT").await;
-    assert!(status.success(), "{status:?}; stderr:\n{}", p.stderr());
-    let err = p.stderr();
-    assert!(
-        err.contains(&format!("deleted pod `demo/{pod}`, which podtun launched")),
-        "{err}"
-    );
+    p.ctrl_c_deletes(&pod).await;
     gone(&t, &pod, GONE_TIMEOUT).await;
     assert_eq!(pods(&t), before, "only the launched pod came and went");
     login_host_is_clean(&t, "Ctrl-C").await;
@@ -48,7 +42,7 @@ async fn launch_in_kubectl_mode_serves_the_url_and_sigterm_deletes_the_pod() {
     let url = ready["url"].as_str().expect("a URL").to_string();
     assert_eq!(api_status(&t, &url).await, 200, "{url}");
 
-    let events = sigterm_to_the_end(&mut p, Some(&stderr)).await;
+    let events = signal_to_the_end(&mut p, "TERM", Some(&stderr)).await;
     let deleted = the_event(&events, "deleted");
     assert_eq!(deleted["pod"], pod.as_str(), "{deleted}");
     assert_eq!(deleted["namespace"], "demo", "{deleted}");
@@ -103,7 +97,7 @@ async fn keep_leaves_the_pod_and_the_next_run_forwards_to_it() {
     let first = ready["url"].as_str().expect("a URL").to_string();
     assert_eq!(api_status(&t, &first).await, 200, "{first}");
 
-    let events = sigterm_to_the_end(&mut p, None).await;
+    let events = signal_to_the_end(&mut p, "TERM", None).await;
     let kept = the_event(&events, "kept");
     assert_eq!(kept["pod"], pod.as_str(), "{kept}");
     assert!(
@@ -176,13 +170,7 @@ async fn launch_in_local_mode_runs_the_launcher_here_and_ctrl_c_deletes_the_pod(
     );
     assert!(err.contains("here"), "{err}");
 
-    let status = p.signal("INT").await;
-    assert!(status.success(), "{status:?}; stderr:\n{}", p.stderr());
-    let err = p.stderr();
-    assert!(
-        err.contains(&format!("deleted pod `demo/{pod}`, which podtun launched")),
-        "{err}"
-    );
+    p.ctrl_c_deletes(&pod).await;
     gone_from(&c, &pod).await;
 }
 
@@ -210,7 +198,7 @@ async fn a_launcher_that_names_no_pod_gets_the_one_new_jupyter_pod() {
     let url = ready["url"].as_str().expect("a URL").to_string();
     assert_eq!(api_status(&t, &url).await, 200, "{url}");
 
-    let events = sigterm_to_the_end(&mut p, None).await;
+    let events = signal_to_the_end(&mut p, "TERM", None).await;
     assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
     gone(&t, &pod, GONE_TIMEOUT).await;
     assert_eq!(pods(&t), ["jupyter"], "the older pod stays");

@@ -182,16 +182,32 @@ impl Human {
     async fn signal(&mut self, signal: &str) -> ExitStatus {
         signal_and_wait(&mut self.child, signal).await
     }
+
+    /// Ctrl-C: a clean exit that says podtun deleted pod `demo/POD`.
+    async fn ctrl_c_deletes(&mut self, pod: &str) {
+        let status = self.signal("INT").await;
+        assert!(status.success(), "{status:?}; stderr:\n{}", self.stderr());
+        let err = self.stderr();
+        assert!(
+            err.contains(&format!("deleted pod `demo/{pod}`, which podtun launched")),
+            "{err}"
+        );
+    }
 }
 
-/// Sends `signal` to podtun and waits (bounded) for its exit.
-async fn signal_and_wait(child: &mut tokio::process::Child, signal: &str) -> ExitStatus {
+/// Sends `signal` (`INT`, `TERM`) to podtun.
+fn send(child: &tokio::process::Child, signal: &str) {
     let pid = child.id().expect("podtun runs");
     let sent = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .is_ok_and(|s| s.success());
     assert!(sent, "SIG{signal} to podtun");
+}
+
+/// Sends `signal` to podtun and waits (bounded) for its exit.
+async fn signal_and_wait(child: &mut tokio::process::Child, signal: &str) -> ExitStatus {
+    send(child, signal);
     tokio::time::timeout(EXIT_TIMEOUT, child.wait())
         .await
         .unwrap_or_else(|_| panic!("podtun did not exit within {EXIT_TIMEOUT:?} of SIG{signal}"))
@@ -299,11 +315,14 @@ async fn events_to_the_end(p: &mut Podtun, within: Duration) -> (Vec<Value>, Exi
     (events, status)
 }
 
-/// SIGTERM to podtun (run with `--json`): its events up to its exit, which must be clean
-/// (`stderr`, where captured, goes in the message otherwise).
-async fn sigterm_to_the_end(p: &mut Podtun, stderr: Option<&Mutex<String>>) -> Vec<Value> {
-    let pid = p.child.id().expect("podtun runs");
-    assert!(podtun::sigterm(pid), "SIGTERM to podtun");
+/// `signal` (`INT`, `TERM`) to podtun (run with `--json`): its events up to its exit, which must
+/// be clean (`stderr`, where captured, goes in the message otherwise).
+async fn signal_to_the_end(
+    p: &mut Podtun,
+    signal: &str,
+    stderr: Option<&Mutex<String>>,
+) -> Vec<Value> {
+    send(&p.child, signal);
     let (events, status) = events_to_the_end(p, EXIT_TIMEOUT).await;
     let err = stderr.map(|s| s.lock().expect("stderr").clone());
     assert!(

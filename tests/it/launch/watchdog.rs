@@ -155,14 +155,7 @@ async fn lost_connection(mode: Mode) {
     }
     assert_eq!(api_status(&t, &url).await, 200, "{url}");
 
-    let pid = p.child.id().expect("podtun runs");
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(sent, "SIGINT to podtun");
-    let (events, status) = events_to_the_end(&mut p, EXIT_TIMEOUT).await;
-    assert!(status.success(), "{status:?}: {events:?}");
+    let events = signal_to_the_end(&mut p, "INT", None).await;
     assert_eq!(the_event(&events, "deleted")["pod"], pod.as_str());
     gone(&t, &pod, GONE_TIMEOUT).await;
     login_host_is_clean(&t, "Ctrl-C after a reconnect").await;
