@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 
 use crate::cluster::client;
-use crate::cluster::launch::delete::{delete_pod, Deleted};
+use crate::cluster::launch::delete::{delete_pod, Deleted, ALREADY_GONE};
 use crate::error::{hinted, UsageError};
 use crate::proto::wire::ClusterRef;
 
@@ -69,7 +69,7 @@ pub async fn run(args: &[String], shutdown: impl Future<Output = ()>) -> anyhow:
     };
     match done {
         Ok(Ok(Deleted::Deleted)) => println!("deleted pod {namespace}/{name}"),
-        Ok(Ok(Deleted::AlreadyGone)) => println!("pod {namespace}/{name} was already gone"),
+        Ok(Ok(Deleted::AlreadyGone)) => println!("pod {namespace}/{name} {ALREADY_GONE}"),
         Ok(Err(e)) => return Err(e),
         Err(_) => {
             return Err(hinted(

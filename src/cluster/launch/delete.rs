@@ -10,6 +10,10 @@ use crate::cluster::client::Cluster;
 use crate::cluster::resolve::api_error;
 use crate::error::hinted;
 
+/// The words `podtun agent delete-pod` ends its line with for a pod that was not there, which
+/// the laptop reads back.
+pub const ALREADY_GONE: &str = "was already gone";
+
 /// What [`delete_pod`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Deleted {

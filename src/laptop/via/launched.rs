@@ -5,6 +5,7 @@
 use anyhow::anyhow;
 
 use crate::cluster::client::ClusterRef;
+use crate::cluster::launch::delete::ALREADY_GONE;
 use crate::error::hinted;
 use crate::laptop::ssh::exec::{kubectl_flags, sh_quote};
 use crate::laptop::ssh::SshSession;
@@ -207,7 +208,7 @@ async fn undo_on(ssh: &SshSession, guard: Guard) -> anyhow::Result<String> {
 /// Whether the delete command's last line says it deleted the pod: the agent says `pod … was
 /// already gone`, `kubectl delete --ignore-not-found` nothing, for a pod not there.
 fn was_there(said: &str) -> bool {
-    !said.trim().is_empty() && !said.contains("already gone")
+    !said.trim().is_empty() && !said.contains(ALREADY_GONE)
 }
 
 /// Runs the command that deletes the pod on the login host, without a watchdog: its last line
